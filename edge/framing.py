@@ -1,0 +1,150 @@
+"""From a stream of PCM chunks to fixed, overlapping float32 windows, with buffers allocated once.
+
+    chunk (int16, interleaved, any rate) -> downmix -> resample to 16 kHz -> int16 ring -> float32 window
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .resample import Resampler
+
+INT16_SCALE = np.float32(1.0 / 32768.0)
+
+
+class RingBuffer:
+    """A fixed int16 ring that remembers the absolute index of every sample written."""
+
+    def __init__(self, capacity: int):
+        self.buffer = np.zeros(capacity, np.int16)
+        self.capacity = capacity
+        self.written = 0  # total samples ever written; sample i lives at buffer[i % capacity]
+
+    def write(self, samples: np.ndarray) -> None:
+        n = samples.size
+        if n > self.capacity:
+            samples = samples[n - self.capacity:]
+            self.written += n - self.capacity
+            n = self.capacity
+        start = self.written % self.capacity
+        first = min(n, self.capacity - start)
+        self.buffer[start:start + first] = samples[:first]
+        if first < n:
+            self.buffer[:n - first] = samples[first:]
+        self.written += n
+
+    def oldest(self) -> int:
+        return max(0, self.written - self.capacity)
+
+    def read_float(self, start: int, out: np.ndarray) -> None:
+        """Copy samples [start, start + out.size) into `out` as float32 in [-1, 1)."""
+        n = out.size
+        if start < self.oldest() or start + n > self.written:
+            raise IndexError(f"samples [{start}, {start + n}) are not in the ring")
+        begin = start % self.capacity
+        first = min(n, self.capacity - begin)
+        np.multiply(self.buffer[begin:begin + first], INT16_SCALE, out=out[:first])
+        if first < n:
+            np.multiply(self.buffer[:n - first], INT16_SCALE, out=out[first:])
+
+
+class Framer:
+    """Accepts PCM chunks of any size and hands out windows every `hop_samples`.
+
+    `push(chunk)` then `while (w := framer.next_window()) is not None: ...`. The window array is the same
+    object every time (overwritten); `window_start` is its first sample's index in the 16 kHz stream.
+    """
+
+    def __init__(self, window_samples: int = 15600, hop_samples: int = 7680, rate_in_hz: int = 16000,
+                 channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192):
+        if hop_samples <= 0 or window_samples <= 0:
+            raise ValueError("window and hop must be positive")
+        self.window_samples = window_samples
+        self.hop_samples = hop_samples
+        self.rate_hz = rate_hz
+        self.rate_in_hz = rate_in_hz
+        self.channels = channels
+        self.max_chunk_frames = max_chunk_frames
+        self.window = np.zeros(window_samples, np.float32)
+        self.window_start = 0
+        self._next_start = 0
+        self.skipped_windows = 0  # windows dropped because the consumer fell behind the ring
+        self._mono = np.zeros(max_chunk_frames, np.float32)
+        self._mono16 = np.zeros(max_chunk_frames, np.int16)
+        self._resampler = Resampler(rate_in_hz, rate_hz, max_chunk_frames) if rate_in_hz != rate_hz else None
+        resampled_max = self._resampler.capacity_out if self._resampler else max_chunk_frames
+        self._resampled16 = np.zeros(resampled_max, np.int16)
+        self.ring = RingBuffer(window_samples + max(hop_samples, resampled_max) + resampled_max)
+
+    @property
+    def buffers(self) -> tuple:
+        """Every array the hot path writes to (tests check they are never replaced)."""
+        arrays = [self.window, self._mono, self._mono16, self._resampled16, self.ring.buffer]
+        if self._resampler is not None:
+            arrays += [self._resampler._history, self._resampler._gather, self._resampler._out]
+        return tuple(arrays)
+
+    def push(self, chunk: np.ndarray) -> None:
+        """Feed interleaved int16 PCM (frames x channels), at most max_chunk_frames frames.
+
+        Windows are handed out by next_window(); call it until it returns None before pushing again, or the
+        ring will overwrite audio that was not framed yet."""
+        frames = chunk.size // self.channels
+        if frames > self.max_chunk_frames:
+            for i in range(0, frames, self.max_chunk_frames):
+                self.push(chunk[i * self.channels:(i + self.max_chunk_frames) * self.channels])
+            return
+        if self.channels == 1:
+            mono16 = chunk[:frames]
+        else:
+            mono = self._mono[:frames]
+            np.mean(chunk[:frames * self.channels].reshape(frames, self.channels), axis=1, out=mono)
+            mono16 = self._mono16[:frames]
+            np.rint(mono, out=mono)
+            np.copyto(mono16, mono, casting="unsafe")
+        if self._resampler is None:
+            self.ring.write(mono16)
+            return
+        out = self._resampler.process(mono16)
+        self._write_float(out)
+
+    def _write_float(self, samples: np.ndarray) -> None:
+        out16 = self._resampled16[:samples.size]
+        np.clip(samples, -32768.0, 32767.0, out=samples)
+        np.rint(samples, out=samples)
+        np.copyto(out16, samples, casting="unsafe")
+        self.ring.write(out16)
+
+    def finish(self) -> None:
+        """End of stream: let the resampler's last samples out (allocates; once per file)."""
+        if self._resampler is not None:
+            tail = self._resampler.flush()
+            for i in range(0, tail.size, self._resampled16.size):
+                self._write_float(tail[i:i + self._resampled16.size])
+
+    def pad_to_complete(self) -> None:
+        """End of a file, after the windows are drained: add silence so audio not covered by a window yet gets
+        one more window (YAMNet's reference pads the same way; a clip shorter than a window becomes one)."""
+        written = self.ring.written
+        last_end = self._next_start - self.hop_samples + self.window_samples
+        if written >= self.window_samples and written <= last_end:
+            return
+        needed = self._next_start + self.window_samples - written
+        zeros = np.zeros(min(needed, self.ring.capacity - self.window_samples), np.int16)
+        while needed > 0:
+            step = min(needed, zeros.size)
+            self.ring.write(zeros[:step])
+            needed -= step
+
+    def next_window(self) -> np.ndarray | None:
+        """The next window if enough audio has arrived, else None."""
+        if self.ring.written < self._next_start + self.window_samples:
+            return None
+        if self._next_start < self.ring.oldest():  # the consumer fell behind: skip to the newest full window
+            behind = self.ring.written - self.window_samples - self._next_start
+            self._next_start += -(-behind // self.hop_samples) * self.hop_samples
+            self.skipped_windows += -(-behind // self.hop_samples)
+        self.ring.read_float(self._next_start, self.window)
+        self.window_start = self._next_start
+        self._next_start += self.hop_samples
+        return self.window
