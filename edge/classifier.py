@@ -131,7 +131,10 @@ class Classifier:
     # -- the hot path: no allocation of arrays -------------------------------------------------------------------
     def prepare(self, window: np.ndarray, start_sample: int | None = None) -> None:
         """Write one window (float32, 15600 samples) into the input tensor, through the front end if needed."""
-        src = window if self.frontend is None else self.frontend.compute(window, start_sample)
+        self.write_input(window if self.frontend is None else self.frontend.compute(window, start_sample))
+
+    def write_input(self, src: np.ndarray) -> None:
+        """Write model-ready float32 input (a waveform or a log-mel patch), quantizing if the model needs it."""
         view = self._input().reshape(-1)
         flat = src.reshape(-1)
         if self._qbuf is None:

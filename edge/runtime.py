@@ -65,12 +65,22 @@ def load_backend(order: str | tuple[str, ...] | None = None) -> Backend:
                      ". Install one: pip install 'edge-audio[litert]'")
 
 
+DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tflite-runtime",),
+                 "tensorflow": ("tensorflow", "tensorflow-cpu")}
+
+
 def available_backends() -> list[tuple[str, str]]:
-    """(name, version or why not) for every known backend, for `doctor`."""
+    """(name, installed version or 'not installed') for every known backend, for `doctor`. Reads package
+    metadata only: importing TensorFlow to print its version would take seconds."""
+    from importlib.metadata import PackageNotFoundError, version
     out = []
     for name in DEFAULT_ORDER:
-        try:
-            out.append((name, _import(name).version))
-        except Exception as exc:
-            out.append((name, f"not usable: {exc.__class__.__name__}: {str(exc).splitlines()[0][:100]}"))
+        found = "not installed"
+        for dist in DISTRIBUTIONS[name]:
+            try:
+                found = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+        out.append((name, found))
     return out

@@ -1,0 +1,60 @@
+# edge-audio: the two commands to start with are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# Debian packages the suite needs (pyalsaaudio builds against libasound2-dev).
+SYS_PACKAGES = libasound2-dev
+# Model files for `make bench` (fetched with sha256 pins, or copied from $EDGE_AUDIO_ASSETS).
+MODELS = out/models
+
+.PHONY: help demo test model bench sysdeps venv clean
+
+help:
+	@echo "make demo    classify sample recordings with the default model bundle"
+	@echo "make test    install what is missing and run the whole test suite"
+	@echo "make model   install the default model bundle (Coral's split YAMNet)"
+	@echo "make bench   per-window time (front end / invoke / rest) for the YAMNet variants"
+
+sysdeps:
+	@missing=$$(for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages: $$missing"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "missing system packages: $$missing -- run: sudo apt-get install $$missing"; exit 2; fi; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# device runtime only (what a board gets)
+$(VENV)/.device: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[device]'
+	@touch $@
+
+# everything: device runtime + host tools (TensorFlow) + test tools
+$(VENV)/.all: $(BIN)/python pyproject.toml | sysdeps
+	$(BIN)/pip install -q -e '.[device,tools,dev]'
+	@touch $@ $(VENV)/.device
+
+venv: $(VENV)/.all
+
+model: $(VENV)/.device
+	$(BIN)/python -m tools fetch bundle
+
+demo: model
+	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
+	$(BIN)/edge-audio classify out/audio/miaow_16k.wav out/audio/speech_whistling2.wav --top-k 3
+
+test: $(VENV)/.all
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: model
+	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
+	$(BIN)/edge-audio bench --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
+	  --delegate cpu --seconds 5
+	$(BIN)/edge-audio bench --delegate cpu --seconds 5
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,242 @@
+"""The `edge-audio` command line: a thin layer over the runtime. Errors the user can fix print one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
+
+PROG = "edge-audio"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage block first)
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH|BUNDLE",
+                   help="a .tflite model or a bundle folder (default: the installed bundle, see 'make model')")
+    p.add_argument("--labels", metavar="CSV", help="class map (default: the bundle's, or one beside the model)")
+    p.add_argument("--delegate", default="auto", metavar="POLICY",
+                   help="auto | cpu | edgetpu[:usb[:N]|:pci[:N]] (default: auto, Edge TPU when one is usable)")
+    p.add_argument("--threads", type=int, default=1, help="CPU interpreter threads (default: 1)")
+    p.add_argument("--backend", metavar="LIST",
+                   help="interpreter preference, comma separated (default: $EDGE_AUDIO_BACKENDS or "
+                        "ai_edge_litert,tflite_runtime,tensorflow)")
+
+
+def _open_classifier(args):
+    from .classifier import Classifier
+    classifier = Classifier.open(args.model, args.labels, args.delegate, args.threads, args.backend)
+    _say(classifier.describe())
+    return classifier
+
+
+# -- classify --------------------------------------------------------------------------------------------------
+def cmd_classify(args) -> int:
+    from .pipeline import classify_file, hop_samples_for
+
+    hop_samples_for(args.hop)
+    if args.top_k < 1:
+        raise InputError("--top-k must be at least 1")
+    classifier = _open_classifier(args)
+    status = 0
+    for name in args.files:
+        try:
+            windows = list(_classify_one(name, classifier, args, classify_file))
+        except InputError as exc:  # report it, go on with the other files
+            _say(f"error: {exc}")
+            status = EXIT_BAD_INPUT
+            continue
+        mean = np.mean(windows, axis=0) if windows else np.zeros_like(classifier.scores)
+        top = classifier.top(mean, args.top_k)
+        if args.json:
+            print(json.dumps({"file": name, "summary": True, "windows": len(windows), "top": top}), flush=True)
+        else:
+            print(f"{'summary':>15}  " + _row(top) + f"   ({len(windows)} windows)\n", flush=True)
+    return status
+
+
+def _classify_one(name, classifier, args, classify_file):
+    if not args.json:
+        print(f"{name}")
+    for w in classify_file(name, classifier, args.hop):
+        top = classifier.top(w.scores, args.top_k)
+        if args.json:
+            print(json.dumps({"file": name, "t_start": round(w.t_start, 3), "t_end": round(w.t_end, 3),
+                              "top": top}))
+        else:
+            print(f"{w.t_start:6.2f}-{w.t_end:6.2f}s  " + _row(top))
+        yield w.scores.copy()
+
+
+def _row(top: list[dict]) -> str:
+    return "  ".join(f"{t['label'][:28]} {t['score']:.2f}" for t in top)
+
+
+# -- doctor ----------------------------------------------------------------------------------------------------
+def cmd_doctor(args) -> int:
+    from . import alsa, edgetpu
+    from .bundle import load_bundle
+    from .classifier import default_bundle_path
+    from .runtime import available_backends, load_backend
+
+    report: dict = {"edge_audio": __version__, "python": platform.python_version(),
+                    "machine": f"{platform.system()} {platform.machine()}", "board": _board_model()}
+    backends = available_backends()
+    report["backends"] = dict(backends)
+    try:
+        report["backend_in_use"] = str(load_backend(args.backend))
+    except EdgeAudioError as exc:
+        report["backend_in_use"] = None
+        report["backend_problem"] = str(exc)
+    lib = edgetpu.find_library()
+    report["edgetpu_library"] = lib or f"{edgetpu.library_name()} not found"
+    report["pycoral"] = "importable" if edgetpu._pycoral() is not None else "not installed"
+    report["edge_tpus"] = [f"{t.type} {t.path} {t.detail}".strip() for t in edgetpu.list_edge_tpus()]
+    devices, note = alsa.capture_devices()
+    report["alsa_capture"] = devices
+    report["alsa_note"] = note
+    report["sound_cards"] = alsa.sound_cards()
+    bundle_path = Path(args.model) if args.model else default_bundle_path()
+    try:
+        b = load_bundle(bundle_path)
+        report["model_bundle"] = {"path": str(bundle_path), "status": "ok (sha256 verified)", "name": b.name,
+                                  "edgetpu_model": b.edgetpu_model.name if b.edgetpu_model else None,
+                                  "cpu_model": b.cpu_model.name}
+    except EdgeAudioError as exc:
+        report["model_bundle"] = {"path": str(bundle_path), "status": f"problem: {exc}"}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"edge-audio {report['edge_audio']}, Python {report['python']}, {report['machine']}"
+          + (f", {report['board']}" if report["board"] else ""))
+    for name, version in backends:
+        print(f"  backend {name:15s} {version}")
+    print(f"  in use          {report['backend_in_use'] or report.get('backend_problem')}")
+    print(f"  libedgetpu      {report['edgetpu_library']}"
+          + ("" if lib else f"\n                  -> {edgetpu.INSTALL_HINT}"))
+    print(f"  pycoral         {report['pycoral']} (optional; never 'pip install pycoral': that name is another project)")
+    tpus = report["edge_tpus"]
+    print(f"  Edge TPUs       {', '.join(tpus) if tpus else 'none found (USB 1a6e:089a / 18d1:9302, /dev/apex_*)'}")
+    print(f"  ALSA capture    {', '.join(devices) if devices else 'none'}" + (f" ({note})" if note else ""))
+    print(f"  sound cards     {'; '.join(report['sound_cards']) or 'none in /proc/asound/cards'}")
+    mb = report["model_bundle"]
+    print(f"  model bundle    {mb['path']}: {mb['status']}")
+    return 0
+
+
+def _board_model() -> str:
+    try:
+        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        return ""
+
+
+# -- bench -----------------------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from .bench import pipeline_split
+    from .pipeline import hop_samples_for
+    from .wavio import read_wav
+
+    classifier = _open_classifier(args)
+    if args.audio:
+        audio = read_wav(args.audio)
+        pcm, rate = np.ascontiguousarray(audio.samples.mean(axis=1).astype(np.int16)), audio.rate_hz
+    else:  # pink-ish noise: the figures do not depend on content
+        rng = np.random.default_rng(0)
+        pcm, rate = (np.cumsum(rng.normal(0, 300, 16000 * 10)) % 8000 - 4000).astype(np.int16), 16000
+    times, windows = pipeline_split(classifier, pcm, rate, hop_samples_for(args.hop), args.seconds)
+    s = times.summary()
+    result = {"model": classifier.decision.model.name, "delegate": classifier.decision.delegate,
+              "threads": classifier.threads, "backend": str(classifier.backend), "windows": windows, **s}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['model']} on {result['delegate']} ({result['backend']}, {result['threads']} thread(s)), "
+              f"{windows} windows, ms per window:")
+        print(f"  {'':10s} {'mean':>8s} {'p50':>8s} {'p99':>8s}")
+        for name in ("frontend_ms", "invoke_ms", "rest_ms", "total_ms"):
+            v = s[name]
+            print(f"  {name[:-3]:10s} {v['mean']:8.3f} {v['p50']:8.3f} {v['p99']:8.3f}")
+    return 0
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
+                                            "and Raspberry Pi boards.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("classify", help="classify WAV files window by window",
+                       description="Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
+                       epilog="example: edge-audio classify recording.wav --top-k 3 --json")
+    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files (PCM 8/16/24/32-bit or float)")
+    _add_model_args(p)
+    p.add_argument("--hop", type=float, default=0.48, metavar="S", help="seconds between windows (default: 0.48)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("doctor", help="what this machine has: runtime, Edge TPU, ALSA, model bundle",
+                       description="Report the interpreter backend, the Edge TPU library and devices, ALSA capture "
+                                   "devices and the model bundle: the first thing to run when the Coral is not "
+                                   "detected.", epilog="example: edge-audio doctor --json")
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to check (default: the installed one)")
+    p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("bench", help="per-window time: front end, invoke, the rest",
+                       description="Run audio through the real pipeline and report per-window time split into "
+                                   "front end, invoke and the rest (framing, input write, score read).",
+                       epilog="example: edge-audio bench --model bundle/ --delegate cpu --seconds 5")
+    _add_model_args(p)
+    p.add_argument("--audio", metavar="WAV", help="audio to loop (default: generated noise)")
+    p.add_argument("--hop", type=float, default=0.48, metavar="S", help="seconds between windows (default: 0.48)")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to run (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except EdgeAudioError as exc:
+        _say(f"error: {exc}")
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edge-audio classify ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        _say("unexpected error (a bug: please report it with the traceback above)")
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
