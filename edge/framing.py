@@ -43,9 +43,11 @@ class RingBuffer:
             raise IndexError(f"samples [{start}, {start + n}) are not in the ring")
         begin = start % self.capacity
         first = min(n, self.capacity - begin)
-        np.multiply(self.buffer[begin:begin + first], INT16_SCALE, out=out[:first])
+        # cast first, then scale in float32: a ufunc that casts on the way goes through a 32 KiB scratch buffer
+        np.copyto(out[:first], self.buffer[begin:begin + first], casting="unsafe")
         if first < n:
-            np.multiply(self.buffer[:n - first], INT16_SCALE, out=out[first:])
+            np.copyto(out[first:], self.buffer[:n - first], casting="unsafe")
+        np.multiply(out, INT16_SCALE, out=out)
 
 
 class Framer:
@@ -70,6 +72,7 @@ class Framer:
         self._next_start = 0
         self.skipped_windows = 0  # windows dropped because the consumer fell behind the ring
         self._mono = np.zeros(max_chunk_frames, np.float32)
+        self._interleaved = np.zeros(max_chunk_frames * channels, np.float32)
         self._mono16 = np.zeros(max_chunk_frames, np.int16)
         self._resampler = Resampler(rate_in_hz, rate_hz, max_chunk_frames) if rate_in_hz != rate_hz else None
         resampled_max = self._resampler.capacity_out if self._resampler else max_chunk_frames
@@ -79,7 +82,7 @@ class Framer:
     @property
     def buffers(self) -> tuple:
         """Every array the hot path writes to (tests check they are never replaced)."""
-        arrays = [self.window, self._mono, self._mono16, self._resampled16, self.ring.buffer]
+        arrays = [self.window, self._mono, self._interleaved, self._mono16, self._resampled16, self.ring.buffer]
         if self._resampler is not None:
             arrays += [self._resampler._history, self._resampler._gather, self._resampler._out]
         return tuple(arrays)
@@ -98,7 +101,10 @@ class Framer:
             mono16 = chunk[:frames]
         else:
             mono = self._mono[:frames]
-            np.mean(chunk[:frames * self.channels].reshape(frames, self.channels), axis=1, out=mono)
+            both = self._interleaved[:frames * self.channels]
+            np.copyto(both, chunk[:frames * self.channels], casting="unsafe")
+            np.sum(both.reshape(frames, self.channels), axis=1, out=mono)
+            np.multiply(mono, np.float32(1.0 / self.channels), out=mono)
             mono16 = self._mono16[:frames]
             np.rint(mono, out=mono)
             np.copyto(mono16, mono, casting="unsafe")
@@ -141,9 +147,9 @@ class Framer:
         if self.ring.written < self._next_start + self.window_samples:
             return None
         if self._next_start < self.ring.oldest():  # the consumer fell behind: skip to the newest full window
-            behind = self.ring.written - self.window_samples - self._next_start
-            self._next_start += -(-behind // self.hop_samples) * self.hop_samples
-            self.skipped_windows += -(-behind // self.hop_samples)
+            skip = (self.ring.written - self.window_samples - self._next_start) // self.hop_samples
+            self._next_start += skip * self.hop_samples  # the newest window that fits, on the same hop grid
+            self.skipped_windows += skip
         self.ring.read_float(self._next_start, self.window)
         self.window_start = self._next_start
         self._next_start += self.hop_samples

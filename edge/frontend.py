@@ -65,27 +65,44 @@ def hann_periodic(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
+def dft_basis(window_samples: int, fft_length: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two [window, bins] matrices: Hann-windowed cos and -sin of the first `bins` bins of a real DFT of
+    length `fft_length` (the frame is zero-padded from window_samples, so only those rows exist)."""
+    n = np.arange(window_samples, dtype=np.float64)[:, None]
+    k = np.arange(bins, dtype=np.float64)[None, :]
+    phase = 2.0 * np.pi * n * k / fft_length
+    hann = hann_periodic(window_samples).astype(np.float64)[:, None]
+    return (np.ascontiguousarray((hann * np.cos(phase)).astype(np.float32)),
+            np.ascontiguousarray((-hann * np.sin(phase)).astype(np.float32)))
+
+
 class LogMelFrontEnd:
     """Turns 0.975 s windows of float32 audio into [96, 64] log-mel patches.
 
     All arrays are allocated here. When consecutive windows overlap by a whole number of STFT hops
     (the default 0.48 s hop is 48 of them), the frames they share are copied from the previous patch,
     so each 10 ms frame is transformed once.
+
+    The spectrum is a matrix product with a precomputed real DFT basis that has the Hann window folded in
+    and stops at the last bin the mel bank uses (7500 Hz): unlike np.fft (which works in float64 scratch
+    memory), it allocates nothing per call.
     """
 
     def __init__(self, params: FrontEndParams = FrontEndParams()):
         self.params = params
         p = params
-        bins = p.fft_length // 2 + 1
-        self._mel = mel_matrix(p)
-        self._hann = hann_periodic(p.stft_window_samples)
+        mel = mel_matrix(p)
+        bins = int(np.nonzero(mel.any(axis=1))[0][-1]) + 1  # bins above the top mel band are never used
+        self._mel = np.ascontiguousarray(mel[:bins])
+        self._cos, self._sin = dft_basis(p.stft_window_samples, p.fft_length, bins)
         n = p.patch_frames
-        self._frames = np.zeros((n, p.stft_window_samples), np.float32)
-        self._spectrum = np.zeros((n, bins), np.complex64)
-        self._magnitude = np.zeros((n, bins), np.float32)
+        self._real = np.zeros((n, bins), np.float32)
+        self._imag = np.zeros((n, bins), np.float32)  # then the magnitude, in place
         self._patches = (np.zeros((n, p.mel_bands), np.float32), np.zeros((n, p.mel_bands), np.float32))
         self._current = 0
         self._last_start: int | None = None
+        self._framed_source: np.ndarray | None = None  # the window array the strided frame view looks into
+        self._framed: np.ndarray | None = None
         self.frames_computed = 0  # a counter for tests and benchmarks
 
     @property
@@ -116,19 +133,27 @@ class LogMelFrontEnd:
         first = reuse
         count = n - first
         if count:
-            frames = np.lib.stride_tricks.as_strided(
-                window[first * hop:], shape=(count, p.stft_window_samples), strides=(hop * 4, 4), writeable=False)
-            self._log_mel(frames, out[first:], count)
+            self._log_mel(self._frames_of(window)[first:], out[first:], count)
         return out
 
+    def _frames_of(self, window: np.ndarray) -> np.ndarray:
+        """[96, 400] overlapping frames as a view of `window`, built once per window array (callers reuse one)."""
+        if window is not self._framed_source:
+            if window.dtype != np.float32 or window.size != self.params.window_samples or not window.flags.c_contiguous:
+                raise ValueError(f"window must be {self.params.window_samples} contiguous float32 samples")
+            p = self.params
+            self._framed = np.lib.stride_tricks.as_strided(
+                window, shape=(p.patch_frames, p.stft_window_samples), strides=(p.stft_hop_samples * 4, 4),
+                writeable=False)
+            self._framed_source = window
+        return self._framed
+
     def _log_mel(self, frames: np.ndarray, out: np.ndarray, count: int) -> None:
-        f = self._frames[:count]
-        np.multiply(frames, self._hann, out=f)
-        spectrum = self._spectrum[:count]
-        np.fft.rfft(f, n=self.params.fft_length, axis=1, out=spectrum)
-        magnitude = self._magnitude[:count]
-        np.abs(spectrum, out=magnitude)
-        np.matmul(magnitude, self._mel, out=out)
+        real, imag = self._real[:count], self._imag[:count]  # contiguous: ufuncs need no scratch buffers
+        np.matmul(frames, self._cos, out=real)
+        np.matmul(frames, self._sin, out=imag)
+        np.hypot(real, imag, out=imag)
+        np.matmul(imag, self._mel, out=out)
         np.add(out, self.params.log_offset, out=out)
         np.log(out, out=out)
         self.frames_computed += count

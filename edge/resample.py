@@ -94,7 +94,7 @@ class Resampler:
             return self._out[:0]
         m = periods * self.up
         gather = self._gather[:m]
-        np.take(h, self._index[:m], out=gather)
+        np.take(h, self._index[:m], out=gather, mode="clip")  # 'raise' would buffer `out`
         np.multiply(gather, self._weights[:m], out=gather)
         out = self._out[:m]
         np.sum(gather, axis=1, out=out)

@@ -1,0 +1,93 @@
+"""Shared fixtures. Real models and recordings come from EDGE_AUDIO_ASSETS (a folder laid out like the project's
+asset share). Without it, tests that need them skip with the reason, unless EDGE_AUDIO_REQUIRE_ASSETS=1 (CI),
+which turns the skip into a failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_ASSETS_ENV = os.environ.get("EDGE_AUDIO_ASSETS")
+ASSETS = Path(_ASSETS_ENV).resolve() if _ASSETS_ENV else None
+REQUIRE = os.environ.get("EDGE_AUDIO_REQUIRE_ASSETS") == "1"
+
+
+def _need(reason: str):
+    if REQUIRE:
+        pytest.fail(f"{reason}, and EDGE_AUDIO_REQUIRE_ASSETS=1")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if ASSETS is None:
+        _need("EDGE_AUDIO_ASSETS is not set")
+    if not (ASSETS / "models" / "yamnet_classification.tflite").is_file():
+        _need(f"EDGE_AUDIO_ASSETS={ASSETS} holds no models/yamnet_classification.tflite")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def coral_twin(assets) -> Path:
+    return assets / "models" / "coral" / "yamnet_spectra_in.tflite"
+
+
+@pytest.fixture(scope="session")
+def waveform_model(assets) -> Path:
+    return assets / "models" / "yamnet_classification.tflite"
+
+
+@pytest.fixture(scope="session")
+def class_map(assets) -> Path:
+    return assets / "models" / "yamnet_class_map.csv"
+
+
+@pytest.fixture(scope="session")
+def tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        if REQUIRE:
+            pytest.fail("TensorFlow (the tools extra) is not installed, and EDGE_AUDIO_REQUIRE_ASSETS=1")
+        pytest.skip("TensorFlow (the tools extra) is not installed")
+    return tf
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Never touch the user's installed bundle."""
+    monkeypatch.setenv("EDGE_AUDIO_HOME", str(tmp_path / "home"))
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    @property
+    def err_lines(self) -> list[str]:
+        """stderr without the interpreter library's own INFO chatter."""
+        return [l for l in self.err.splitlines() if l.strip() and not l.startswith("INFO: ")]
+
+
+def run_cli(*args, env: dict | None = None, module: str = "edge", timeout: float = 300) -> Result:
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=timeout)
+    return Result(proc)
+
+
+def assert_one_line_error(r: Result, code: int = 2, *needles: str) -> str:
+    assert r.code == code, (r.code, r.out, r.err)
+    assert "Traceback" not in r.err, r.err
+    errors = [l for l in r.err_lines if "error:" in l]
+    assert len(errors) == 1, r.err
+    for n in needles:
+        assert n.lower() in errors[0].lower(), errors[0]
+    return errors[0]
