@@ -117,10 +117,10 @@ class Classifier:
     def open(cls, model: str | Path | None = None, labels: str | Path | None = None, delegate: str = "auto",
              threads: int = 1, backend: str | Backend | None = None, load_tpu=None) -> "Classifier":
         """Resolve the model, apply the delegate policy, load the interpreter. Raises InputError subclasses."""
+        policy = DelegatePolicy.parse(delegate)  # argument errors first, before touching files
         source = resolve_model(model, labels)
         label_list = load_labels(source.labels)
         be = backend if isinstance(backend, Backend) else load_backend(backend)
-        policy = DelegatePolicy.parse(delegate)
         kwargs = {"load_tpu": load_tpu} if load_tpu else {}
         decision = decide(policy, source.models, be, **kwargs)
         info = read_model_info(decision.model)

@@ -89,13 +89,13 @@ def _download(url: str, label: str, timeout_s: float = 30.0) -> bytes:
                          "the assets (models/, audio/)") from None
 
 
-def fetch(asset: Asset, dest_dir: Path, mirror: Path | None = None, quiet: bool = False) -> Path:
-    """Put `asset` in dest_dir, verified against its sha256. Uses the mirror when one is given or set."""
+def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False) -> Path:
+    """Put `asset` in dest_dir, verified against its sha256: copied from `mirror` when one is given (see
+    mirror_root()), else downloaded from its official source."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / asset.name
     if dest.is_file() and _sha256(dest.read_bytes()) == asset.sha256:
         return dest
-    mirror = mirror if mirror is not None else mirror_root()
     if mirror is not None:
         source = mirror / asset.mirror
         if not source.is_file():
@@ -130,7 +130,7 @@ def _extract(archive: bytes, member: str, url: str) -> bytes:
         raise InputError(f"{url}: the download is not the expected archive ({exc})") from None
 
 
-def install_default_bundle(dest: Path, mirror: Path | None = None) -> Path:
+def install_default_bundle(dest: Path, mirror: Path | None) -> Path:
     """Coral's split YAMNet (Edge TPU model + int8 CPU twin + class map) as a bundle at `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=dest.parent))
