@@ -17,7 +17,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
 PROG = "edge-audio"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the usage block first)
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
@@ -67,7 +67,7 @@ def cmd_classify(args) -> int:
         if args.json:
             print(json.dumps({"file": name, "summary": True, "windows": len(windows), "top": top}), flush=True)
         else:
-            print(f"{'summary':>15}  " + _row(top) + f"   ({len(windows)} windows)\n", flush=True)
+            print(f"{'summary':>17}  " + _row(top) + f"   ({len(windows)} windows)\n", flush=True)
     return status
 
 
@@ -80,7 +80,7 @@ def _classify_one(name, classifier, args, classify_file):
             print(json.dumps({"file": name, "t_start": round(w.t_start, 3), "t_end": round(w.t_end, 3),
                               "top": top}))
         else:
-            print(f"{w.t_start:6.2f}-{w.t_end:6.2f}s  " + _row(top))
+            print(f"{w.t_start:7.3f}-{w.t_end:7.3f}s  " + _row(top))
         yield w.scores.copy()
 
 
@@ -178,10 +178,10 @@ def cmd_bench(args) -> int:
 
 # -- main ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
+    parser = OneLineParser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
                                             "and Raspberry Pi boards.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("classify", help="classify WAV files window by window",
                        description="Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PROG) -> int:
+    """Parse, dispatch to args.func, and turn the project's errors into one line and an exit status."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgeAudioError as exc:
-        _say(f"error: {exc}")
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
@@ -234,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         import traceback
         traceback.print_exc()
-        _say("unexpected error (a bug: please report it with the traceback above)")
+        print(f"{prog}: unexpected error (a bug: please report it with the traceback above)", file=sys.stderr)
         return EXIT_UNEXPECTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The project's own errors. Each carries the exit status the command line uses for it."""
 
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -34,3 +36,15 @@ class ConfigError(EdgeAudioError):
     """A daemon configuration problem: the service must not restart in a loop."""
 
     exit_status = EXIT_CONFIG
+
+
+def read_input_file(path: Path, error: type, what: str) -> bytes:
+    """The bytes of a user-named file, or `error` with one line saying why not."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None

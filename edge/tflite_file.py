@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, read_input_file
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -195,14 +195,7 @@ def _tensor(t: _Table, buffer_sizes: list[int]) -> TensorInfo:
 def read_model_info(path: str | Path) -> ModelInfo:
     """Parse a .tflite file. Raises ModelError (one line) for a missing, empty, foreign or truncated file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: is a directory; give a .tflite file or a bundle with manifest.json") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model ({exc.strerror})") from None
+    data = read_input_file(path, ModelError, "model file")
     if not data:
         raise ModelError(f"{path}: model file is empty")
     if len(data) < 8 or data[4:8] != b"TFL3":

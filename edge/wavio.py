@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioFormatError
+from .errors import AudioFormatError, read_input_file
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -56,14 +56,7 @@ def _to_int16(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
 def read_wav(path: str | Path) -> WavAudio:
     """Read a WAV file. Raises AudioFormatError with a one-line reason when it cannot be used."""
     path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise AudioFormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise AudioFormatError(f"{path}: is a directory, not a WAV file") from None
-    except OSError as exc:
-        raise AudioFormatError(f"{path}: cannot read ({exc.strerror})") from None
+    blob = read_input_file(path, AudioFormatError, "WAV file")
     if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
         raise AudioFormatError(f"{path}: not a WAV file (no RIFF/WAVE header)")
     pos = 12

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from edge.frontend import FrontEndParams, LogMelFrontEnd, mel_matrix
 from edge.wavio import read_wav

@@ -6,13 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.errors import EXIT_BAD_INPUT, EdgeAudioError
+from edge.cli import OneLineParser, run
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+PROG = "python -m tools"
 
 
 def cmd_fetch(args) -> int:
@@ -37,8 +33,8 @@ def cmd_fetch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m tools", description="Host tools for the edge audio kit.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog=PROG, description="Host tools for the edge audio kit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     p = sub.add_parser("fetch", help="install the default model bundle or sample audio (sha256-pinned)",
                        description="Download pinned assets from their official sources, or copy them from an "
                                    "offline mirror ($EDGE_AUDIO_ASSETS or --mirror). Every file is checked "
@@ -57,13 +53,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
-    try:
-        return args.func(args)
-    except EdgeAudioError as exc:
-        print(f"python -m tools: error: {exc}", file=sys.stderr)
-        return exc.exit_status
+    return run(build_parser(), argv, PROG)
