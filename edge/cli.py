@@ -27,7 +27,7 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH|BUNDLE",
                    help="a .tflite model or a bundle folder (default: the installed bundle, see 'make model')")
     p.add_argument("--labels", metavar="CSV", help="class map (default: the bundle's, or one beside the model)")
@@ -39,7 +39,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "ai_edge_litert,tflite_runtime,tensorflow)")
 
 
-def _open_classifier(args):
+def open_classifier(args):
     from .classifier import Classifier
     classifier = Classifier.open(args.model, args.labels, args.delegate, args.threads, args.backend)
     _say(classifier.describe())
@@ -53,7 +53,7 @@ def cmd_classify(args) -> int:
     hop_samples_for(args.hop)
     if args.top_k < 1:
         raise InputError("--top-k must be at least 1")
-    classifier = _open_classifier(args)
+    classifier = open_classifier(args)
     status = 0
     for name in args.files:
         try:
@@ -147,35 +147,6 @@ def _board_model() -> str:
         return ""
 
 
-# -- bench -----------------------------------------------------------------------------------------------------
-def cmd_bench(args) -> int:
-    from .bench import pipeline_split
-    from .pipeline import hop_samples_for
-    from .wavio import read_wav
-
-    classifier = _open_classifier(args)
-    if args.audio:
-        audio = read_wav(args.audio)
-        pcm, rate = np.ascontiguousarray(audio.samples.mean(axis=1).astype(np.int16)), audio.rate_hz
-    else:  # pink-ish noise: the figures do not depend on content
-        rng = np.random.default_rng(0)
-        pcm, rate = (np.cumsum(rng.normal(0, 300, 16000 * 10)) % 8000 - 4000).astype(np.int16), 16000
-    times, windows = pipeline_split(classifier, pcm, rate, hop_samples_for(args.hop), args.seconds)
-    s = times.summary()
-    result = {"model": classifier.decision.model.name, "delegate": classifier.decision.delegate,
-              "threads": classifier.threads, "backend": str(classifier.backend), "windows": windows, **s}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['model']} on {result['delegate']} ({result['backend']}, {result['threads']} thread(s)), "
-              f"{windows} windows, ms per window:")
-        print(f"  {'':10s} {'mean':>8s} {'p50':>8s} {'p99':>8s}")
-        for name in ("frontend_ms", "invoke_ms", "rest_ms", "total_ms"):
-            v = s[name]
-            print(f"  {name[:-3]:10s} {v['mean']:8.3f} {v['p50']:8.3f} {v['p99']:8.3f}")
-    return 0
-
-
 # -- main ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
@@ -187,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
                        epilog="example: edge-audio classify recording.wav --top-k 3 --json")
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files (PCM 8/16/24/32-bit or float)")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--hop", type=float, default=0.48, metavar="S", help="seconds between windows (default: 0.48)")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
@@ -202,16 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("bench", help="per-window time: front end, invoke, the rest",
-                       description="Run audio through the real pipeline and report per-window time split into "
-                                   "front end, invoke and the rest (framing, input write, score read).",
-                       epilog="example: edge-audio bench --model bundle/ --delegate cpu --seconds 5")
-    _add_model_args(p)
-    p.add_argument("--audio", metavar="WAV", help="audio to loop (default: generated noise)")
-    p.add_argument("--hop", type=float, default=0.48, metavar="S", help="seconds between windows (default: 0.48)")
-    p.add_argument("--seconds", type=float, default=5.0, help="how long to run (default: 5)")
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=cmd_bench)
+    from .bench import add_parser as add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 
