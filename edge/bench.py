@@ -1,113 +1,253 @@
-"""Per-window time through the real pipeline, split into front end, invoke and the rest.
+"""`edge-audio bench`: on-device latency, CPU and memory per delegate x thread count, through the real pipeline.
 
-The rest = framing (ring, int16 -> float32, resampling) + input write + score read.
+Measuring lives in bench_measure, the machine description in bench_env, the result schema, comparisons and
+reference profiles in bench_report. This module is the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .classifier import Classifier
-from .framing import Framer
+from .errors import DelegateError, InputError, ModelError
+
+EXIT_REGRESSION = 1
+DELEGATES = ("all", "cpu", "edgetpu", "auto")
+MAX_SECONDS = 3600.0
+
+EXAMPLES = """examples:
+  edge-audio bench                                    installed bundle, Edge TPU (if any) and CPU, 1 thread
+  edge-audio bench --bundle out/bundle --threads 1,2,4 --seconds 10
+  edge-audio bench --model yamnet_classification.tflite --delegate cpu --json > pi4.json
+  edge-audio bench --compare pi4.json                 exit 1 if slower than the saved result
+  edge-audio bench --check                            against this board's profile in firmware_configs/bench/
+  edge-audio bench --check --profile pi4-usb-coral --tolerance 0.25
+  edge-audio bench --result pi4.json --check          check a saved result without measuring again
+  edge-audio bench --plot latency.png                 latency histogram (needs matplotlib)
+
+exit status: 0 ok, 1 a regression (--compare/--check), 2 bad input or nothing could be measured"""
 
 
-@dataclass
-class StageTimes:
-    frontend_ms: list = field(default_factory=list)
-    invoke_ms: list = field(default_factory=list)
-    rest_ms: list = field(default_factory=list)
-    total_ms: list = field(default_factory=list)
-
-    def summary(self) -> dict:
-        out = {}
-        for name in ("frontend_ms", "invoke_ms", "rest_ms", "total_ms"):
-            v = np.asarray(getattr(self, name)) if getattr(self, name) else np.zeros(1)
-            out[name] = {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)),
-                         "p99": float(np.percentile(v, 99)), "min": float(v.min())}
-        return out
+def _say(message: str) -> None:
+    print(f"edge-audio bench: {message}", file=sys.stderr, flush=True)
 
 
-def pipeline_split(classifier: Classifier, pcm: np.ndarray, rate_hz: int, hop_samples: int, seconds: float,
-                   chunk_frames: int = 1024, warmup_windows: int = 5) -> tuple[StageTimes, int]:
-    """Loop `pcm` (mono int16) through framer -> front end -> invoke -> scores for `seconds` of wall time."""
-    p = classifier.params
-    framer = Framer(p.window_samples, hop_samples, rate_hz, 1, p.sample_rate_hz, chunk_frames)
-    times = StageTimes()
-    clock = time.perf_counter
-    deadline = clock() + seconds
-    windows = 0
-    pos = 0
-    frontend = classifier.frontend
-    while clock() < deadline:
-        t0 = clock()
-        chunk = pcm[pos:pos + chunk_frames]
-        pos = pos + chunk_frames if pos + 2 * chunk_frames <= pcm.size else 0
-        framer.push(chunk)
-        framing = clock() - t0
-        while (window := framer.next_window()) is not None:
-            t1 = clock()
-            features = frontend.compute(window, framer.window_start) if frontend is not None else window
-            t2 = clock()
-            classifier.write_input(features)
-            t3 = clock()
-            classifier.invoke()
-            t4 = clock()
-            classifier.read_scores()
-            t5 = clock()
-            windows += 1
-            if windows <= warmup_windows:
-                continue
-            rest = framing + (t3 - t2) + (t5 - t4)
-            framing = 0.0
-            times.frontend_ms.append((t2 - t1) * 1e3)
-            times.invoke_ms.append((t4 - t3) * 1e3)
-            times.rest_ms.append(rest * 1e3)
-            times.total_ms.append((t2 - t1 + t4 - t3 + rest) * 1e3)
-    return times, windows
-
-
-# -- the `edge-audio bench` command -------------------------------------------------------------------------------
 def add_parser(sub) -> None:
-    from .cli import add_model_args
-    p = sub.add_parser("bench", help="per-window time: front end, invoke, the rest",
-                       description="Run audio through the real pipeline and report per-window time split into "
-                                   "front end, invoke and the rest (framing, input write, score read).",
-                       epilog="example: edge-audio bench --model bundle/ --delegate cpu --seconds 5")
-    add_model_args(p)
-    p.add_argument("--audio", metavar="WAV", help="audio to loop (default: generated noise)")
+    p = sub.add_parser("bench", help="latency, CPU and memory per delegate and thread count; regression checks",
+                       description="Run audio through the real pipeline (source -> ring -> front end -> invoke -> "
+                                   "scores) for each delegate and thread count and report init time, first "
+                                   "invoke, invoke latency distribution, front-end and end-to-end time per window, "
+                                   "CPU share at real time, peak RSS and allocation per window, with the board, "
+                                   "governor, temperature, runtime and Edge TPU it ran on. See docs/benchmarks.md.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="PATH", help="a .tflite model (its _edgetpu twin is found beside it)")
+    src.add_argument("--bundle", metavar="DIR", help="a model bundle folder (default: the installed bundle)")
+    p.add_argument("--labels", metavar="CSV", help="class map (default: the bundle's, or one beside the model)")
+    p.add_argument("--delegate", default="all", metavar="WHICH",
+                   help="all | cpu | edgetpu[:usb[:N]|:pci[:N]] | auto (default: all = Edge TPU, then CPU)")
+    p.add_argument("--threads", default="1", metavar="LIST", help="CPU thread counts, e.g. 1,2,4 (default: 1)")
+    p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
+    p.add_argument("--audio", metavar="WAV", help="audio to loop (default: generated noise; the figures do not "
+                                                  "depend on content)")
     p.add_argument("--hop", type=float, default=0.48, metavar="S", help="seconds between windows (default: 0.48)")
-    p.add_argument("--seconds", type=float, default=5.0, help="how long to run (default: 5)")
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--seconds", type=float, default=5.0, metavar="S",
+                   help="wall time of each timed loop: bare invoke, pipeline (default: 5)")
+    p.add_argument("--realtime-seconds", type=float, metavar="S",
+                   help="wall time of the run paced at real time, for CPU %% (default: --seconds)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (schema: --schema)")
+    p.add_argument("--out", metavar="FILE", help="also save the JSON result to FILE")
+    p.add_argument("--compare", metavar="FILE", help="compare with a saved result; exit 1 on a regression")
+    p.add_argument("--check", action="store_true",
+                   help="compare with the board's reference figures (firmware_configs/bench/); exit 1 on a regression")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="reference profile for --check (default: detected from /proc/device-tree/model)")
+    p.add_argument("--tolerance", type=float, metavar="FRAC",
+                   help="allowed slow-down before it counts as a regression (default: the profile's, else 0.15)")
+    p.add_argument("--result", metavar="FILE", help="use a saved result instead of measuring (with --compare/--check)")
+    p.add_argument("--write-profile", metavar="FILE", help="save this run's figures as a reference profile")
+    p.add_argument("--plot", metavar="PNG", help="latency distribution plot (needs matplotlib)")
+    p.add_argument("--schema", action="store_true", help="print the JSON schema of the result and exit")
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
-    from .cli import open_classifier
-    from .pipeline import hop_samples_for
-    from .wavio import read_wav
+def parse_threads(spec: str) -> list[int]:
+    try:
+        values = [int(s) for s in str(spec).split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--threads {spec!r}: give thread counts such as 1 or 1,2,4") from None
+    if not values or any(not 1 <= v <= 64 for v in values):
+        raise InputError(f"--threads {spec!r}: each count must be between 1 and 64")
+    return list(dict.fromkeys(values))
 
-    classifier = open_classifier(args)
-    if args.audio:
-        audio = read_wav(args.audio)
-        pcm, rate = np.ascontiguousarray(audio.samples.mean(axis=1).astype(np.int16)), audio.rate_hz
-    else:  # pink-ish noise: the figures do not depend on content
-        rng = np.random.default_rng(0)
-        pcm, rate = (np.cumsum(rng.normal(0, 300, 16000 * 10)) % 8000 - 4000).astype(np.int16), 16000
-    times, windows = pipeline_split(classifier, pcm, rate, hop_samples_for(args.hop), args.seconds)
-    s = times.summary()
-    result = {"model": classifier.decision.model.name, "delegate": classifier.decision.delegate,
-              "threads": classifier.threads, "backend": str(classifier.backend), "windows": windows, **s}
+
+def parse_delegates(spec: str) -> list[str]:
+    from .delegate import DelegatePolicy
+    spec = (spec or "all").strip()
+    if spec == "all":
+        return ["edgetpu", "cpu"]
+    DelegatePolicy.parse(spec)  # one-line error for a bad one
+    return [spec]
+
+
+def _check_args(args) -> None:
+    for name in ("seconds", "realtime_seconds"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise InputError(f"--{name.replace('_', '-')} {value:g}: give a duration between 0 and {MAX_SECONDS:g} s")
+    if args.tolerance is not None and not 0 < args.tolerance < 10:
+        raise InputError(f"--tolerance {args.tolerance:g}: give a fraction such as 0.15 (15 %)")
+    if args.result and not (args.compare or args.check):
+        raise InputError("--result only makes sense with --compare or --check")
+    if args.profile and not args.check:
+        raise InputError("--profile only makes sense with --check")
+
+
+def load_audio(path: str | None):
+    from .bench_measure import Audio
+    if not path:
+        rng = np.random.default_rng(0)  # pink-ish noise, 10 s
+        pcm = (np.cumsum(rng.normal(0, 300, 16000 * 10)) % 8000 - 4000).astype(np.int16)
+        return Audio(pcm, 16000, 1, "generated noise (10 s, 16 kHz)")
+    from .wavio import read_wav
+    wav = read_wav(path)
+    if wav.frames == 0:
+        raise InputError(f"{path}: the WAV has no audio")
+    return Audio(np.ascontiguousarray(wav.samples).reshape(-1), wav.rate_hz, wav.channels,
+                 f"{path} ({wav.seconds:.1f} s, {wav.rate_hz} Hz, {wav.channels} ch)")
+
+
+def run_bench(model, labels, delegates: list[str], threads: list[int], backend_spec, audio, hop_seconds: float,
+              seconds: float, realtime_seconds: float, on_window=None, progress=None) -> tuple[dict, dict]:
+    """Measure every delegate x thread configuration. Returns (result, latency samples for the plot).
+    A delegate that cannot be used on this machine is a run with status 'unavailable' and its reason."""
+    from . import bench_env
+    from .bench_measure import measure
+    from .bench_report import KIND, SCHEMA_VERSION
+    from .classifier import Classifier, resolve_model
+    from .pipeline import hop_samples_for
+    from .runtime import load_backend
+
+    hop_samples = hop_samples_for(hop_seconds)
+    backend = load_backend(backend_spec)
+    source = resolve_model(model, labels)  # bad model / labels: exit 2 before anything is measured
+    say = progress or (lambda m: None)
+    configs = [(d, t) for d in delegates for t in (threads[:1] if d.startswith("edgetpu") else threads)]
+    runs, samples = [], {}
+    for i, (delegate, n_threads) in enumerate(configs, 1):
+        tag = f"[{i}/{len(configs)}] {source.name} {delegate} x{n_threads}"
+        say(f"{tag}: loading")
+
+        def open_it(delegate=delegate, n_threads=n_threads):
+            return Classifier.open(model, labels, delegate, n_threads, backend)
+        try:
+            run = measure(open_it, audio, hop_samples, seconds, realtime_seconds, on_window,
+                          lambda m, tag=tag: say(f"{tag}: {m}"))
+        except (DelegateError, ModelError) as exc:
+            if isinstance(exc, ModelError) and delegate == "cpu":
+                raise
+            say(f"{tag}: unavailable: {exc}")
+            runs.append({"status": "unavailable", "delegate": delegate.split(":")[0], "threads": n_threads,
+                         "reason": str(exc)})
+            continue
+        run_samples = run.pop("_samples")
+        for name, values in run_samples.items():
+            samples[f"{run['model']} {run['delegate']} x{n_threads} {name}"] = values
+        say(f"{tag}: {run['windows_per_s']:.0f} windows/s, end to end p50 {run['e2e_ms']['p50']:.3f} ms")
+        runs.append(run)
+    env = bench_env.environment(backend)
+    result = {
+        "kind": KIND, "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": env,
+        "settings": {"model": source.name, "audio": audio.name, "hop_seconds": hop_seconds, "seconds": seconds,
+                     "realtime_seconds": realtime_seconds, "delegates": delegates, "threads": threads,
+                     "detector": on_window is not None},
+        "warnings": bench_env.warnings(env),
+        "runs": runs,
+    }
+    return result, samples
+
+
+def _write(path: str, text: str, what: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the {what} ({exc.strerror})") from None
+
+
+def cmd_bench(args) -> int:
+    from . import bench_report as report
+
+    if args.schema:
+        print(json.dumps(report.SCHEMA, indent=2))
+        return 0
+    _check_args(args)
+    delegates = parse_delegates(args.delegate)
+    threads = parse_threads(args.threads)
+    baseline = report.load_result(args.compare) if args.compare else None  # bad files fail before measuring
+    profile = None
+    if args.check:
+        from .bench_env import board_model
+        profile = report.find_profile(args.profile, board_model())
+    samples: dict = {}
+    if args.result:
+        result = report.load_result(args.result)
+    else:
+        audio = load_audio(args.audio)
+        seconds = args.seconds
+        realtime = args.realtime_seconds if args.realtime_seconds is not None else seconds
+        result, samples = run_bench(args.model or args.bundle, args.labels, delegates, threads, args.backend,
+                                    audio, args.hop, seconds, realtime, progress=_say)
+        if not any(r["status"] == "ok" for r in result["runs"]):
+            reasons = "; ".join(f"{r['delegate']}: {r['reason']}" for r in result["runs"])
+            raise InputError(f"nothing could be measured ({reasons})")
+    status = 0
+    lines: list[str] = []
+    if baseline is not None:
+        tol = args.tolerance if args.tolerance is not None else report.DEFAULT_TOLERANCE
+        comp = report.compare_runs(result["runs"], baseline["runs"], tol)
+        result.setdefault("comparison", {})["compare"] = {"against": args.compare, **comp}
+        lines += report.comparison_lines(comp, f"{args.compare} ({baseline['created']})")
+        status = EXIT_REGRESSION if comp["regressions"] else status
+    if profile is not None:
+        tol = args.tolerance if args.tolerance is not None else profile.get("tolerance", report.DEFAULT_TOLERANCE)
+        comp = report.compare_runs(result["runs"], report.profile_references(profile), tol)
+        result.setdefault("comparison", {})["check"] = {"profile": profile["name"], "path": profile["path"],
+                                                        "measured_reference": bool(profile.get("measured")), **comp}
+        what = f"profile {profile['name']} ({profile['path']})"
+        if not profile.get("measured"):
+            what += " [provisional figures, not measured on this board: record yours with --write-profile]"
+        lines += report.comparison_lines(comp, what)
+        if not comp["rows"]:
+            raise InputError(f"--check: profile {profile['name']} has no figures for what was measured "
+                             f"({', '.join(comp['not_measured'])} expected); pass --profile or --write-profile")
+        status = EXIT_REGRESSION if comp["regressions"] else status
+    if args.write_profile:
+        name = Path(args.write_profile).stem
+        prof = report.profile_from_result(result, name, args.tolerance or report.DEFAULT_TOLERANCE)
+        _write(args.write_profile, json.dumps(prof, indent=2) + "\n", "reference profile")
+        _say(f"reference profile written to {args.write_profile}")
+    if args.out:
+        _write(args.out, json.dumps(result, indent=2) + "\n", "result")
+    if args.plot:
+        note = report.plot_latency(result, samples, Path(args.plot)) if samples else \
+            "no plot: a saved result (--result) has no per-window samples"
+        _say(note)
     if args.json:
         print(json.dumps(result))
+        for line in lines:
+            print(line, file=sys.stderr)
     else:
-        print(f"{result['model']} on {result['delegate']} ({result['backend']}, {result['threads']} thread(s)), "
-              f"{windows} windows, ms per window:")
-        print(f"  {'':10s} {'mean':>8s} {'p50':>8s} {'p99':>8s}")
-        for name in ("frontend_ms", "invoke_ms", "rest_ms", "total_ms"):
-            v = s[name]
-            print(f"  {name[:-3]:10s} {v['mean']:8.3f} {v['p50']:8.3f} {v['p99']:8.3f}")
-    return 0
+        for line in report.text_report(result) + lines:
+            print(line)
+    if status == EXIT_REGRESSION:
+        _say("regression: slower than the reference beyond the tolerance (exit 1)")
+    return status
+
+
