@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,85 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def _model_file(path: str) -> Path:
+    from edge.errors import InputError
+    p = Path(path)
+    if p.is_dir():
+        from edge.bundle import is_bundle, load_bundle
+        if is_bundle(p):
+            return load_bundle(p).cpu_model
+        raise InputError(f"{p}: is a folder without manifest.json; give a .tflite file or a model bundle")
+    return p
+
+
+def cmd_build(args) -> int:
+    from .build import build
+    from edge.errors import InputError
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise InputError("build needs TensorFlow: pip install -e '.[tools]'") from None
+    if args.source:
+        source = Path(args.source)
+    else:
+        from edge import fetch
+        mirror = fetch.mirror_root()
+        print("build: fetching the published waveform YAMNet (sha256-pinned) into out/models", file=sys.stderr)
+        source = fetch.fetch(fetch.YAMNET_WAVEFORM, Path("out/models"), mirror)
+        fetch.fetch(fetch.CLASS_MAP, Path("out/models"), mirror)
+    manifest = build(source, Path(args.out), Path(args.labels) if args.labels else None, args.calibration,
+                     args.io, args.percentile, args.hop, args.name, args.keep_float)
+    print(json.dumps(manifest, indent=2) if args.json else args.out)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import check_model, format_report
+    report = check_model(_model_file(args.model))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .model_report import format_inspect, inspect_model
+    d = inspect_model(_model_file(args.model))
+    print(json.dumps(d, indent=2) if args.json else format_inspect(d))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .compile import compile_bundle
+    status, manifest = compile_bundle(Path(args.model), Path(args.out), args.compiler, args.require_edgetpu,
+                                      Path(args.labels) if args.labels else None)
+    print(json.dumps(manifest, indent=2) if args.json else args.out)
+    return status
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_table, to_json
+    from edge.pipeline import hop_samples_for
+    hop_samples_for(args.hop)
+    result = evaluate(args.model, args.reference, args.audio, args.labels_csv, args.hop, args.held_out,
+                      args.delegate, args.labels)
+    if args.json_out:
+        Path(args.json_out).write_text(to_json(result) + "\n")
+    print(to_json(result) if args.json else format_table(result))
+    return 0
+
+
+def cmd_speed(args) -> int:
+    from .speed import format_speed, measure
+    rows = measure(args.model, args.seconds, args.threads)
+    print(json.dumps(rows, indent=2) if args.json else format_speed(rows))
+    return 0
+
+
+def _sub(sub, name, help_text, description, examples):
+    return sub.add_parser(name, help=help_text, description=description,
+                          epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Host tools for the edge audio kit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
@@ -49,6 +129,99 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "models/yamnet-coral or $EDGE_AUDIO_HOME/models/yamnet-coral)")
     p.add_argument("--mirror", metavar="DIR", help="offline mirror laid out like the asset share (models/, audio/)")
     p.set_defaults(func=cmd_fetch)
+
+    p = _sub(sub, "build", "build the full-int8 patch-input YAMNet bundle from the published model",
+             "Read the network out of the published waveform YAMNet, rebuild it in Keras behind the project's "
+             "log-mel front end, check the rebuild against the source on real audio, bound each layer's "
+             "activations at a percentile of the calibration activations, quantize to full int8 and write a "
+             "model bundle (CPU model, labels, manifest with hashes, front end, provenance and calibration). "
+             "Needs TensorFlow (pip install -e '.[tools]').",
+             ["EDGE_AUDIO_ASSETS=../shared python -m tools build --source ../shared/models/yamnet_classification"
+              ".tflite --out out/yamnet-int8",
+              "python -m tools build --calibration my_recordings/ --io int8 --out out/yamnet-int8-io"])
+    p.add_argument("--source", metavar="TFLITE", help="the published yamnet_classification.tflite (default: fetch "
+                                                      "it, sha256-pinned, into out/models)")
+    p.add_argument("--out", metavar="DIR", default="out/yamnet-int8", help="bundle folder (default: %(default)s)")
+    p.add_argument("--labels", metavar="CSV", help="class map (default: the one beside the source)")
+    p.add_argument("--calibration", metavar="WAV|DIR", action="append",
+                   help="calibration recordings, repeatable (default: $EDGE_AUDIO_ASSETS/audio plus 2 devset clips "
+                        "per class, else out/audio, else generated test signals; the choice is printed)")
+    p.add_argument("--io", choices=("float", "int8"), default="float",
+                   help="model input/output type (default: float, with QUANTIZE/DEQUANTIZE at the edges)")
+    p.add_argument("--percentile", type=float, default=99.9,
+                   help="activation bound percentile (default: %(default)s)")
+    p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds for calibration audio")
+    p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
+    p.add_argument("--keep-float", action="store_true",
+                   help=f"also write the float rebuild (yamnet_float_rebuild.tflite) for evaluation")
+    p.add_argument("--json", action="store_true", help="print the manifest instead of the folder")
+    p.set_defaults(func=cmd_build)
+
+    p = _sub(sub, "check", "static Edge TPU compatibility report (no compiler needed)",
+             "Per operator: can the Edge TPU compiler map it, and why not (type not int8/uint8, unsupported op, "
+             "dynamic shape, unsupported parameters); the predicted split (everything from the first unmappable "
+             "op runs on the CPU; input QUANTIZE/output DEQUANTIZE are listed apart) and the parameter size "
+             "against the ~8 MiB on-chip cache.",
+             ["python -m tools check out/yamnet-int8", "python -m tools check model.tflite --json"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_check)
+
+    p = _sub(sub, "compile", "compile a model or bundle for the Edge TPU (keeps the CPU model as fallback)",
+             "Run edgetpu_compiler (x86-64 Linux), parse its operation log, check the output holds the Edge TPU "
+             "op and write a bundle recording the compiler version, mapped/CPU op counts and on-chip memory. "
+             "The CPU model always stays in the bundle. Without the compiler: the CPU bundle and the static "
+             "report are written and the exit status is 0 (2 with --require-edgetpu).",
+             ["python -m tools compile out/yamnet-int8 --out out/yamnet-int8-tpu",
+              "python -m tools compile model.tflite --labels labels.csv --out out/tpu --compiler /opt/edgetpu_compiler"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("--compiler", metavar="PATH", help="the compiler executable (default: edgetpu_compiler on PATH)")
+    p.add_argument("--require-edgetpu", action="store_true", help="exit 2 if no Edge TPU model can be made")
+    p.add_argument("--labels", metavar="CSV", help="class map for a plain .tflite (default: one beside it)")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=cmd_compile)
+
+    p = _sub(sub, "evaluate", "compare models with a reference over the same windows (and clip hit rates)",
+             "Run every --model and the --reference through the same windows of the WAV files/folders given "
+             "(the runtime's own framing and front end). Reports window top-1 agreement, whether the reference's "
+             "top class is in the model's top-5, top-5 overlap, mean/max absolute score difference, and with "
+             "--labels-csv (file,audioset_indices[,lenient_indices]) clip-level top-1/top-5 hit rates.",
+             ["python -m tools evaluate --model out/yamnet-int8 --model ../shared/models/coral/yamnet_spectra_in"
+              ".tflite --reference ../shared/models/yamnet_classification.tflite ../shared/audio ../shared/devset"
+              "/clips --labels-csv ../shared/devset/labels.csv --held-out"])
+    p.add_argument("audio", nargs="+", metavar="WAV|DIR")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL|BUNDLE",
+                   help="a model to evaluate (repeatable: side by side)")
+    p.add_argument("--reference", required=True, metavar="MODEL|BUNDLE", help="the reference model")
+    p.add_argument("--labels-csv", metavar="CSV", help="clip labels: file,audioset_indices[,lenient_indices]")
+    p.add_argument("--labels", metavar="CSV", help="class map for plain .tflite models (default: beside each)")
+    p.add_argument("--held-out", action="store_true",
+                   help="skip the files the bundles were calibrated on (from their manifests)")
+    p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds (default: %(default)s)")
+    p.add_argument("--delegate", default="cpu", help="delegate policy for every model (default: cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = _sub(sub, "inspect", "inputs/outputs, quantization, operators, Edge TPU ops and size of a .tflite",
+             "What a model holds, read from the file without an interpreter: the first thing to look at when a "
+             "model does not load.",
+             ["python -m tools inspect ../shared/models/coral/yamnet_spectra_in_edgetpu.tflite",
+              "python -m tools inspect out/yamnet-int8 --json"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+    p = _sub(sub, "speed", "per-invoke CPU time of models side by side (invoked in turns)",
+             "Load every model on the CPU and invoke them in turns for --seconds, so a shared machine slows them "
+             "alike; print median/mean/p90 ms per invoke and the ratio to the last model.",
+             ["python -m tools speed out/yamnet-int8 ../shared/models/coral/yamnet_spectra_in.tflite --seconds 10"])
+    p.add_argument("model", nargs="+", metavar="MODEL|BUNDLE")
+    p.add_argument("--seconds", type=float, default=10.0, help="total timing time (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="CPU interpreter threads (default: 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_speed)
     return parser
 
 

@@ -1,0 +1,72 @@
+"""The windows and log-mel patches of WAV files, framed exactly as `edge-audio classify` frames them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import InputError
+from edge.frontend import FrontEndParams, LogMelFrontEnd
+from edge.pipeline import DEFAULT_HOP_SECONDS, classify_file
+
+
+class _WindowTap:
+    """Stands where a Classifier stands in the pipeline and keeps a copy of every window it is given."""
+
+    def __init__(self, params: FrontEndParams):
+        self.params = params
+        self.windows: list[np.ndarray] = []
+        self._none = np.zeros(1, np.float32)
+
+    def classify(self, window: np.ndarray, start_sample=None) -> np.ndarray:
+        self.windows.append(window.copy())
+        return self._none
+
+
+def file_windows(path: Path, hop_seconds: float = DEFAULT_HOP_SECONDS,
+                 params: FrontEndParams = FrontEndParams()) -> np.ndarray:
+    """[windows, 15600] float32: every window of one WAV file (resampled, downmixed, end-padded)."""
+    tap = _WindowTap(params)
+    for _ in classify_file(path, tap, hop_seconds):
+        pass
+    return np.stack(tap.windows) if tap.windows else np.zeros((0, params.window_samples), np.float32)
+
+
+def patches_of(windows: np.ndarray, params: FrontEndParams = FrontEndParams()) -> np.ndarray:
+    """[windows, 96, 64] log-mel patches with the project's front end."""
+    frontend = LogMelFrontEnd(params)
+    return np.stack([frontend.compute(np.ascontiguousarray(w)).copy() for w in windows]) if len(windows) \
+        else np.zeros((0, params.patch_frames, params.mel_bands), np.float32)
+
+
+def wav_files(paths: list[str | Path]) -> list[Path]:
+    """WAV files named directly or found (recursively, sorted) in the folders given."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() == ".wav" and f.is_file())
+            if not found:
+                raise InputError(f"{p}: folder holds no .wav files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return files
+
+
+def collect(files: list[Path], hop_seconds: float = DEFAULT_HOP_SECONDS, what: str = "windows",
+            progress: bool = True) -> tuple[np.ndarray, list[tuple[Path, int]]]:
+    """All windows of `files` stacked, and (file, window count) per file."""
+    out, counts = [], []
+    for i, f in enumerate(files):
+        w = file_windows(f, hop_seconds)
+        out.append(w)
+        counts.append((f, len(w)))
+        if progress:
+            print(f"\r  reading {what}: {i + 1}/{len(files)} files", end="", file=sys.stderr, flush=True)
+    if progress and files:
+        print(file=sys.stderr)
+    return (np.concatenate(out) if out else np.zeros((0, FrontEndParams().window_samples), np.float32)), counts

@@ -1,0 +1,130 @@
+"""Rebuilding YAMNet's patch-input body in Keras and quantizing it to full int8 (TensorFlow: host only).
+
+    keras_body(weights, relu6)      [1, 96, 64] log-mel -> 27 convs -> mean -> dense -> sigmoid
+    activation_bounds(...)          per-layer high percentile of what calibration patches produce
+    to_tflite_float / to_tflite_int8
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .yamnet_weights import YamnetWeights
+
+
+def _tf():
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def _convert(converter) -> bytes:
+    """converter.convert() with TensorFlow's chatter (SavedModel summaries on stdout, warnings) kept off stdout."""
+    import contextlib
+    import warnings
+    with contextlib.redirect_stdout(sys.stderr) if _verbose() else _quiet_stdout(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+def _verbose() -> bool:
+    import os
+    return os.environ.get("EDGE_AUDIO_VERBOSE") == "1"
+
+
+def _quiet_stdout():
+    import contextlib
+    import io
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bool = False):
+    """The network as a Keras model with static batch 1. relu6=True fuses ReLU6 (for bounded weights)."""
+    tf = _tf()
+    layers = tf.keras.layers
+    inp = layers.Input(shape=(96, 64), batch_size=1, name="log_mel_patch")
+    x = layers.Reshape((96, 64, 1))(inp)
+    act = "relu6" if relu6 else "relu"
+    acts = []
+    for i, layer in enumerate(weights.layers):
+        if layer.kind == "conv":
+            k = layer.kernel
+            conv = layers.Conv2D(k.shape[3], k.shape[:2], strides=layer.stride, padding="same", activation=act,
+                                 name=layer.name)
+        else:
+            conv = layers.DepthwiseConv2D(layer.kernel.shape[:2], strides=layer.stride, padding="same",
+                                          activation=act, name=layer.name)
+        x = conv(x)
+        conv.set_weights([layer.kernel, layer.bias])
+        acts.append(x)
+    x = layers.GlobalAveragePooling2D(name="mean")(x)
+    dense = layers.Dense(weights.dense_kernel.shape[1], name="logits")
+    logits = dense(x)
+    dense.set_weights([weights.dense_kernel, weights.dense_bias])
+    scores = layers.Activation("sigmoid", name="scores")(logits)
+    outputs = [scores, logits] + acts if with_activations else scores
+    return tf.keras.Model(inp, outputs, name="yamnet_patch_body")
+
+
+def run_keras(model, patches: np.ndarray, batch: int = 1) -> list[np.ndarray] | np.ndarray:
+    """Run a batch-1 model over many patches (stacking the outputs)."""
+    outs = None
+    fn = _tf().function(lambda x: model(x, training=False))
+    for p in patches:
+        y = fn(p[None].astype(np.float32))
+        y = [t.numpy() for t in y] if isinstance(y, (list, tuple)) else [y.numpy()]
+        if outs is None:
+            outs = [[] for _ in y]
+        for o, t in zip(outs, y):
+            o.append(t)
+    return [np.concatenate(o) for o in outs]
+
+
+def activation_bounds(weights: YamnetWeights, patches: np.ndarray, percentile: float) -> list[float]:
+    """For each conv layer, the `percentile` of its (ReLU) activations over all calibration patches."""
+    probe = keras_body(weights, with_activations=True)
+    values = run_keras(probe, patches)
+    acts = values[2:]
+    bounds = []
+    for a in acts:
+        b = float(np.percentile(a.reshape(-1), percentile))
+        bounds.append(max(b, 1e-3))
+    return bounds
+
+
+def _converter(model):
+    tf = _tf()
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def to_tflite_float(model) -> bytes:
+    return _convert(_converter(model))
+
+
+def to_tflite_int8(model, patches: np.ndarray, io_type: str = "float", progress: bool = True) -> bytes:
+    """Full-integer post-training quantization; io_type 'float' keeps float32 input/output around the
+    int8 body (QUANTIZE/DEQUANTIZE at the edges), 'int8' makes the input and output int8 too."""
+    tf = _tf()
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    total = len(patches)
+
+    def representative():
+        for i, p in enumerate(patches):
+            if progress and (i % 25 == 0 or i + 1 == total):
+                print(f"\r  calibrating the quantizer: {i + 1}/{total} patches", end="", file=sys.stderr,
+                      flush=True)
+            yield [p[None].astype(np.float32)]
+        if progress:
+            print(file=sys.stderr)
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_type == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return _convert(converter)
