@@ -100,8 +100,16 @@ def table(rows: list[dict], ref: dict | None) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from edge.classifier import default_bundle_path
-    from edge.errors import InputError
 
+    wanted = [] if args.peers.strip() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()]
+    unknown = [w for w in wanted if w not in PEERS]
+    if unknown:
+        print(f"python -m bench: error: unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} or none",
+              file=sys.stderr)
+        return 2
+    if not 0 < args.seconds <= 3600 or not 0.01 <= args.hop <= 10:
+        print("python -m bench: error: --seconds must be in (0, 3600] and --hop in [0.01, 10]", file=sys.stderr)
+        return 2
     for what, path in (("--model", args.model), ("--labels", args.labels), ("--audio", args.audio)):
         if not Path(path).is_file():
             print(f"python -m bench: error: {what} {path}: not found (run 'make bench', which fetches them)",
@@ -110,12 +118,6 @@ def main(argv=None) -> int:
     bundle = Path(args.bundle) if args.bundle else default_bundle_path()
     if not bundle.is_dir():
         print(f"python -m bench: error: no model bundle at {bundle} (run 'make model')", file=sys.stderr)
-        return 2
-    wanted = [] if args.peers.strip() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()]
-    unknown = [w for w in wanted if w not in PEERS]
-    if unknown:
-        print(f"python -m bench: error: unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} or none",
-              file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
