@@ -55,9 +55,21 @@ bench: bench-runtime
 
 bench-runtime: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
+	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
+	@mkdir -p out/bench
+	-$(BIN)/edge-audio bench --delegate all --threads 1,2 --seconds 5 --audio out/audio/speech_whistling2.wav \
+	  --out out/bench/runtime-bundle.json --check
 	$(BIN)/edge-audio bench --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
-	  --delegate cpu --seconds 5
-	$(BIN)/edge-audio bench --delegate cpu --seconds 5
+	  --delegate cpu --seconds 5 --audio out/audio/speech_whistling2.wav --out out/bench/runtime-waveform.json
+
+# the kit beside MediaPipe and the TFLite Task Library (each installed in out/bench/peers/<name>/.venv on first use)
+.PHONY: bench-peers
+bench: bench-peers
+bench-peers: model
+	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
+	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
+	$(BIN)/python -m bench --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
+	  --audio out/audio/speech_whistling2.wav --seconds 5 --out out/bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
