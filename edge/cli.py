@@ -147,6 +147,31 @@ def _board_model() -> str:
         return ""
 
 
+# -- run / monitor ---------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    import logging
+
+    from .config import describe, load_config
+    from .daemon import build, install_signal_handlers
+
+    if args.show_keys:
+        print(describe())
+        return 0
+    if not args.config:
+        raise InputError("--config FILE is required (see firmware_configs/*.toml, or --show-keys)")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="edge-audio: %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    daemon = build(cfg)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def cmd_monitor(args) -> int:
+    from .monitor import run_monitor
+    return run_monitor(args)
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
@@ -172,6 +197,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("run", help="the always-on daemon: capture -> events -> MQTT",
+                       description="Capture audio continuously (ALSA, a WAV replay or raw PCM on stdin), classify "
+                                   "every hop, turn scores into start/end events and publish them over MQTT. "
+                                   "Stops cleanly on SIGTERM/SIGINT. A configuration problem exits 78.",
+                       epilog="example: edge-audio run --config firmware_configs/pi4-usb-coral.toml\n"
+                              "         edge-audio run --show-keys   (every key, its default and meaning)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (a board profile from firmware_configs/)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--show-keys", action="store_true", help="print every configuration key and exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("monitor", help="print events and status from a broker",
+                       description="Subscribe to a broker and print the events, status and state of one device or "
+                                   "all of them.",
+                       epilog="example: edge-audio monitor --host broker.lan --device kitchen")
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--prefix", default="edge-audio", help="topic prefix (default: edge-audio)")
+    p.add_argument("--device", help="device id (default: all devices)")
+    p.add_argument("--username")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the password (never on the command line)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust")
+    p.add_argument("--metrics", action="store_true", help="also print metrics")
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
+    p.set_defaults(func=cmd_monitor)
 
     from .bench import add_parser as add_bench_parser
     add_bench_parser(sub)
