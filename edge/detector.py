@@ -44,7 +44,6 @@ class Detector:
             self.on[resolve_labels([name], labels, "detector.thresholds", where)[0]] = value
         self.off = self.on * np.float32(cfg.off_ratio)
         self._history = np.zeros((cfg.smoothing_windows, n), np.float32)
-        self._filled = 0
         self._slot = 0
         self.smoothed = np.zeros(n, np.float32)
         self._active = np.zeros(n, bool)
@@ -64,11 +63,12 @@ class Detector:
         return [self.labels[i] for i in np.nonzero(self._active)[0]]
 
     def _smooth(self, scores: np.ndarray) -> np.ndarray:
+        """Mean of the last N windows (the history starts silent, so one loud first window cannot start an event
+        on its own)."""
         self._history[self._slot] = scores
         self._slot = (self._slot + 1) % self._history.shape[0]
-        self._filled = min(self._filled + 1, self._history.shape[0])
-        np.sum(self._history[:self._filled], axis=0, out=self.smoothed)
-        np.multiply(self.smoothed, np.float32(1.0 / self._filled), out=self.smoothed)
+        np.sum(self._history, axis=0, out=self.smoothed)
+        np.multiply(self.smoothed, np.float32(1.0 / self._history.shape[0]), out=self.smoothed)
         return self.smoothed
 
     def update(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
