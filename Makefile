@@ -2,15 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-# Debian packages the suite needs (pyalsaaudio builds against libasound2-dev).
-SYS_PACKAGES = libasound2-dev
+# Debian packages the suite needs: pyalsaaudio builds against libasound2-dev; the daemon's tests and the demo
+# start their own Mosquitto; the TLS tests make certificates with openssl.
+SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl
 # Model files for `make bench` (fetched with sha256 pins, or copied from $EDGE_AUDIO_ASSETS).
 MODELS = out/models
 
 .PHONY: help demo test model bench bench-runtime sysdeps venv clean
 
 help:
-	@echo "make demo    classify sample recordings with the default model bundle"
+	@echo "make demo    classify a recording, then the whole chain: broker, daemon, monitor"
 	@echo "make test    install what is missing and run the whole test suite"
 	@echo "make model   install the default model bundle (Coral's split YAMNet)"
 	@echo "make bench   per-window time (front end / invoke / rest) for the YAMNet variants"
@@ -43,9 +44,10 @@ venv: $(VENV)/.all
 model: $(VENV)/.device
 	$(BIN)/python -m tools fetch bundle
 
-demo: model
+demo: model | sysdeps
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
-	$(BIN)/edge-audio classify out/audio/miaow_16k.wav out/audio/speech_whistling2.wav --top-k 3
+	$(BIN)/edge-audio classify out/audio/miaow_16k.wav --top-k 3
+	$(BIN)/python -m tools demo --audio out/audio
 
 test: $(VENV)/.all
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -57,10 +59,16 @@ bench-runtime: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
 	@mkdir -p out/bench
-	-$(BIN)/edge-audio bench --delegate all --threads 1,2 --seconds 5 --audio out/audio/speech_whistling2.wav \
-	  --out out/bench/runtime-bundle.json --check
-	$(BIN)/edge-audio bench --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
-	  --delegate cpu --seconds 5 --audio out/audio/speech_whistling2.wav --out out/bench/runtime-waveform.json
+	@echo "== the installed bundle (Edge TPU, then the int8 CPU twin + front end), checked against this machine's profile"
+	-OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --delegate all --threads 1,2 --seconds 5 \
+	  --audio out/audio/speech_whistling2.wav --out out/bench/runtime-bundle.json --check
+	@echo "== the published waveform model"
+	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --model $(MODELS)/yamnet_classification.tflite \
+	  --labels $(MODELS)/yamnet_class_map.csv --delegate cpu --seconds 5 --audio out/audio/speech_whistling2.wav \
+	  --out out/bench/runtime-waveform.json
+	@echo "== the bundle again without a BLAS thread limit (NumPy's default: one OpenBLAS thread per core)"
+	env -u OPENBLAS_NUM_THREADS $(BIN)/edge-audio bench --delegate cpu --seconds 5 \
+	  --audio out/audio/speech_whistling2.wav --out out/bench/runtime-bundle-blas-default.json
 
 # the kit beside MediaPipe and the TFLite Task Library (each installed in out/bench/peers/<name>/.venv on first use)
 .PHONY: bench-peers

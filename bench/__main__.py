@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from bench.peers import MEDIAPIPE, PEERS, TASKLIB, PeerError, ensure_venv, run_peer, write_metadata_model  # noqa
 
 E2E_OVER_INVOKE_TARGET = 1.5
+# NumPy's OpenBLAS with several threads spins after each small product and stalls when a core is busy: the kit
+# runs its front end with one BLAS thread (measured: 30 ms instead of 0.3 ms per window on a loaded machine)
+BLAS_LIMIT = "OPENBLAS_NUM_THREADS"
 
 
 def say(message: str) -> None:
@@ -59,7 +63,9 @@ def kit_run(model_args: list, labels: str, audio: str, seconds: float, hop: floa
            "--hop", str(hop), "--json", "--out", str(out)]
     if labels:
         cmd += ["--labels", labels]
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # progress goes to our stderr
+    env = dict(os.environ)
+    env.setdefault(BLAS_LIMIT, "1")  # the kit's deployment setting, see docs/benchmarks.md
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # progress: our stderr
     if res.returncode != 0:
         raise PeerError(f"edge-audio bench exited {res.returncode}")
     return json.loads(res.stdout)
@@ -186,7 +192,8 @@ def main(argv=None) -> int:
     ref = rows[0] if "error" not in rows[0] else None
     print(f"same audio ({audio.name}, looped, hop {args.hop} s) and model file ({shared_model.name}) for every "
           f"runner but the Coral row; one thread; {args.seconds:g} s timed loop each; ms per window = end to end "
-          "(kit: source -> ring -> front end -> invoke -> scores; peers: their classify call on one window)")
+          "(kit: source -> ring -> front end -> invoke -> scores; peers: their classify call on one window); "
+          f"kit with {BLAS_LIMIT}={os.environ.get(BLAS_LIMIT, '1')}")
     for line in table(rows, ref):
         print(line)
     print()
