@@ -45,8 +45,9 @@ def _model_file(path: str) -> Path:
 
 
 def cmd_build(args) -> int:
-    from .build import build
+    from .build import build, check_arguments
     from edge.errors import InputError
+    check_arguments(args.source, args.calibration, args.io, args.percentile)  # before the slow TensorFlow import
     try:
         import tensorflow  # noqa: F401
     except ImportError:
@@ -112,6 +113,11 @@ def _sub(sub, name, help_text, description, examples):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.audio), args.model, not args.fast)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Host tools for the edge audio kit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
@@ -129,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "models/yamnet-coral or $EDGE_AUDIO_HOME/models/yamnet-coral)")
     p.add_argument("--mirror", metavar="DIR", help="offline mirror laid out like the asset share (models/, audio/)")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("demo", help="the whole chain: local broker, daemon on sample audio, monitor",
+                       description="Start a local Mosquitto on a free loopback port, run the daemon on sample "
+                                   "recordings replayed like a microphone, and print what the monitor receives.",
+                       epilog="example: python -m tools demo --audio out/audio")
+    p.add_argument("--audio", default="out/audio", metavar="DIR", help="folder with miaow_16k.wav and "
+                                                                         "speech_whistling2.wav (python -m tools "
+                                                                         "fetch samples)")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle (default: the installed one)")
+    p.add_argument("--fast", action="store_true", help="do not pace the replay at real time")
+    p.set_defaults(func=cmd_demo)
 
     p = _sub(sub, "build", "build the full-int8 patch-input YAMNet bundle from the published model",
              "Read the network out of the published waveform YAMNet, rebuild it in Keras behind the project's "
