@@ -93,6 +93,7 @@ class MqttConfig:
     reconnect_max_seconds: float = _f(60.0, "longest reconnect delay", 0.05, 3600)
     outbox_max: int = _f(1000, "events kept while the broker is unreachable", 1, 1_000_000)
     outbox_policy: str = _f("drop_oldest", "what a full outbox drops", choices=("drop_oldest", "drop_newest"))
+    outbox_file: str = _f("", "keep undelivered events here across restarts (JSON lines; empty: memory only)")
     scores: bool = _f(False, "publish a rate-limited top-k score stream on <prefix>/<id>/scores")
     scores_top_k: int = _f(5, "classes in each scores message", 1, 521)
     scores_interval_seconds: float = _f(1.0, "least time between scores messages", 0.1, 3600)

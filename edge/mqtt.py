@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -156,6 +157,7 @@ class MqttSink:
 
     # -- network thread ------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self._load_outbox()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._thread.start()
 
@@ -305,6 +307,47 @@ class MqttSink:
             self.client.disconnect()
         except Exception:
             pass
+        self._save_outbox()
+
+    # -- outbox across restarts (mqtt.outbox_file) ---------------------------------------------------------------
+    def _save_outbox(self) -> None:
+        path = self.cfg.outbox_file
+        if not path:
+            return
+        with self._lock:
+            pending = list(self._outbox)
+        try:
+            if pending:
+                tmp = f"{path}.tmp"
+                with open(tmp, "w") as f:
+                    for m in pending:
+                        f.write(json.dumps({"topic": m.topic, "payload": m.payload}) + "\n")
+                os.replace(tmp, path)
+                log.info("MQTT: %d undelivered event(s) kept in %s for the next start", len(pending), path)
+            elif os.path.exists(path):
+                os.remove(path)
+        except OSError as exc:
+            log.error("MQTT: cannot write the outbox file %s (%s): %d event(s) lost", path, exc.strerror,
+                      len(pending))
+
+    def _load_outbox(self) -> None:
+        path = self.cfg.outbox_file
+        if not path or not os.path.exists(path):
+            return
+        loaded = 0
+        try:
+            with open(path) as f:
+                for line in f:
+                    item = json.loads(line)
+                    self._outbox.append(Message(item["topic"], item["payload"], qos=1))
+                    loaded += 1
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("MQTT: outbox file %s is unreadable (%s); %d event(s) recovered", path, exc, loaded)
+        while len(self._outbox) > self.cfg.outbox_max:
+            self._outbox.popleft()
+            self.dropped_events += 1
+        if loaded:
+            log.info("MQTT: %d event(s) from the previous run waiting in the outbox", loaded)
 
 
 def _describe(exc: BaseException) -> str:

@@ -86,3 +86,17 @@ def test_wav_replay_without_mqtt_prints_events(tmp_path, assets, coral_twin):
     assert r.code == 0, r.err
     events = [json.loads(l) for l in r.out.splitlines()]
     assert [e["type"] for e in events] == ["start", "end"] and events[0]["label"] == "Cat"
+
+
+def test_systemd_unit_verifies(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    unit = (ROOT / "firmware_configs" / "systemd" / "edge-audio.service").read_text()
+    assert "RestartPreventExitStatus=78" in unit and "Type=notify" in unit and "WatchdogSec=" in unit
+    # verify needs the ExecStart binary to exist: point it at one that does
+    (tmp_path / "edge-audio.service").write_text(unit.replace("/opt/edge-audio/venv/bin/edge-audio", "/bin/true"))
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "edge-audio.service")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr

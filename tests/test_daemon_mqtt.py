@@ -301,3 +301,31 @@ def test_a_vanished_microphone_is_retried_not_fatal(tmp_path, coral_twin):
         assert daemon.terminate() == 0
     finally:
         daemon.kill()
+
+
+def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twin, miaow):
+    b = broker()
+    b.kill()  # the broker is down for the whole first run
+    outbox = tmp_path / "outbox.jsonl"
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', f'outbox_file = "{outbox}"')
+    first = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        first.proc.stdin.write(_segment(miaow).tobytes())
+        first.proc.stdin.close()
+        assert first.proc.wait(30) == 0, first.log
+    finally:
+        first.kill()
+    kept = [json.loads(l) for l in outbox.read_text().splitlines()]
+    assert [json.loads(k["payload"])["type"] for k in kept] == ["start", "end"]
+    b.start()
+    sub = Subscriber(b.port, topics=("edge-audio/kitchen/events",))
+    second = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert sub.wait(lambda s: len(s.events()) >= 2, 20), second.log
+        second.proc.stdin.close()
+        assert second.proc.wait(15) == 0
+    finally:
+        second.kill()
+        sub.close()
+    assert [e["event_id"] for e in sub.events()] == [json.loads(k["payload"])["event_id"] for k in kept]
+    assert not outbox.exists()
