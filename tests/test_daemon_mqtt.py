@@ -329,3 +329,26 @@ def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twi
         sub.close()
     assert [e["event_id"] for e in sub.events()] == [json.loads(k["payload"])["event_id"] for k in kept]
     assert not outbox.exists()
+
+
+def test_systemd_notify_ready_watchdog_stopping(tmp_path, coral_twin):
+    import socket
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "stdin"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false"))
+    daemon = DaemonProc(cfg, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}, stdin=subprocess.PIPE)
+    received = []
+    try:
+        while not any("WATCHDOG=1" in m for m in received):
+            received.append(sock.recv(4096).decode())
+        daemon.proc.send_signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in received):
+            received.append(sock.recv(4096).decode())
+        assert daemon.proc.wait(5) == 0
+    finally:
+        daemon.kill()
+        sock.close()
+    assert received[0].startswith("READY=1")
