@@ -120,15 +120,23 @@ def _run_source(source: Path, windows: np.ndarray) -> np.ndarray:
     return scores
 
 
+def check_arguments(source: str | Path | None, calibration: list[str] | None, io_type: str, percentile: float) -> None:
+    if io_type not in ("float", "int8"):
+        raise InputError(f"--io must be float or int8, not {io_type!r}")
+    if not 50.0 <= percentile <= 100.0:
+        raise InputError(f"--percentile {percentile} is out of range (50 to 100)")
+    if source is not None:
+        read_model_info(source)
+    if calibration:
+        wav_files(calibration)
+
+
 def build(source: Path, out: Path, labels: Path | None = None, calibration: list[str] | None = None,
           io_type: str = "float", percentile: float = DEFAULT_PERCENTILE, hop_seconds: float = DEFAULT_HOP_SECONDS,
           name: str = "yamnet-int8", keep_float: bool = False) -> dict:
     """Build the bundle into `out`; returns the manifest."""
     started = time.monotonic()
-    if io_type not in ("float", "int8"):
-        raise InputError(f"--io must be float or int8, not {io_type!r}")
-    if not 50.0 <= percentile <= 100.0:
-        raise InputError(f"--percentile {percentile} is out of range (50 to 100)")
+    check_arguments(source, calibration, io_type, percentile)
     labels = labels or find_labels_near(source)
     if labels is None:
         raise InputError(f"{source}: no class map beside the model (yamnet_class_map.csv); pass --labels")

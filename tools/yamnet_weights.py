@@ -61,9 +61,10 @@ def read_yamnet_layers(path: str | Path) -> YamnetWeights:
     path = Path(path)
     info = read_model_info(path)  # one-line errors for missing/corrupt files before the interpreter sees it
     names = [op.name for op in info.operators]
-    if names.count("CONV_2D") + names.count("DEPTHWISE_CONV_2D") != 27 or "LOGISTIC" not in names:
-        raise ModelError(f"{path}: not the YAMNet classification model (expected 27 convolutions and a "
-                         f"LOGISTIC output; found {info.op_histogram()})")
+    if names.count("CONV_2D") + names.count("DEPTHWISE_CONV_2D") != 27 or "LOGISTIC" not in names or \
+            "LOG" not in names:
+        raise ModelError(f"{path}: not the YAMNet classification model (expected the waveform-input model: a "
+                         f"log-mel front end, 27 convolutions and a LOGISTIC output; found {info.op_histogram()})")
     from edge.runtime import load_backend
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": that is what this is
