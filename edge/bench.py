@@ -214,6 +214,9 @@ def cmd_bench(args) -> int:
         comp = report.compare_runs(result["runs"], baseline["runs"], tol)
         result.setdefault("comparison", {})["compare"] = {"against": args.compare, **comp}
         lines += report.comparison_lines(comp, f"{args.compare} ({baseline['created']})")
+        if not comp["rows"]:
+            raise InputError(f"--compare: {args.compare} has no run with the same model, delegate and threads "
+                             f"(it has {', '.join(comp['not_measured']) or 'no successful run'})")
         status = EXIT_REGRESSION if comp["regressions"] else status
     if profile is not None:
         tol = args.tolerance if args.tolerance is not None else profile.get("tolerance", report.DEFAULT_TOLERANCE)

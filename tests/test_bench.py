@@ -270,3 +270,13 @@ def test_text_report_and_plot(waveform_model, tmp_path):
         assert "no plot: matplotlib is not installed" in r.err and not png.exists()
     else:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_with_nothing_in_common_is_bad_input(coral_result, tmp_path):
+    doc, saved = coral_result
+    other = copy.deepcopy(doc)
+    for run in other["runs"]:
+        run["threads"] = 8
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    assert_one_line_error(run_cli("bench", "--result", saved, "--compare", path), 2, "no run with the same model")
