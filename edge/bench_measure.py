@@ -26,6 +26,7 @@ from .framing import Framer
 
 CHUNK_FRAMES = 1024  # what an ALSA read typically returns
 WARMUP_INVOKES = 10
+PROGRESS_EVERY_S = 10.0  # a progress line this often inside long loops
 # the per-window hook: scores (the classifier's preallocated array) and the window's first sample index
 WindowCallback = Callable[[np.ndarray, int], None]
 Progress = Callable[[str], None]
@@ -198,15 +199,19 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     windows_before = pipe.windows
     cpu0, t_start = time.process_time(), clock()
     deadline = t_start + seconds
-    while clock() < deadline:
+    next_note = t_start + PROGRESS_EVERY_S
+    while (now := clock()) < deadline:
         pipe.step()
+        if now >= next_note:
+            say(f"pipeline: {pipe.windows - windows_before} windows, {now - t_start:.0f}/{seconds:g} s")
+            next_note += PROGRESS_EVERY_S
     wall = clock() - t_start
     cpu = time.process_time() - cpu0
     windows = pipe.windows - windows_before
     audio_s = windows * hop_samples / classifier.params.sample_rate_hz
 
     say(f"paced at real time for {realtime_seconds:g} s")
-    realtime = run_realtime(pipe, audio.rate_hz, realtime_seconds)
+    realtime = run_realtime(pipe, audio.rate_hz, realtime_seconds, say)
 
     say(f"allocation over {alloc_windows} windows")
     alloc = measure_allocation(pipe, alloc_windows)
@@ -242,7 +247,7 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     }
 
 
-def run_realtime(pipe: Pipeline, rate_hz: int, seconds: float) -> dict:
+def run_realtime(pipe: Pipeline, rate_hz: int, seconds: float, progress: Optional[Progress] = None) -> dict:
     """Feed chunks no faster than the audio's own rate; CPU % of one core = process CPU time / wall time."""
     chunk_s = CHUNK_FRAMES / rate_hz
     clock = time.perf_counter
@@ -250,10 +255,14 @@ def run_realtime(pipe: Pipeline, rate_hz: int, seconds: float) -> dict:
     cpu0, t_start = time.process_time(), clock()
     due = t_start
     late = 0
+    next_note = t_start + PROGRESS_EVERY_S
     while True:
         now = clock()
         if now - t_start >= seconds:
             break
+        if progress is not None and now >= next_note:
+            progress(f"real time: {pipe.windows - windows_before} windows, {now - t_start:.0f}/{seconds:g} s")
+            next_note += PROGRESS_EVERY_S
         if due > now:
             time.sleep(due - now)
         elif now - due > chunk_s:

@@ -223,6 +223,9 @@ def find_profile(name: str | None, board: str | None, machine: str | None = None
             raise InputError(f"no bench reference profile {name!r}; available: {', '.join(profile_names(folder))}")
         return load_profile(folder / f"{name}.json")
     machine = machine or platform.machine()
+    if not folder.is_dir():
+        raise InputError(f"no reference profiles at {folder} (the kit was installed without the repository's "
+                         "firmware_configs/): pass --profile path/to/profile.json")
     profiles = [load_profile(p) for p in sorted(folder.glob("*.json"))]
     for prof in profiles:
         if board and any(s.lower() in board.lower() for s in prof.get("match", {}).get("board", [])):
