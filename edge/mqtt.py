@@ -291,10 +291,12 @@ class MqttSink:
     def stop(self, timeout_s: float = 3.0) -> None:
         """Deliver what is queued (up to the timeout), publish 'offline', disconnect."""
         deadline = time.monotonic() + timeout_s
-        while self._connected and (self._outbox or self._direct) and time.monotonic() < deadline:
+        # wait even while (re)connecting: a connection still in its TLS handshake is about to deliver them
+        while (self._outbox or (self._connected and self._direct)) and time.monotonic() < deadline:
             time.sleep(0.02)
         if self._outbox:
-            log.warning("MQTT: %d event(s) not delivered at shutdown", len(self._outbox))
+            where = f"kept in {self.cfg.outbox_file}" if self.cfg.outbox_file else "lost (set mqtt.outbox_file to keep them)"
+            log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self._outbox), where)
         if self._connected:
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
             end = time.monotonic() + 1.0
