@@ -347,10 +347,16 @@ def plot_latency(result: dict, samples: dict, path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "no plot: matplotlib is not installed (pip install matplotlib)"
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, values in samples.items():
-        if values:
-            ax.hist(values, bins=80, histtype="step", label=label)
+    import numpy as np
+    series = {k: np.asarray(v) for k, v in samples.items() if len(v)}
+    # the x axis stops a little past the largest p99: a single 40 ms stall would squash everything else
+    top = 1.3 * max((float(np.percentile(v, 99)) for v in series.values()), default=1.0)
+    bins = np.linspace(0.0, top, 120)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for label, values in series.items():
+        beyond = int((values > top).sum())
+        ax.hist(np.minimum(values, top), bins=bins, histtype="step",
+                label=f"{label} (p50 {np.median(values):.3f} ms" + (f", {beyond} beyond the axis)" if beyond else ")"))
     ax.set_xlabel("ms per window")
     ax.set_ylabel("windows")
     ax.set_yscale("log")
