@@ -352,3 +352,41 @@ def test_systemd_notify_ready_watchdog_stopping(tmp_path, coral_twin):
         daemon.kill()
         sock.close()
     assert received[0].startswith("READY=1")
+
+
+def test_alsa_device_at_48k_stereo_s32_is_resampled(tmp_path, coral_twin, miaow):
+    from edge.resample import Resampler
+    mono = np.concatenate([SILENCE, miaow, SILENCE, SILENCE]).astype(np.float32)
+    r = Resampler(16000, 48000, max_chunk=mono.size)
+    up = np.concatenate([r.process(mono).copy(), r.flush()])
+    stereo = np.repeat(np.clip(np.rint(up), -32768, 32767).astype(np.int32)[:, None], 2, axis=1) << 16
+    mic = FileMic(tmp_path / "alsa", np.zeros(0, np.int16))
+    stereo.astype("<i4").tofile(mic.raw)
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "alsa"\ndevice = "testmic"\n'
+                       'rate_hz = 48000\nchannels = 2\nformat = "S32_LE"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false"))
+    daemon = DaemonProc(cfg, env=mic.env)
+    try:
+        assert daemon.wait_log(r"end Cat", 60), daemon.log
+        assert "at 48000 Hz, 2 channel(s)" in daemon.log
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+
+
+def test_a_stalled_device_is_detected_and_reopened(tmp_path, coral_twin, miaow):
+    mic = FifoMic(tmp_path / "alsa")
+    mic.open_writer()
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "alsa"\ndevice = "testmic"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false")
+                   .replace("stall_seconds = 5", "stall_seconds = 1.5"))
+    daemon = DaemonProc(cfg, env=mic.env)
+    try:
+        feed(mic, miaow[:16000 * 2])  # two seconds, then the device goes quiet without closing
+        assert daemon.wait_log(r"no audio from ALSA 'testmic' for 1.5 s: the device stalled; reopening it", 30), \
+            daemon.log
+        assert daemon.wait_log(r"(?s)stalled.*capturing from ALSA 'testmic'", 10)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+        mic.close()
