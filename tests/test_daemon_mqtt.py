@@ -113,7 +113,8 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     b = broker()
     sub = Subscriber(b.port)
     mic = FileMic(tmp_path / "alsa", np.concatenate([SILENCE, miaow, SILENCE, SILENCE]))
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "alsa"\ndevice = "testmic"')
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "alsa"\ndevice = "testmic"',
+                       "scores = true\nscores_top_k = 3\nscores_interval_seconds = 2.0")
     daemon = DaemonProc(cfg, env=mic.env)
     try:
         assert sub.wait(lambda s: any(e["type"] == "end" for e in s.events()), 60), daemon.log
@@ -142,6 +143,13 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     config = json.loads(retained["homeassistant/binary_sensor/kitchen/cat/config"])
     assert config["state_topic"] == "edge-audio/kitchen/state/cat" and config["availability_topic"].endswith("status")
     assert "homeassistant/binary_sensor/kitchen/dog/config" in retained
+    metrics = json.loads(retained["edge-audio/kitchen/metrics"])
+    assert metrics["windows"] >= 30 and metrics["delegate"] == "cpu" and "libedgetpu" in metrics["delegate_reason"]
+    assert metrics["inference_p50_ms"] > 0 and metrics["queue_depth"] == 0 and metrics["dropped_events"] == 0
+    scores = [json.loads(p) for p in sub.payloads("/scores")]
+    assert scores and all(len(m["top"]) == 3 for m in scores)
+    gaps = np.diff([m["t_start"] for m in scores])
+    assert (gaps >= 2.0 - 1e-6).all()  # rate-limited in audio time
     lines = [json.loads(l) for l in monitor.stdout.splitlines()]
     assert monitor.returncode == 0 and {l["topic"] for l in lines} <= {"edge-audio/kitchen/status",
                                                                        "edge-audio/kitchen/state/cat",
