@@ -24,6 +24,7 @@ from .sources import Capture, make_source
 
 log = logging.getLogger("edge.daemon")
 LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
+TPU_RETRY_SECONDS = 300.0  # after falling back to the CPU, try the Edge TPU again this often
 
 
 class SystemdNotifier:
@@ -53,9 +54,14 @@ class SystemdNotifier:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink=None, clock=time.time):
+    def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink=None, clock=time.time,
+                 open_classifier=None):
         self.cfg = cfg
         self.classifier = classifier
+        # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
+        self._open_classifier = open_classifier or (lambda delegate: Classifier.open(
+            cfg.model.path or None, cfg.model.labels or None, delegate, cfg.model.threads, cfg.model.backend or None))
+        self._tpu_retry_at: float | None = None
         self.capture = capture
         self.sink = sink
         self.clock = clock
@@ -72,6 +78,7 @@ class Daemon:
         self._silence = np.zeros(len(classifier.labels), np.float32)
         self._latency_ms = np.zeros(LATENCY_WINDOWS, np.float32)
         self.windows = 0
+        self.delegate_switches = 0
         self.gated = 0
         self.events = 0
         self._busy_s = 0.0
@@ -152,7 +159,7 @@ class Daemon:
                 self.gated += 1
             else:
                 t = time.perf_counter()
-                scores = classifier.classify(window, framer.window_start)
+                scores = self._classify(window, framer.window_start)
                 spent = time.perf_counter() - t
                 self._busy_s += spent
                 self._latency_ms[self.windows % LATENCY_WINDOWS] = spent * 1e3
@@ -161,6 +168,40 @@ class Daemon:
                 self._emit(event)
             if self.sink is not None:
                 self._publish_top(scores, t_start)
+
+    def _classify(self, window: np.ndarray, start: int) -> np.ndarray:
+        """Classify; if the Edge TPU fails mid-stream (a USB Coral unplugged), go on with the CPU model."""
+        if self._tpu_retry_at is not None and time.monotonic() >= self._tpu_retry_at:
+            self._retry_tpu()
+        try:
+            return self.classifier.classify(window, start)
+        except (RuntimeError, ValueError) as exc:
+            if self.classifier.decision.delegate != "edgetpu":
+                raise
+            self._switch(self._open_classifier("cpu"), f"Edge TPU invoke failed ({str(exc).splitlines()[0]}); "
+                                                       f"on the CPU model until it is back")
+            self._tpu_retry_at = time.monotonic() + TPU_RETRY_SECONDS
+            return self.classifier.classify(window, start)
+
+    def _retry_tpu(self) -> None:
+        self._tpu_retry_at = time.monotonic() + TPU_RETRY_SECONDS
+        try:
+            candidate = self._open_classifier(self.cfg.model.delegate)
+        except Exception as exc:  # still gone: stay on the CPU
+            log.info("Edge TPU still unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return
+        if candidate.decision.delegate == "edgetpu":
+            self._switch(candidate, "Edge TPU is back")
+            self._tpu_retry_at = None
+
+    def _switch(self, classifier: Classifier, why: str) -> None:
+        log.warning("delegate: %s -> %s: %s", self.classifier.decision.delegate, classifier.decision.delegate, why)
+        classifier.decision.reason = why
+        self.classifier = classifier
+        self.detector.with_fields(delegate=classifier.decision.delegate)
+        self.delegate_switches += 1
+        if self.sink is not None:
+            self._metrics(time.monotonic())  # publish the change now, not at the next interval
 
     def _emit(self, event) -> None:
         self.events += 1
@@ -195,7 +236,7 @@ class Daemon:
             "skipped_windows": self._framer.skipped_windows if self._framer else 0,
             "stalls": capture.stalls, "reopens": capture.reopens,
             "delegate": self.classifier.decision.delegate, "delegate_reason": self.classifier.decision.reason,
-            "model": self.classifier.model_name,
+            "model": self.classifier.model_name, "delegate_switches": self.delegate_switches,
             "mqtt_connected": sink.connected if sink else None,
             "reconnects": sink.reconnects if sink else 0,
             "queue_depth": sink.queue_depth if sink else 0,
