@@ -112,6 +112,27 @@ def test_built_bundle_classifies_with_delegate_auto(built, assets):
     assert "Cat" in text or "Domestic animals, pets" in text
 
 
+def test_built_bundle_runs_in_the_daemon(built, assets, tmp_path):
+    out, _ = built
+    config = tmp_path / "daemon.toml"
+    config.write_text(f"""
+[audio]
+source = "wav"
+file = "{assets / 'audio/miaow_16k.wav'}"
+realtime = false
+[model]
+path = "{out}"
+delegate = "auto"
+[mqtt]
+enabled = false
+""")
+    r = run_cli("run", "--config", config, timeout=120)
+    assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]
+    assert {"Cat", "Animal"} <= {e["label"] for e in events}
+    assert all(e["model"] == "yamnet-int8" for e in events)
+
+
 def test_evaluate_table_and_errors(built, assets, waveform_model, tmp_path):
     out, _ = built
     r = run_cli("evaluate", "--model", out, "--reference", waveform_model, assets / "audio/dog_975ms.wav",

@@ -17,29 +17,49 @@ from .yamnet_weights import YamnetWeights
 def _tf():
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # also keeps float results independent of the CPU
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     return tf
 
 
-def _convert(converter) -> bytes:
-    """converter.convert() with TensorFlow's chatter (SavedModel summaries on stdout, warnings) kept off stdout."""
-    import contextlib
-    import warnings
-    with contextlib.redirect_stdout(sys.stderr) if _verbose() else _quiet_stdout(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return converter.convert()
-
-
-def _verbose() -> bool:
+def _convert(converter, progress_stream: list | None = None) -> bytes:
+    """converter.convert() with TensorFlow's chatter (SavedModel summaries on stdout, C++ logs on stderr) kept off
+    the terminal; it is shown if the conversion fails, or always with EDGE_AUDIO_VERBOSE=1. Progress written to
+    progress_stream[0] during the conversion still reaches the real stderr."""
     import os
-    return os.environ.get("EDGE_AUDIO_VERBOSE") == "1"
-
-
-def _quiet_stdout():
-    import contextlib
-    import io
-    return contextlib.redirect_stdout(io.StringIO())
+    import tempfile
+    import warnings
+    if os.environ.get("EDGE_AUDIO_VERBOSE") == "1":
+        return converter.convert()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    real_stderr = os.fdopen(os.dup(2), "w")
+    if progress_stream is not None:
+        progress_stream[0] = real_stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return converter.convert()
+        except Exception:
+            os.dup2(saved[1], 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            real_stderr.close()
+            if progress_stream is not None:
+                progress_stream[0] = sys.stderr
 
 
 def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bool = False):
@@ -112,19 +132,20 @@ def to_tflite_int8(model, patches: np.ndarray, io_type: str = "float", progress:
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     total = len(patches)
+    stream = [sys.stderr]
 
     def representative():
         for i, p in enumerate(patches):
             if progress and (i % 25 == 0 or i + 1 == total):
-                print(f"\r  calibrating the quantizer: {i + 1}/{total} patches", end="", file=sys.stderr,
+                print(f"\r  calibrating the quantizer: {i + 1}/{total} patches", end="", file=stream[0],
                       flush=True)
             yield [p[None].astype(np.float32)]
         if progress:
-            print(file=sys.stderr)
+            print(file=stream[0], flush=True)
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if io_type == "int8":
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return _convert(converter)
+    return _convert(converter, stream)
