@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import assert_one_line_error, run_cli
@@ -88,3 +90,43 @@ def test_inspect_json_quantization(assets):
 def test_every_command_has_help_with_an_example(command):
     r = run_cli(command, "--help", module="tools")
     assert r.code == 0 and "examples:" in r.out and "python -m tools " + command in r.out
+
+
+def _int8_model(tf, layers_fn, input_shape, batch_size):
+    inp = tf.keras.layers.Input(shape=input_shape, batch_size=batch_size)
+    model = tf.keras.Model(inp, layers_fn(inp))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: ([rng.normal(size=(1, *input_shape)).astype(np.float32)]
+                                                for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def small_models(tensorflow, tmp_path_factory):
+    tf = tensorflow
+    folder = tmp_path_factory.mktemp("small")
+    L = tf.keras.layers
+    partial = _int8_model(tf, lambda x: L.Dense(4)(L.LeakyReLU(0.1)(L.Dense(8)(x))), (16,), 1)
+    dynamic = _int8_model(tf, lambda x: L.Dense(4)(x), (16,), None)
+    (folder / "partial.tflite").write_bytes(partial)
+    (folder / "dynamic.tflite").write_bytes(dynamic)
+    return folder
+
+
+@pytest.mark.tensorflow
+def test_everything_after_the_first_unmappable_op_runs_on_the_cpu(small_models):
+    r = check_model(small_models / "partial.tflite")
+    assert r.predicted_tpu_ops == ["FULLY_CONNECTED"]
+    assert r.predicted_cpu_ops == ["LEAKY_RELU", "FULLY_CONNECTED"]
+    assert r.first_unmappable.reason == "unsupported op LEAKY_RELU"
+    assert "1 ops on the Edge TPU, then 2 on the CPU" in format_report(r)
+
+
+@pytest.mark.tensorflow
+def test_dynamic_batch_is_reported(small_models):
+    r = check_model(small_models / "dynamic.tflite")
+    assert r.predicted_tpu_ops == [] and r.first_unmappable.reason.startswith("dynamic shape")
