@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,12 +151,13 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
         f"{weights.float_tensors} float tensors kept")
 
     out.mkdir(parents=True, exist_ok=True)
-    if calibration:
-        calib_files, calib_text = wav_files(calibration), "given: " + ", ".join(map(str, calibration))
-    else:
-        calib_files, calib_text = default_calibration(out)
-    say(f"calibration audio: {calib_text}")
-    windows, per_file = collect(calib_files, hop_seconds, "calibration audio")
+    with tempfile.TemporaryDirectory() as scratch:  # generated calibration signals, if it comes to that
+        if calibration:
+            calib_files, calib_text = wav_files(calibration), "given: " + ", ".join(map(str, calibration))
+        else:
+            calib_files, calib_text = default_calibration(Path(scratch))
+        say(f"calibration audio: {calib_text}")
+        windows, per_file = collect(calib_files, hop_seconds, "calibration audio")
     if len(windows) < 8:
         raise InputError(f"calibration audio gives only {len(windows)} windows; give at least 8 s of audio")
     patches = patches_of(windows)
