@@ -109,7 +109,7 @@ def blas() -> dict:
         name = np.show_config(mode="dicts")["Build Dependencies"]["blas"].get("name")
     except Exception:  # numpy < 2 has no mode=; the name is only informative
         name = None
-    limit = next((f"{v}={os.environ[v]}" for v in BLAS_THREAD_VARS if os.environ.get(v)), None)
+    limit = next((f"{v}={os.environ[v]}" for v in BLAS_THREAD_VARS if os.environ.get(v, "0") != "0"), None)
     return {"name": name, "thread_limit": limit}
 
 

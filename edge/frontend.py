@@ -65,17 +65,6 @@ def hann_periodic(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
-def dft_basis(window_samples: int, fft_length: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two [window, bins] matrices: Hann-windowed cos and -sin of the first `bins` bins of a real DFT of
-    length `fft_length` (the frame is zero-padded from window_samples, so only those rows exist)."""
-    n = np.arange(window_samples, dtype=np.float64)[:, None]
-    k = np.arange(bins, dtype=np.float64)[None, :]
-    phase = 2.0 * np.pi * n * k / fft_length
-    hann = hann_periodic(window_samples).astype(np.float64)[:, None]
-    return (np.ascontiguousarray((hann * np.cos(phase)).astype(np.float32)),
-            np.ascontiguousarray((-hann * np.sin(phase)).astype(np.float32)))
-
-
 class LogMelFrontEnd:
     """Turns 0.975 s windows of float32 audio into [96, 64] log-mel patches.
 
@@ -83,27 +72,37 @@ class LogMelFrontEnd:
     (the default 0.48 s hop is 48 of them), the frames they share are copied from the previous patch,
     so each 10 ms frame is transformed once.
 
-    The spectrum is a matrix product with a precomputed real DFT basis that has the Hann window folded in
-    and stops at the last bin the mel bank uses (7500 Hz): unlike np.fft (which works in float64 scratch
-    memory), it allocates nothing per call.
+    The work is done in float64, the type NumPy's FFT computes in: given a zero-padded float64 input and a
+    complex128 `out`, np.fft.rfft allocates nothing (a float32 input would be converted into a fresh array
+    on every call).
     """
 
     def __init__(self, params: FrontEndParams = FrontEndParams()):
         self.params = params
         p = params
-        mel = mel_matrix(p)
-        bins = int(np.nonzero(mel.any(axis=1))[0][-1]) + 1  # bins above the top mel band are never used
-        self._mel = np.ascontiguousarray(mel[:bins])
-        self._cos, self._sin = dft_basis(p.stft_window_samples, p.fft_length, bins)
-        n = p.patch_frames
-        self._real = np.zeros((n, bins), np.float32)
-        self._imag = np.zeros((n, bins), np.float32)  # then the magnitude, in place
+        n, bins = p.patch_frames, p.fft_length // 2 + 1
+        self._mel = mel_matrix(p).astype(np.float64)
+        # a full [96, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
+        self._hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (n, 1))
+        self._windowed = np.zeros((n, p.stft_window_samples), np.float64)
+        self._window = np.zeros(p.window_samples, np.float64)
+        self._frames = np.lib.stride_tricks.as_strided(  # [96, 400] overlapping views of _window
+            self._window, shape=(n, p.stft_window_samples), strides=(p.stft_hop_samples * 8, 8), writeable=False)
+        self._padded = np.zeros((n, p.fft_length), np.float64)  # columns past the STFT window stay zero
+        self._spectrum = np.zeros((n, bins), np.complex128)
+        self._magnitude = np.zeros((n, bins), np.float64)
+        self._mel_out = np.zeros((n, p.mel_bands), np.float64)
         self._patches = (np.zeros((n, p.mel_bands), np.float32), np.zeros((n, p.mel_bands), np.float32))
         self._current = 0
         self._last_start: int | None = None
-        self._framed_source: np.ndarray | None = None  # the window array the strided frame view looks into
-        self._framed: np.ndarray | None = None
+        self._rfft_out = _rfft_accepts_out()
         self.frames_computed = 0  # a counter for tests and benchmarks
+
+    @property
+    def buffers(self) -> tuple:
+        """Every array compute() writes to (tests check they are never replaced)."""
+        return (self._window, self._windowed, self._padded, self._spectrum, self._magnitude, self._mel_out,
+                *self._patches)
 
     @property
     def patch(self) -> np.ndarray:
@@ -119,6 +118,8 @@ class LogMelFrontEnd:
         p = self.params
         n = p.patch_frames
         hop = p.stft_hop_samples
+        if window.shape != self._window.shape:
+            raise ValueError(f"window must be {p.window_samples} samples, not {window.shape}")
         reuse = 0
         if start_sample is not None and self._last_start is not None:
             shift = start_sample - self._last_start
@@ -130,30 +131,37 @@ class LogMelFrontEnd:
         if reuse:
             out[:reuse] = previous[n - reuse:]
         self._last_start = start_sample
-        first = reuse
-        count = n - first
-        if count:
-            self._log_mel(self._frames_of(window)[first:], out[first:], count)
+        if reuse < n:
+            first = reuse * hop
+            np.copyto(self._window[first:], window[first:])  # the new samples, as float64
+            self._log_mel(reuse, out[reuse:])
         return out
 
-    def _frames_of(self, window: np.ndarray) -> np.ndarray:
-        """[96, 400] overlapping frames as a view of `window`, built once per window array (callers reuse one)."""
-        if window is not self._framed_source:
-            if window.dtype != np.float32 or window.size != self.params.window_samples or not window.flags.c_contiguous:
-                raise ValueError(f"window must be {self.params.window_samples} contiguous float32 samples")
-            p = self.params
-            self._framed = np.lib.stride_tricks.as_strided(
-                window, shape=(p.patch_frames, p.stft_window_samples), strides=(p.stft_hop_samples * 4, 4),
-                writeable=False)
-            self._framed_source = window
-        return self._framed
-
-    def _log_mel(self, frames: np.ndarray, out: np.ndarray, count: int) -> None:
-        real, imag = self._real[:count], self._imag[:count]  # contiguous: ufuncs need no scratch buffers
-        np.matmul(frames, self._cos, out=real)
-        np.matmul(frames, self._sin, out=imag)
-        np.hypot(real, imag, out=imag)
-        np.matmul(imag, self._mel, out=out)
-        np.add(out, self.params.log_offset, out=out)
-        np.log(out, out=out)
+    def _log_mel(self, first: int, out: np.ndarray) -> None:
+        count = self.params.patch_frames - first
+        windowed = self._windowed[:count]
+        np.copyto(windowed, self._frames[first:])
+        np.multiply(windowed, self._hann[:count], out=windowed)
+        padded = self._padded[:count]
+        np.copyto(padded[:, :self.params.stft_window_samples], windowed)
+        spectrum = self._spectrum[:count]
+        if self._rfft_out:
+            np.fft.rfft(padded, axis=1, out=spectrum)
+        else:  # NumPy < 2 has no `out` here (the tflite_runtime backend needs NumPy 1.x): one allocation
+            spectrum[...] = np.fft.rfft(padded, axis=1)
+        magnitude = self._magnitude[:count]
+        np.abs(spectrum, out=magnitude)
+        mel = self._mel_out[:count]
+        np.matmul(magnitude, self._mel, out=mel)
+        np.add(mel, self.params.log_offset, out=mel)
+        np.log(mel, out=mel)
+        np.copyto(out, mel, casting="same_kind")
         self.frames_computed += count
+
+
+def _rfft_accepts_out() -> bool:
+    try:
+        np.fft.rfft(np.zeros(4), out=np.zeros(3, np.complex128))
+        return True
+    except TypeError:
+        return False

@@ -15,8 +15,7 @@ WINDOWS = 1000
 def _buffers(framer, classifier):
     arrays = list(framer.buffers) + [classifier.scores]
     if classifier.frontend is not None:
-        fe = classifier.frontend
-        arrays += [fe._real, fe._imag, *fe._patches]
+        arrays += list(classifier.frontend.buffers)
     return [id(a) for a in arrays]
 
 
