@@ -193,3 +193,24 @@ def test_bounding_keeps_the_network(assets):
     np.testing.assert_allclose((x * 6e-6) @ huge.dense_kernel, x @ w.dense_kernel, rtol=1e-4, atol=1e-4)
     assert np.allclose(huge.layers[0].kernel, w.layers[0].kernel * 6e-6)
     assert np.allclose(huge.layers[1].kernel, w.layers[1].kernel)  # depthwise: scaled in and out
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_folded_bounds_above_every_activation_change_nothing(assets, tensorflow, per_channel):
+    """With bounds above the largest activation, the bounded ReLU6 network computes the same scores."""
+    from tools import quantize as q
+    from tools.audio_windows import file_windows, patches_of
+    from tools.yamnet_weights import bounded, read_yamnet_layers
+    w = read_yamnet_layers(assets / "models/yamnet_classification.tflite")
+    patches = patches_of(file_windows(assets / "audio/miaow_16k.wav"))[:4]
+    values = q.run_keras(q.keras_body(w, with_activations=True), patches)
+    acts = values[2:]
+    if per_channel:
+        bounds = [np.maximum(a.reshape(-1, a.shape[-1]).max(axis=0), 1e-3) * 1.01 for a in acts]
+    else:
+        bounds = [float(a.max()) * 1.01 for a in acts]
+    folded = q.run_keras(q.keras_body(bounded(w, bounds), relu6=True), patches)[0]
+    np.testing.assert_allclose(folded, values[0], atol=2e-5)
+    # and bounds below the activations do clip (the test would pass vacuously otherwise)
+    clipped = q.run_keras(q.keras_body(bounded(w, [float(a.max()) * 0.2 for a in acts]), relu6=True), patches)[0]
+    assert np.abs(clipped - values[0]).max() > 1e-2

@@ -134,10 +134,12 @@ def check_arguments(source: str | Path | None, calibration: list[str] | None, io
 
 def build(source: Path, out: Path, labels: Path | None = None, calibration: list[str] | None = None,
           io_type: str = "float", percentile: float = DEFAULT_PERCENTILE, hop_seconds: float = DEFAULT_HOP_SECONDS,
-          name: str = "yamnet-int8", keep_float: bool = False) -> dict:
+          name: str = "yamnet-int8", keep_float: bool = False, bounds_per: str = "layer") -> dict:
     """Build the bundle into `out`; returns the manifest."""
     started = time.monotonic()
     check_arguments(source, calibration, io_type, percentile)
+    if bounds_per not in ("layer", "channel"):
+        raise InputError(f"--bounds must be layer or channel, not {bounds_per!r}")
     labels = labels or find_labels_near(source)
     if labels is None:
         raise InputError(f"{source}: no class map beside the model (yamnet_class_map.csv); pass --labels")
@@ -174,8 +176,8 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
         f"{faithfulness['ref_top1_in_top5']:.3f}, mean/max abs score diff "
         f"{faithfulness['mean_abs_diff']:.5f}/{faithfulness['max_abs_diff']:.3f}")
 
-    say(f"bounding activations at p{percentile:g} of the calibration activations")
-    bounds = q.activation_bounds(weights, patches, percentile)
+    say(f"bounding activations at p{percentile:g} of the calibration activations, per {bounds_per}")
+    bounds = q.activation_bounds(weights, patches, percentile, per_channel=bounds_per == "channel")
     bounded_weights = bounded(weights, bounds)
     bounded_model = q.keras_body(bounded_weights, relu6=True, with_activations=True)
     logits = q.run_keras(bounded_model, patches)[1]
@@ -208,7 +210,8 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
             "output": {"dtype": info.outputs[0].dtype, "shape": info.outputs[0].shape,
                        "scale": info.outputs[0].scale, "zero_point": info.outputs[0].zero_point},
             "activation_bound_percentile": percentile,
-            "activation_bounds": [round(b, 4) for b in bounds],
+            "activation_bounds_per": bounds_per,
+            "activation_bounds": [round(float(np.max(b)), 4) for b in bounds],  # per layer (the largest)
             "logit_range": [LOGIT_FLOOR, round(float(logits.max()), 4)],
         },
         "compiler": None,

@@ -62,7 +62,8 @@ def cmd_build(args) -> int:
         source = fetch.fetch(fetch.YAMNET_WAVEFORM, Path("out/models"), mirror)
         fetch.fetch(fetch.CLASS_MAP, Path("out/models"), mirror)
     manifest = build(source, Path(args.out), Path(args.labels) if args.labels else None, args.calibration,
-                     args.io, args.percentile, args.hop, args.name, args.keep_float)
+                     args.io, args.percentile, args.hop, args.name, args.keep_float,
+                     args.bounds)
     print(json.dumps(manifest, indent=2) if args.json else args.out)
     return 0
 
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model input/output type (default: float, with QUANTIZE/DEQUANTIZE at the edges)")
     p.add_argument("--percentile", type=float, default=99.9,
                    help="activation bound percentile (default: %(default)s)")
+    p.add_argument("--bounds", choices=("layer", "channel"), default="layer",
+                   help="one activation bound per layer (default) or per output channel (closer to the float "
+                        "rebuild window by window; see the README for the measured trade-off)")
     p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds for calibration audio")
     p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
     p.add_argument("--keep-float", action="store_true",

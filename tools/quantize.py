@@ -104,15 +104,20 @@ def run_keras(model, patches: np.ndarray, batch: int = 1) -> list[np.ndarray] | 
     return [np.concatenate(o) for o in outs]
 
 
-def activation_bounds(weights: YamnetWeights, patches: np.ndarray, percentile: float) -> list[float]:
-    """For each conv layer, the `percentile` of its (ReLU) activations over all calibration patches."""
+def activation_bounds(weights: YamnetWeights, patches: np.ndarray, percentile: float, per_channel: bool = False,
+                      channel_floor: float = 0.5) -> list:
+    """For each conv layer, the `percentile` of its (ReLU) activations over all calibration patches: one number
+    per layer, or with per_channel one per output channel, kept between channel_floor x and 1 x the layer's."""
     probe = keras_body(weights, with_activations=True)
     values = run_keras(probe, patches)
-    acts = values[2:]
     bounds = []
-    for a in acts:
-        b = float(np.percentile(a.reshape(-1), percentile))
-        bounds.append(max(b, 1e-3))
+    for a in values[2:]:
+        layer = max(float(np.percentile(a.reshape(-1), percentile)), 1e-3)
+        if per_channel:
+            channel = np.percentile(a.reshape(-1, a.shape[-1]), percentile, axis=0)
+            bounds.append(np.clip(channel, channel_floor * layer, layer))
+        else:
+            bounds.append(layer)
     return bounds
 
 

@@ -100,21 +100,26 @@ def read_yamnet_layers(path: str | Path) -> YamnetWeights:
     return YamnetWeights(layers, dense[0], dense[1], path, counts["int8"], counts["float"])
 
 
-def bounded(weights: YamnetWeights, bounds: list[float], relu_cap: float = 6.0) -> YamnetWeights:
+def bounded(weights: YamnetWeights, bounds: list, relu_cap: float = 6.0) -> YamnetWeights:
     """The same network with each layer's activations capped at `bounds[i]` and rescaled to [0, relu_cap].
 
     ReLU is positively homogeneous: relu(s*z) = s*relu(z) for s > 0. Scaling layer i's weights and bias by
     s_i = relu_cap / bound_i and dividing the next layer's input weights by s_i leaves the network unchanged
     except that a fused ReLU6 now clips at the bound. The int8 activation scale becomes relu_cap/255 for every
-    layer, and the clip costs nothing at run time.
+    layer, and the clip costs nothing at run time. A bound is one number per layer or one per output channel
+    (the same identity holds channel by channel).
     """
     layers = []
-    previous = 1.0
+    previous = np.ones(1, np.float32)  # scale of the current layer's input, per input channel (or one)
     for layer, bound in zip(weights.layers, bounds):
-        s = relu_cap / float(bound)
-        # conv: out = sum(in * k); in arrives scaled by `previous`, so divide it out, then scale the output by s.
-        layers.append(ConvLayer(layer.kind, (layer.kernel * (s / previous)).astype(np.float32),
-                                (layer.bias * s).astype(np.float32), layer.stride, layer.name))
+        s = (relu_cap / np.broadcast_to(np.asarray(bound, np.float64), (layer.out_channels,))).astype(np.float32)
+        if layer.kind == "conv":  # [kh, kw, in, out]: undo the input's scale per input channel, apply s per output
+            kernel = layer.kernel / previous[None, None, :, None] * s[None, None, None, :] if previous.size > 1 \
+                else layer.kernel / previous[0] * s[None, None, None, :]
+        else:  # depthwise [kh, kw, channels, 1]: channel c in, channel c out
+            kernel = layer.kernel * (s / previous)[None, None, :, None]
+        layers.append(ConvLayer(layer.kind, kernel.astype(np.float32), (layer.bias * s).astype(np.float32),
+                                layer.stride, layer.name))
         previous = s
-    return YamnetWeights(layers, (weights.dense_kernel / previous).astype(np.float32), weights.dense_bias,
+    return YamnetWeights(layers, (weights.dense_kernel / previous[:, None]).astype(np.float32), weights.dense_bias,
                          weights.source, weights.int8_tensors, weights.float_tensors)
