@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 
@@ -102,7 +103,9 @@ def _int8_model(tf, layers_fn, input_shape, batch_size):
                                                 for _ in range(8))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.int8
-    return converter.convert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return converter.convert()
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +115,11 @@ def small_models(tensorflow, tmp_path_factory):
     L = tf.keras.layers
     partial = _int8_model(tf, lambda x: L.Dense(4)(L.LeakyReLU(0.1)(L.Dense(8)(x))), (16,), 1)
     dynamic = _int8_model(tf, lambda x: L.Dense(4)(x), (16,), None)
-    (folder / "partial.tflite").write_bytes(partial)
-    (folder / "dynamic.tflite").write_bytes(dynamic)
+    dilated = _int8_model(tf, lambda x: L.DepthwiseConv2D(3, dilation_rate=2, padding="same")(x), (8, 8, 4), 1)
+    channel_mean = _int8_model(tf, lambda x: L.Lambda(lambda t: tf.reduce_mean(t, axis=-1))(L.Conv2D(8, 1)(x)), (4, 4, 3), 1)
+    for name, data in [("partial", partial), ("dynamic", dynamic), ("dilated", dilated),
+                       ("channel_mean", channel_mean)]:
+        (folder / f"{name}.tflite").write_bytes(data)
     return folder
 
 
@@ -130,3 +136,13 @@ def test_everything_after_the_first_unmappable_op_runs_on_the_cpu(small_models):
 def test_dynamic_batch_is_reported(small_models):
     r = check_model(small_models / "dynamic.tflite")
     assert r.predicted_tpu_ops == [] and r.first_unmappable.reason.startswith("dynamic shape")
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("name, op, needle", [("dilated", "DEPTHWISE_CONV_2D", "dilated DEPTHWISE_CONV_2D"),
+                                              ("channel_mean", "MEAN", "batch or channel axis")])
+def test_unsupported_parameters_are_named(small_models, name, op, needle):
+    r = check_model(small_models / f"{name}.tflite")
+    bad = r.first_unmappable
+    assert bad is not None and bad.op == op, format_report(r)
+    assert bad.reason.startswith("unsupported parameters") and needle in bad.reason
