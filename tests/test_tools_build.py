@@ -133,6 +133,20 @@ enabled = false
     assert all(e["model"] == "yamnet-int8" for e in events)
 
 
+def test_compile_the_built_bundle_without_a_compiler(built, tmp_path):
+    out, _ = built
+    target = tmp_path / "compiled"
+    r = run_cli("compile", out, "--out", target, env={"PATH": str(tmp_path)}, module="tools")
+    assert r.code == 0, r.err
+    b = load_bundle(target)
+    assert b.edgetpu_model is None and b.input_kind == "logmel_patch"
+    before = json.loads((out / "manifest.json").read_text())
+    for key in ("calibration", "quantization", "source", "provenance", "frontend"):
+        assert b.manifest[key] == before[key]
+    r = run_cli("inspect", target, module="tools")
+    assert r.code == 0 and "CPU model only; hashes verified" in r.out and "yamnet_int8.tflite" in r.out
+
+
 def test_evaluate_table_and_errors(built, assets, waveform_model, tmp_path):
     out, _ = built
     r = run_cli("evaluate", "--model", out, "--reference", waveform_model, assets / "audio/dog_975ms.wav",

@@ -77,6 +77,20 @@ def cmd_check(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .model_report import format_inspect, inspect_model
+    from edge.bundle import is_bundle, load_bundle
+    path = Path(args.model)
+    if is_bundle(path):  # every model in it, with the manifest's summary
+        b = load_bundle(path)
+        models = [inspect_model(m) for m in (b.edgetpu_model, b.cpu_model) if m is not None]
+        summary = {"bundle": str(path), "name": b.name, "input_kind": b.input_kind, "labels": b.labels.name,
+                   "compiler": (b.manifest.get("compiler") or {}).get("version"), "models": models}
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"bundle {path}: {b.name}, {b.input_kind} input, labels {b.labels.name}, "
+                  f"{'Edge TPU + CPU models' if b.edgetpu_model else 'CPU model only'}; hashes verified")
+            print("\n".join(format_inspect(m) for m in models))
+        return 0
     d = inspect_model(_model_file(args.model))
     print(json.dumps(d, indent=2) if args.json else format_inspect(d))
     return 0
