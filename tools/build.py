@@ -151,50 +151,25 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
                          "classes")
     say(f"  27 conv layers + classifier: {weights.int8_tensors} int8 tensors dequantized with their scales, "
         f"{weights.float_tensors} float tensors kept")
-
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:  # generated calibration signals, if it comes to that
-        if calibration:
-            calib_files, calib_text = wav_files(calibration), "given: " + ", ".join(map(str, calibration))
-        else:
-            calib_files, calib_text = default_calibration(Path(scratch))
-        say(f"calibration audio: {calib_text}")
-        windows, per_file = collect(calib_files, hop_seconds, "calibration audio")
-    if len(windows) < 8:
-        raise InputError(f"calibration audio gives only {len(windows)} windows; give at least 8 s of audio")
+    windows, calibration_record = _calibration_windows(calibration, hop_seconds)
     patches = patches_of(windows)
+    calibration_record["log_mel_range"] = [round(float(patches.min()), 4), round(float(patches.max()), 4)]
     say(f"  {len(windows)} windows -> log-mel patches with the project's front end")
 
     from . import quantize as q
-    say("rebuilding the float network in Keras and comparing it with the source model")
     float_model = q.keras_body(weights)
-    rebuild_scores = q.run_keras(float_model, patches)[0]
-    source_scores = _run_source(source, windows)
-    faithfulness = compare_scores(source_scores, rebuild_scores)
-    say(f"  float rebuild vs source over {len(windows)} calibration windows: top-1 agreement "
-        f"{faithfulness['top1_agreement']:.3f}, source top-1 in rebuild top-5 "
-        f"{faithfulness['ref_top1_in_top5']:.3f}, mean/max abs score diff "
-        f"{faithfulness['mean_abs_diff']:.5f}/{faithfulness['max_abs_diff']:.3f}")
-
+    faithfulness = _measure_rebuild(float_model, source, windows, patches)
     say(f"bounding activations at p{percentile:g} of the calibration activations, per {bounds_per}")
     bounds = q.activation_bounds(weights, patches, percentile, per_channel=bounds_per == "channel")
-    bounded_weights = bounded(weights, bounds)
-    bounded_model = q.keras_body(bounded_weights, relu6=True, with_activations=True)
-    logits = q.run_keras(bounded_model, patches)[1]
-    say(f"quantizing to full int8 (input/output {io_type})")
-    model_bytes = q.to_tflite_int8(q.keras_body(bounded_weights, relu6=True), patches, io_type)
-    cpu_path = out / CPU_MODEL
-    cpu_path.write_bytes(model_bytes)
-    info = read_model_info(cpu_path)
-    fc = [op for op in info.operators if op.name == "FULLY_CONNECTED"][-1]
-    logit_scale, logit_zero = range_to_int8(LOGIT_FLOOR, float(logits.max()))
-    cpu_path.write_bytes(set_tensor_quantization(model_bytes, fc.outputs[0], logit_scale, logit_zero))
+    quantization = _quantize(bounded(weights, bounds), patches, io_type, out / CPU_MODEL)
+    quantization.update(activation_bound_percentile=percentile, activation_bounds_per=bounds_per,
+                        activation_bounds=[round(float(np.max(b)), 4) for b in bounds])  # per layer (largest)
     if keep_float:
         (out / FLOAT_MODEL).write_bytes(q.to_tflite_float(float_model))
-
     shutil.copyfile(labels, out / labels.name)
-    info = read_model_info(cpu_path)
-    report = check_model(cpu_path)
+
+    report = check_model(out / CPU_MODEL)
     (out / "check.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     import tensorflow as tf
     manifest = {
@@ -203,34 +178,68 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
         "frontend": FrontEndParams().to_dict(),
         "models": {"cpu": CPU_MODEL},
         "labels": labels.name,
-        "quantization": {
-            "scheme": "full int8 post-training quantization, per-channel weights",
-            "input": {"dtype": info.inputs[0].dtype, "shape": info.inputs[0].shape,
-                      "scale": info.inputs[0].scale, "zero_point": info.inputs[0].zero_point},
-            "output": {"dtype": info.outputs[0].dtype, "shape": info.outputs[0].shape,
-                       "scale": info.outputs[0].scale, "zero_point": info.outputs[0].zero_point},
-            "activation_bound_percentile": percentile,
-            "activation_bounds_per": bounds_per,
-            "activation_bounds": [round(float(np.max(b)), 4) for b in bounds],  # per layer (the largest)
-            "logit_range": [LOGIT_FLOOR, round(float(logits.max()), 4)],
-        },
+        "quantization": quantization,
         "compiler": None,
         "source": {"model": source.name, "sha256": sha256_file(source),
                    "published": "google/yamnet/tfLite/classification-tflite/1"},
         "provenance": {"tool": "python -m tools build", "tensorflow": tf.__version__,
                        "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        "hop_seconds": hop_seconds},
-        "calibration": {"description": calib_text, "files": [p.name for p, _ in per_file],
-                        "windows": int(len(windows)),
-                        "log_mel_range": [round(float(patches.min()), 4), round(float(patches.max()), 4)]},
+        "calibration": calibration_record,
         "faithfulness": {"float_rebuild_vs_source_on_calibration_windows": faithfulness},
         "check": {"predicted_tpu_ops": len(report.predicted_tpu_ops),
                   "predicted_cpu_ops": len(report.predicted_cpu_ops),
                   "parameter_bytes": report.parameter_bytes},
-        "size_bytes": info.size_bytes,
+        "size_bytes": report.size_bytes,
     }
     write_manifest(out, manifest)
-    say(f"wrote {out} ({CPU_MODEL}: {info.size_bytes / 1e6:.2f} MB, {len(info.operators)} ops; "
+    say(f"wrote {out} ({CPU_MODEL}: {report.size_bytes / 1e6:.2f} MB, {len(report.ops)} ops; "
         f"check: {'one Edge TPU subgraph' if report.single_tpu_subgraph else 'NOT fully mappable'}) "
         f"in {time.monotonic() - started:.0f} s")
     return json.loads((out / "manifest.json").read_text())
+
+
+def _calibration_windows(calibration: list[str] | None, hop_seconds: float) -> tuple[np.ndarray, dict]:
+    with tempfile.TemporaryDirectory() as scratch:  # generated calibration signals, if it comes to that
+        if calibration:
+            files, text = wav_files(calibration), "given: " + ", ".join(map(str, calibration))
+        else:
+            files, text = default_calibration(Path(scratch))
+        say(f"calibration audio: {text}")
+        windows, per_file = collect(files, hop_seconds, "calibration audio")
+    if len(windows) < 8:
+        raise InputError(f"calibration audio gives only {len(windows)} windows; give at least 8 s of audio")
+    return windows, {"description": text, "files": [p.name for p, _ in per_file], "windows": int(len(windows))}
+
+
+def _measure_rebuild(float_model, source: Path, windows: np.ndarray, patches: np.ndarray) -> dict:
+    """The float rebuild (fed by the project's front end) against the source model (fed the same windows)."""
+    from . import quantize as q
+    say("comparing the float Keras rebuild with the source model")
+    faithfulness = compare_scores(_run_source(source, windows), q.run_keras(float_model, patches)[0])
+    say(f"  float rebuild vs source over {len(windows)} calibration windows: top-1 agreement "
+        f"{faithfulness['top1_agreement']:.3f}, source top-1 in rebuild top-5 "
+        f"{faithfulness['ref_top1_in_top5']:.3f}, mean/max abs score diff "
+        f"{faithfulness['mean_abs_diff']:.5f}/{faithfulness['max_abs_diff']:.3f}")
+    return faithfulness
+
+
+def _quantize(bounded_weights, patches: np.ndarray, io_type: str, path: Path) -> dict:
+    """Full-int8 model of the bounded network at `path`, with the logits' range fitted to the sigmoid."""
+    from . import quantize as q
+    logits = q.run_keras(q.keras_body(bounded_weights, relu6=True, with_activations=True), patches)[1]
+    say(f"quantizing to full int8 (input/output {io_type})")
+    model_bytes = q.to_tflite_int8(q.keras_body(bounded_weights, relu6=True), patches, io_type)
+    path.write_bytes(model_bytes)
+    fc = [op for op in read_model_info(path).operators if op.name == "FULLY_CONNECTED"][-1]
+    logit_range = (LOGIT_FLOOR, float(logits.max()))
+    path.write_bytes(set_tensor_quantization(model_bytes, fc.outputs[0], *range_to_int8(*logit_range)))
+    info = read_model_info(path)
+    return {
+        "scheme": "full int8 post-training quantization, per-channel weights, activations bounded by folding",
+        "input": {"dtype": info.inputs[0].dtype, "shape": info.inputs[0].shape,
+                  "scale": info.inputs[0].scale, "zero_point": info.inputs[0].zero_point},
+        "output": {"dtype": info.outputs[0].dtype, "shape": info.outputs[0].shape,
+                   "scale": info.outputs[0].scale, "zero_point": info.outputs[0].zero_point},
+        "logit_range": [round(v, 4) for v in logit_range],
+    }

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds for calibration audio")
     p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
     p.add_argument("--keep-float", action="store_true",
-                   help=f"also write the float rebuild (yamnet_float_rebuild.tflite) for evaluation")
+                   help="also write the float rebuild (yamnet_float_rebuild.tflite) for evaluation")
     p.add_argument("--json", action="store_true", help="print the manifest instead of the folder")
     p.set_defaults(func=cmd_build)
 
