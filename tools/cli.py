@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
              "Run every --model and the --reference through the same windows of the WAV files/folders given "
              "(the runtime's own framing and front end). Reports window top-1 agreement, whether the reference's "
              "top class is in the model's top-5, top-5 overlap, mean/max absolute score difference, and with "
-             "--labels-csv (file,audioset_indices[,lenient_indices]) clip-level top-1/top-5 hit rates.",
+             "--labels-csv (file,audioset_indices[,lenient_indices]) clip-level top-1/top-5 hit rates. With "
+             "several --model, the first is also compared with each of the others (e.g. give the float rebuild "
+             "first to see how far the int8 model is from it).",
              ["python -m tools evaluate --model out/yamnet-int8 --model ../shared/models/coral/yamnet_spectra_in"
               ".tflite --reference ../shared/models/yamnet_classification.tflite ../shared/audio ../shared/devset"
               "/clips --labels-csv ../shared/devset/labels.csv --held-out"])
