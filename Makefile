@@ -76,7 +76,7 @@ bench: bench-peers
 bench-peers: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
-	$(BIN)/python -m bench --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
+	$(BIN)/python -m tools.peers --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
 	  --audio out/audio/speech_whistling2.wav --seconds 5 --out out/bench
 
 clean:

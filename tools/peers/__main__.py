@@ -1,4 +1,4 @@
-"""`python -m bench`: the kit and its peers side by side, on the same audio and the same model file.
+"""`python -m tools.peers`: the kit and its peers side by side, on the same audio and the same model file.
 
     kit, waveform model        edge-audio bench on the model file the peers get (YAMNet with metadata)
     kit, Coral int8 twin       edge-audio bench on the installed bundle (Coral's split YAMNet: kit front end
@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 sys.path.insert(0, str(ROOT))
 
-from bench.peers import MEDIAPIPE, PEERS, TASKLIB, PeerError, ensure_venv, run_peer, write_metadata_model  # noqa
+from tools.peers.peers import PEERS, PeerError, ensure_venv, run_peer, write_metadata_model  # noqa: E402
 
 E2E_OVER_INVOKE_TARGET = 1.5
 # NumPy's OpenBLAS with several threads spins after each small product and stalls when a core is busy: the kit
@@ -36,12 +36,12 @@ def say(message: str) -> None:
 
 def parse_args(argv):
     from edge.cli import OneLineParser
-    p = OneLineParser(prog="python -m bench",
+    p = OneLineParser(prog="python -m tools.peers",
                       description="The kit and its peers (MediaPipe, the TFLite Task Library) side by side on the "
                                   "same audio and the same model file: windows/s, ms per window, CPU per audio "
                                   "second and peak RSS, with ratios against the kit. Peers are installed into their "
                                   "own virtual environments under --out on the first run.",
-                      epilog="example: python -m bench --audio out/audio/speech_whistling2.wav "
+                      epilog="example: python -m tools.peers --audio out/audio/speech_whistling2.wav "
                              "--model out/models/yamnet_classification.tflite --seconds 5",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="out/models/yamnet_classification.tflite",
@@ -110,20 +110,20 @@ def main(argv=None) -> int:
     wanted = [] if args.peers.strip() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()]
     unknown = [w for w in wanted if w not in PEERS]
     if unknown:
-        print(f"python -m bench: error: unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} or none",
+        print(f"python -m tools.peers: error: unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} or none",
               file=sys.stderr)
         return 2
     if not 0 < args.seconds <= 3600 or not 0.01 <= args.hop <= 10:
-        print("python -m bench: error: --seconds must be in (0, 3600] and --hop in [0.01, 10]", file=sys.stderr)
+        print("python -m tools.peers: error: --seconds must be in (0, 3600] and --hop in [0.01, 10]", file=sys.stderr)
         return 2
     for what, path in (("--model", args.model), ("--labels", args.labels), ("--audio", args.audio)):
         if not Path(path).is_file():
-            print(f"python -m bench: error: {what} {path}: not found (run 'make bench', which fetches them)",
+            print(f"python -m tools.peers: error: {what} {path}: not found (run 'make bench', which fetches them)",
                   file=sys.stderr)
             return 2
     bundle = Path(args.bundle) if args.bundle else default_bundle_path()
     if not bundle.is_dir():
-        print(f"python -m bench: error: no model bundle at {bundle} (run 'make model')", file=sys.stderr)
+        print(f"python -m tools.peers: error: no model bundle at {bundle} (run 'make model')", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
