@@ -31,6 +31,7 @@ def measure(models: list[str], seconds: float, threads: int = 1, warmup: int = 2
     cpu: list[float] = [0.0 for _ in classifiers]
     end = time.monotonic() + seconds
     rounds = 0
+    shown = -1
     while time.monotonic() < end:
         for i, c in enumerate(classifiers):
             c0 = time.process_time()
@@ -40,9 +41,10 @@ def measure(models: list[str], seconds: float, threads: int = 1, warmup: int = 2
                 times[i].append(time.perf_counter() - t0)
             cpu[i] += time.process_time() - c0
         rounds += 1
-        print(f"\r  timing: round {rounds}, {seconds - max(0.0, end - time.monotonic()):.0f}/{seconds:g} s",
-              end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        done = int(seconds - max(0.0, end - time.monotonic()))
+        if done != shown:  # one progress line a second, not one a round
+            shown = done
+            print(f"  timing: round {rounds}, {done}/{seconds:g} s", file=sys.stderr, flush=True)
     out = []
     for m, c, t, cp in zip(models, classifiers, times, cpu):
         a = np.array(t) * 1000
