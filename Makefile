@@ -94,3 +94,9 @@ bench-int8: model $(VENV)/.all
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools speed $(INT8_BUNDLE) \
 	  $$($(BIN)/python -c 'from edge.classifier import default_bundle_path as p; print(p())') --seconds 10
 	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --bundle $(INT8_BUNDLE) --delegate cpu --seconds 5
+
+# the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: real
+# inference with the expected classes asserted. Needs root; first run ~6 min and ~450 MB under out/. Not part of test.
+.PHONY: arm-check
+arm-check:
+	nice -n 10 bash tools/arm_check.sh
