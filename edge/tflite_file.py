@@ -119,6 +119,9 @@ class _Table:
         return self.r.data[start:start + n].decode("utf-8", "replace")
 
 
+SMALL_CONSTANT_VALUES = 64  # int32 constants up to this many values (axes, shapes) are read out
+
+
 @dataclass
 class TensorInfo:
     name: str
@@ -127,6 +130,12 @@ class TensorInfo:
     scale: list[float] = field(default_factory=list)
     zero_point: list[int] = field(default_factory=list)
     buffer_bytes: int = 0
+    shape_signature: list[int] = field(default_factory=list)  # -1 marks a dynamic dimension
+    int32_values: list[int] | None = None  # a small int32 constant's values
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature) or any(d <= 0 for d in self.shape)
 
     @property
     def quantized(self) -> bool:
@@ -138,6 +147,14 @@ class OperatorInfo:
     name: str  # builtin name, or the custom code
     inputs: list[int]
     outputs: list[int]
+    _options: "_Table | None" = field(default=None, repr=False)
+
+    def option(self, index: int, fmt: str, default=0):
+        """A scalar field of the operator's builtin options table (field numbers as in schema.fbs)."""
+        try:
+            return self._options.scalar(index, fmt, default) if self._options is not None else default
+        except _Corrupt:
+            return default
 
 
 @dataclass
@@ -178,17 +195,24 @@ def _op_name(code: _Table) -> str:
     return BUILTIN_OPS[builtin] if 0 <= builtin < len(BUILTIN_OPS) else f"BUILTIN_{builtin}"
 
 
-def _tensor(t: _Table, buffer_sizes: list[int]) -> TensorInfo:
+def _tensor(t: _Table, buffers: list[tuple[int, int]], data: bytes) -> TensorInfo:
     dtype_code = t.scalar(1, "<b")
     q = t.table(4)
     buf = t.scalar(2, "<I")
+    start, size = buffers[buf] if 0 < buf < len(buffers) else (0, 0)
+    dtype = TENSOR_TYPES[dtype_code] if 0 <= dtype_code < len(TENSOR_TYPES) else f"type{dtype_code}"
+    values = None
+    if dtype == "int32" and start and 0 < size <= 4 * SMALL_CONSTANT_VALUES:
+        values = list(struct.unpack_from(f"<{size // 4}i", data, start))
     return TensorInfo(
         name=t.string(3) or "",
         shape=t.vector(0, "<i"),
-        dtype=TENSOR_TYPES[dtype_code] if 0 <= dtype_code < len(TENSOR_TYPES) else f"type{dtype_code}",
+        dtype=dtype,
         scale=q.vector(2, "<f") if q else [],
         zero_point=q.vector(3, "<q") if q else [],
-        buffer_bytes=buffer_sizes[buf] if 0 < buf < len(buffer_sizes) else 0,
+        buffer_bytes=size,
+        shape_signature=t.vector(7, "<i"),
+        int32_values=values,
     )
 
 
@@ -211,26 +235,26 @@ def _parse(path: Path, data: bytes) -> ModelInfo:
     r = _Reader(data)
     model = r.table(r.deref(0))
     codes = [_op_name(c) for c in model.tables(1)]
-    buffer_sizes = []
+    buffers = []  # (start, size) of each buffer's data; start 0 when it is not inside the flatbuffer
     for b in model.tables(4):
         start, n = b.vector_bytes_range(0)
         if not n:  # large models keep data outside the flatbuffer: offset/size fields
             offset, size = b.scalar(1, "<Q"), b.scalar(2, "<Q")
             if offset and offset + size > len(data):
                 raise _Corrupt(offset)
-            n = size
-        buffer_sizes.append(n)
+            start, n = 0, size
+        buffers.append((start, n))
     subgraphs = model.tables(2)
     if not subgraphs:
         raise _Corrupt(0)
     sg = subgraphs[0]
-    tensors = [_tensor(t, buffer_sizes) for t in sg.tables(0)]
+    tensors = [_tensor(t, buffers, data) for t in sg.tables(0)]
     ops = []
     for op in sg.tables(3):
         index = op.scalar(0, "<I")
         if index >= len(codes):
             raise _Corrupt(index)
-        ops.append(OperatorInfo(codes[index], op.vector(1, "<i"), op.vector(2, "<i")))
+        ops.append(OperatorInfo(codes[index], op.vector(1, "<i"), op.vector(2, "<i"), op.table(4)))
     inputs = [tensors[i] for i in sg.vector(1, "<i")]
     outputs = [tensors[i] for i in sg.vector(2, "<i")]
     return ModelInfo(path=path, size_bytes=len(data), version=model.scalar(0, "<I"), operators=ops,

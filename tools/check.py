@@ -10,13 +10,12 @@ host memory on every invoke.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, _Reader, read_model_info
+from edge.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
 
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024
 
@@ -81,48 +80,19 @@ class CheckReport:
         }
 
 
-@dataclass
-class _Raw:
-    """What ModelInfo does not carry: shape signatures, operator options and small constant tensors."""
-
-    dynamic: set[int]
-    options: list  # per operator: its builtin options table (or None)
-    constants: dict[int, list[int]]  # int32 constant tensors (axes, shapes) by tensor index
-
-
-def _raw(path: Path) -> _Raw:
-    r = _Reader(path.read_bytes())
-    root = r.table(r.deref(0))
-    buffers = root.tables(4)
-    sg = root.tables(2)[0]
-    dynamic, constants = set(), {}
-    for i, t in enumerate(sg.tables(0)):
-        if any(d < 0 for d in t.vector(7, "<i")):
-            dynamic.add(i)
-        buf = t.scalar(2, "<I")
-        if t.scalar(1, "<b") == 2 and 0 < buf < len(buffers):  # int32
-            start, n = buffers[buf].vector_bytes_range(0)
-            if 0 < n <= 64:
-                constants[i] = list(struct.unpack_from(f"<{n // 4}i", r.data, start))
-    return _Raw(dynamic, [op.table(4) for op in sg.tables(3)], constants)
-
-
 # Option fields (schema.fbs): Conv2DOptions dilation_w/h = 4, 5; DepthwiseConv2DOptions dilation_w/h = 5, 6;
 # Pool2DOptions fused_activation_function = 5.
-def _parameter_problem(info: ModelInfo, index: int, raw: _Raw) -> str:
+def _parameter_problem(info: ModelInfo, index: int) -> str:
     op = info.operators[index]
-    opts = raw.options[index] if index < len(raw.options) else None
-    if op.name == "CONV_2D" and opts is not None:
-        if opts.scalar(4, "<i", 1) != opts.scalar(5, "<i", 1):
-            return "unsupported parameters: CONV_2D with different x and y dilation"
-    if op.name == "DEPTHWISE_CONV_2D" and opts is not None:
-        if opts.scalar(5, "<i", 1) != 1 or opts.scalar(6, "<i", 1) != 1:
-            return "unsupported parameters: dilated DEPTHWISE_CONV_2D"
-    if op.name in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and opts is not None and opts.scalar(5, "<b", 0) != 0:
+    if op.name == "CONV_2D" and op.option(4, "<i", 1) != op.option(5, "<i", 1):
+        return "unsupported parameters: CONV_2D with different x and y dilation"
+    if op.name == "DEPTHWISE_CONV_2D" and (op.option(5, "<i", 1) != 1 or op.option(6, "<i", 1) != 1):
+        return "unsupported parameters: dilated DEPTHWISE_CONV_2D"
+    if op.name in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and op.option(5, "<b", 0) != 0:
         return f"unsupported parameters: {op.name} with a fused activation"
     if op.name in ("MEAN", "SUM") and len(op.inputs) > 1:
         rank = len(info.tensors[op.inputs[0]].shape)
-        axes = {a % rank for a in raw.constants.get(op.inputs[1], [])} if rank else set()
+        axes = {a % rank for a in (info.tensors[op.inputs[1]].int32_values or [])} if rank else set()
         if 0 in axes or (rank == 4 and 3 in axes):
             return f"unsupported parameters: {op.name} over the batch or channel axis (only x/y reductions map)"
     if op.name == "SOFTMAX":
@@ -132,8 +102,7 @@ def _parameter_problem(info: ModelInfo, index: int, raw: _Raw) -> str:
     return ""
 
 
-def _op_verdict(info: ModelInfo, index: int, raw: _Raw) -> tuple[bool, str]:
-    dynamic = raw.dynamic
+def _op_verdict(info: ModelInfo, index: int) -> tuple[bool, str]:
     op = info.operators[index]
     if op.name == EDGETPU_CUSTOM_OP:
         return True, ""
@@ -141,7 +110,7 @@ def _op_verdict(info: ModelInfo, index: int, raw: _Raw) -> tuple[bool, str]:
         return False, f"unsupported op {op.name}"
     tensors: list[tuple[int, TensorInfo]] = [(i, info.tensors[i]) for i in op.inputs + op.outputs if i >= 0]
     for i, t in tensors:
-        if i in dynamic or any(d <= 0 for d in t.shape):
+        if t.dynamic:
             return False, f"dynamic shape (tensor {t.name or i} {t.shape})"
         if len(t.shape) > 4:
             return False, f"unsupported parameters: tensor {t.name or i} has {len(t.shape)} dimensions (max 4)"
@@ -155,14 +124,13 @@ def _op_verdict(info: ModelInfo, index: int, raw: _Raw) -> tuple[bool, str]:
             return False, f"type {t.dtype} is not int8/uint8 (tensor {t.name or i})"
         if not t.scale:
             return False, f"tensor {t.name or i} is {t.dtype} without quantization parameters"
-    problem = _parameter_problem(info, index, raw)
+    problem = _parameter_problem(info, index)
     return (False, problem) if problem else (True, "")
 
 
 def check_model(path: str | Path) -> CheckReport:
     path = Path(path)
     info = read_model_info(path)
-    raw = _raw(path)
     input_ids = {id(t) for t in info.inputs}
     output_ids = {id(t) for t in info.outputs}
     ops: list[OpVerdict] = []
@@ -182,7 +150,7 @@ def check_model(path: str | Path) -> CheckReport:
         if i < lead or i >= tail:
             ops.append(OpVerdict(i, op.name, False, "float input/output conversion stays on the CPU", "io"))
             continue
-        ok, why = _op_verdict(info, i, raw)
+        ok, why = _op_verdict(info, i)
         v = OpVerdict(i, op.name, ok, why)
         if first_bad is None and not ok:
             first_bad = v
