@@ -46,8 +46,14 @@ class Detector:
         self._history = np.zeros((cfg.smoothing_windows, n), np.float32)
         self._slot = 0
         self.smoothed = np.zeros(n, np.float32)
+        self._watched_mask = np.zeros(n, bool)
+        self._watched_mask[self.watched] = True
         self._active = np.zeros(n, bool)
-        self._pending_since = np.full(n, np.nan)  # above "on", waiting for min_duration
+        self._pending = np.zeros(n, bool)  # above "on", waiting for min_duration
+        self._pending_since = np.zeros(n)
+        self._up = np.zeros(n, bool)  # per-window scratch
+        self._still = np.zeros(n, bool)
+        self._interesting = np.zeros(n, bool)
         self._start = np.zeros(n)
         self._last_above = np.zeros(n)
         self._cooldown_until = np.full(n, -np.inf)
@@ -74,31 +80,31 @@ class Detector:
     def update(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
         """Feed one window's scores (timestamps in unix seconds). Returns the events it caused (often none)."""
         s = self._smooth(scores)
-        w = self.watched
-        up = s[w] >= self.on[w]
-        still = s[w] >= self.off[w]
-        active = self._active[w]
-        pending = ~np.isnan(self._pending_since[w])
-        interesting = up | active | pending
+        up, still, interesting = self._up, self._still, self._interesting
+        np.greater_equal(s, self.on, out=up)
+        np.greater_equal(s, self.off, out=still)
+        np.logical_and(up, self._watched_mask, out=interesting)  # only watched labels become active or pending
+        np.logical_or(interesting, self._active, out=interesting)
+        np.logical_or(interesting, self._pending, out=interesting)
         if not interesting.any():
             return NO_EVENTS
         events = []
-        for j in np.nonzero(interesting)[0]:
-            c = int(w[j])
-            if active[j]:
-                self._continue(c, s[c], t_end, still[j], level_dbfs, events)
+        for c in np.nonzero(interesting)[0].tolist():
+            if self._active[c]:
+                self._continue(c, s[c], t_end, still[c], level_dbfs, events)
             else:
-                self._maybe_start(c, s[c], t_start, t_end, up[j], still[j], level_dbfs, events)
+                self._maybe_start(c, s[c], t_start, t_end, up[c], still[c], level_dbfs, events)
         return events
 
     def _maybe_start(self, c, score, t_start, t_end, up, still, level, events):
-        if np.isnan(self._pending_since[c]):
+        if not self._pending[c]:
             if not up or t_start < self._cooldown_until[c]:
                 return
+            self._pending[c] = True
             self._pending_since[c] = t_start
             self._peak[c], self._sum[c], self._count[c], self._level[c] = score, 0.0, 0, level
         if not still:
-            self._pending_since[c] = np.nan
+            self._pending[c] = False
             return
         self._peak[c] = max(self._peak[c], score)
         self._sum[c] += score
@@ -108,7 +114,7 @@ class Detector:
             self._active[c] = True
             self._start[c] = self._pending_since[c]
             self._last_above[c] = t_end
-            self._pending_since[c] = np.nan
+            self._pending[c] = False
             self._ids[c] = uuid.uuid4().hex
             events.append(self._event("start", c, None))
 
@@ -134,7 +140,7 @@ class Detector:
         events: list[Event] = []
         for c in np.nonzero(self._active)[0]:
             self._end(int(c), events)
-        self._pending_since[:] = np.nan
+        self._pending[:] = False
         return events
 
     def _event(self, kind: str, c: int, end: float | None) -> Event:

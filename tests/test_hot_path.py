@@ -1,5 +1,5 @@
-"""The steady-state hot path (source -> ring -> frames -> front end -> interpreter -> scores) allocates
-nothing per window, and its buffers are the same objects from start to end."""
+"""The steady-state hot path (source -> ring -> frames -> front end -> interpreter -> scores -> detector)
+allocates nothing per window, and its buffers are the same objects from start to end."""
 
 import tracemalloc
 
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from edge.classifier import Classifier
+from edge.config import DetectorConfig
+from edge.detector import Detector
 from edge.framing import Framer
 
 WINDOWS = 1000
@@ -19,12 +21,13 @@ def _buffers(framer, classifier):
     return [id(a) for a in arrays]
 
 
-def _run(framer, classifier, chunk: np.ndarray, windows: int) -> int:
+def _run(framer, classifier, detector, chunk: np.ndarray, windows: int) -> int:
     done = 0
     while done < windows:
         framer.push(chunk)
         while (w := framer.next_window()) is not None:
-            classifier.classify(w, framer.window_start)
+            scores = classifier.classify(w, framer.window_start)
+            assert not detector.update(scores, done * 0.48, done * 0.48 + 0.975, -30.0)  # quiet: no events
             done += 1
     return done
 
@@ -39,13 +42,14 @@ def test_no_allocation_growth_over_1000_windows(request, model, rate, channels, 
     framer = Framer(15600, 7680, rate_in_hz=rate, channels=channels, max_chunk_frames=4096)
     rng = np.random.default_rng(0)
     chunk = rng.integers(-8000, 8000, 1024 * channels).astype(np.int16)  # 1024 frames a read, like ALSA
-    _run(framer, classifier, chunk, 20)  # warm up: first-call caches
+    detector = Detector(classifier.labels, DetectorConfig(allow=["Dog", "Cat"]))
+    _run(framer, classifier, detector, chunk, 20)  # warm up: first-call caches
     before_ids = _buffers(framer, classifier)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         start, _ = tracemalloc.get_traced_memory()
-        done = _run(framer, classifier, chunk, WINDOWS)
+        done = _run(framer, classifier, detector, chunk, WINDOWS)
         end, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
