@@ -115,9 +115,7 @@ def load_audio(path: str | None):
         pcm = (np.cumsum(rng.normal(0, 300, 16000 * 10)) % 8000 - 4000).astype(np.int16)
         return Audio(pcm, 16000, 1, "generated noise (10 s, 16 kHz)")
     from .wavio import read_wav
-    wav = read_wav(path)
-    if wav.frames == 0:
-        raise InputError(f"{path}: the WAV has no audio")
+    wav = read_wav(path)  # raises for a file without audio
     return Audio(np.ascontiguousarray(wav.samples).reshape(-1), wav.rate_hz, wav.channels,
                  f"{path} ({wav.seconds:.1f} s, {wav.rate_hz} Hz, {wav.channels} ch)")
 
@@ -181,6 +179,20 @@ def _write(path: str, text: str, what: str) -> None:
         raise InputError(f"{path}: cannot write the {what} ({exc.strerror})") from None
 
 
+def _compare(result: dict, lines: list, key: str, references: list, tolerance, default_tolerance: float,
+             header: dict, what: str, nothing_matched: str) -> int:
+    """Compare the runs with reference runs; record it under result["comparison"][key]; EXIT_REGRESSION or 0."""
+    from . import bench_report as report
+    comp = report.compare_runs(result["runs"], references, tolerance if tolerance is not None else default_tolerance)
+    result.setdefault("comparison", {})[key] = {**header, **comp}
+    lines += report.comparison_lines(comp, what)
+    if not comp["rows"]:
+        expected = ", ".join(comp["not_measured"]) or "no successful run"
+        hint = "; pass --profile or --write-profile" if key == "check" else ""
+        raise InputError(f"{nothing_matched} ({expected}){hint}")
+    return EXIT_REGRESSION if comp["regressions"] else 0
+
+
 def cmd_bench(args) -> int:
     from . import bench_report as report
 
@@ -210,27 +222,18 @@ def cmd_bench(args) -> int:
     status = 0
     lines: list[str] = []
     if baseline is not None:
-        tol = args.tolerance if args.tolerance is not None else report.DEFAULT_TOLERANCE
-        comp = report.compare_runs(result["runs"], baseline["runs"], tol)
-        result.setdefault("comparison", {})["compare"] = {"against": args.compare, **comp}
-        lines += report.comparison_lines(comp, f"{args.compare} ({baseline['created']})")
-        if not comp["rows"]:
-            raise InputError(f"--compare: {args.compare} has no run with the same model, delegate and threads "
-                             f"(it has {', '.join(comp['not_measured']) or 'no successful run'})")
-        status = EXIT_REGRESSION if comp["regressions"] else status
+        status |= _compare(result, lines, "compare", baseline["runs"], args.tolerance, report.DEFAULT_TOLERANCE,
+                           {"against": args.compare}, f"{args.compare} ({baseline['created']})",
+                           f"--compare: {args.compare} has no run with the same model, delegate and threads")
     if profile is not None:
-        tol = args.tolerance if args.tolerance is not None else profile.get("tolerance", report.DEFAULT_TOLERANCE)
-        comp = report.compare_runs(result["runs"], report.profile_references(profile), tol)
-        result.setdefault("comparison", {})["check"] = {"profile": profile["name"], "path": profile["path"],
-                                                        "measured_reference": bool(profile.get("measured")), **comp}
         what = f"profile {profile['name']} ({profile['path']})"
         if not profile.get("measured"):
             what += " [provisional figures, not measured on this board: record yours with --write-profile]"
-        lines += report.comparison_lines(comp, what)
-        if not comp["rows"]:
-            raise InputError(f"--check: profile {profile['name']} has no figures for what was measured "
-                             f"({', '.join(comp['not_measured'])} expected); pass --profile or --write-profile")
-        status = EXIT_REGRESSION if comp["regressions"] else status
+        status |= _compare(result, lines, "check", report.profile_references(profile), args.tolerance,
+                           profile.get("tolerance", report.DEFAULT_TOLERANCE),
+                           {"profile": profile["name"], "path": profile["path"],
+                            "measured_reference": bool(profile.get("measured"))}, what,
+                           f"--check: profile {profile['name']} has no figures for what was measured")
     if args.write_profile:
         name = Path(args.write_profile).stem
         prof = report.profile_from_result(result, name, args.tolerance or report.DEFAULT_TOLERANCE)
