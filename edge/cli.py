@@ -91,12 +91,13 @@ def _row(top: list[dict]) -> str:
 # -- doctor ----------------------------------------------------------------------------------------------------
 def cmd_doctor(args) -> int:
     from . import alsa, edgetpu
+    from .bench_env import board_model
     from .bundle import load_bundle
     from .classifier import default_bundle_path
     from .runtime import available_backends, load_backend
 
     report: dict = {"edge_audio": __version__, "python": platform.python_version(),
-                    "machine": f"{platform.system()} {platform.machine()}", "board": _board_model()}
+                    "machine": f"{platform.system()} {platform.machine()}", "board": board_model() or ""}
     backends = available_backends()
     report["backends"] = dict(backends)
     try:
@@ -138,13 +139,6 @@ def cmd_doctor(args) -> int:
     mb = report["model_bundle"]
     print(f"  model bundle    {mb['path']}: {mb['status']}")
     return 0
-
-
-def _board_model() -> str:
-    try:
-        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    except OSError:
-        return ""
 
 
 # -- run / monitor ---------------------------------------------------------------------------------------------
