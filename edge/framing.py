@@ -84,7 +84,7 @@ class Framer:
         """Every array the hot path writes to (tests check they are never replaced)."""
         arrays = [self.window, self._mono, self._interleaved, self._mono16, self._resampled16, self.ring.buffer]
         if self._resampler is not None:
-            arrays += [self._resampler._history, self._resampler._gather, self._resampler._out]
+            arrays += list(self._resampler.buffers)
         return tuple(arrays)
 
     def push(self, chunk: np.ndarray) -> None:

@@ -68,6 +68,11 @@ class Resampler:
         self._out_total = 0
 
     @property
+    def buffers(self) -> tuple:
+        """Every array process() writes to."""
+        return (self._history, self._gather, self._out, self._scratch)
+
+    @property
     def capacity_out(self) -> int:
         """Most samples one `process` call can return."""
         return self._out.size
