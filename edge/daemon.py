@@ -240,7 +240,9 @@ class Daemon:
             "mqtt_connected": sink.connected if sink else None,
             "reconnects": sink.reconnects if sink else 0,
             "queue_depth": sink.queue_depth if sink else 0,
+            "delivered_events": sink.delivered if sink else 0,
             "dropped_events": sink.dropped_events if sink else 0,
+            "dropped_messages": sink.dropped_other if sink else 0,  # scores/metrics/state extras, newest kept
             "refused_events": sink.refused if sink else 0,
             "uptime_s": round(time.monotonic() - self._started, 1),
         }

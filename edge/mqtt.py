@@ -76,7 +76,6 @@ class MqttSink:
         self.reconnects = 0
         self.connects = 0
         self.last_error = ""
-        self._first_connect_logged = False
         self._thread: threading.Thread | None = None
         self.client = (client_factory or self._make_client)(password)
 
