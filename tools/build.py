@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from edge.bundle import sha256_file, write_manifest
 from edge.errors import InputError
+from edge.fetch import mirror_root
 from edge.frontend import FrontEndParams
 from edge.labels import find_labels_near, load_labels
 from edge.pipeline import DEFAULT_HOP_SECONDS
@@ -49,8 +49,9 @@ def say(message: str) -> None:
 
 
 def assets_root() -> Path | None:
-    env = os.environ.get("EDGE_AUDIO_ASSETS")
-    return Path(env) if env and Path(env).is_dir() else None
+    """The asset mirror ($EDGE_AUDIO_ASSETS) when it is a folder."""
+    root = mirror_root()
+    return root if root is not None and root.is_dir() else None
 
 
 def devset_calibration_split(devset: Path, per_class: int = CALIBRATION_PER_CLASS) -> tuple[list[Path], list[Path]]:

@@ -49,8 +49,8 @@ def cmd_build(args) -> int:
     from edge.errors import InputError
     check_arguments(args.source, args.calibration, args.io, args.percentile)  # before the slow TensorFlow import
     try:
-        from .quantize import _tf
-        _tf()  # quiet TensorFlow's C++ logging before it starts
+        from .quantize import load_tensorflow
+        load_tensorflow()  # quiet TensorFlow's C++ logging before it starts
     except ImportError:
         raise InputError("build needs TensorFlow: pip install -e '.[tools]'") from None
     if args.source:

@@ -14,7 +14,7 @@ import numpy as np
 from .yamnet_weights import YamnetWeights
 
 
-def _tf():
+def load_tensorflow():
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # also keeps float results independent of the CPU
@@ -64,7 +64,7 @@ def _convert(converter, progress_stream: list | None = None) -> bytes:
 
 def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bool = False):
     """The network as a Keras model with static batch 1. relu6=True fuses ReLU6 (for bounded weights)."""
-    tf = _tf()
+    tf = load_tensorflow()
     layers = tf.keras.layers
     inp = layers.Input(shape=(96, 64), batch_size=1, name="log_mel_patch")
     x = layers.Reshape((96, 64, 1))(inp)
@@ -93,7 +93,7 @@ def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bo
 def run_keras(model, patches: np.ndarray, batch: int = 1) -> list[np.ndarray] | np.ndarray:
     """Run a batch-1 model over many patches (stacking the outputs)."""
     outs = None
-    fn = _tf().function(lambda x: model(x, training=False))
+    fn = load_tensorflow().function(lambda x: model(x, training=False))
     for p in patches:
         y = fn(p[None].astype(np.float32))
         y = [t.numpy() for t in y] if isinstance(y, (list, tuple)) else [y.numpy()]
@@ -122,7 +122,7 @@ def activation_bounds(weights: YamnetWeights, patches: np.ndarray, percentile: f
 
 
 def _converter(model):
-    tf = _tf()
+    tf = load_tensorflow()
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
@@ -133,7 +133,7 @@ def to_tflite_float(model) -> bytes:
 def to_tflite_int8(model, patches: np.ndarray, io_type: str = "float", progress: bool = True) -> bytes:
     """Full-integer post-training quantization; io_type 'float' keeps float32 input/output around the
     int8 body (QUANTIZE/DEQUANTIZE at the edges), 'int8' makes the input and output int8 too."""
-    tf = _tf()
+    tf = load_tensorflow()
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     total = len(patches)
