@@ -23,6 +23,8 @@ from .pipeline import hop_samples_for
 from .sources import Capture, make_source
 
 log = logging.getLogger("edge.daemon")
+SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
+SHUTDOWN_OUTBOX_S = 2.5
 LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
 TPU_RETRY_SECONDS = 300.0  # after falling back to the CPU, try the Edge TPU again this often
 
@@ -124,12 +126,12 @@ class Daemon:
                 self._drain()
         finally:
             self.notifier.notify("STOPPING=1")
-            self.capture.stop()
+            self.capture.stop(SHUTDOWN_CAPTURE_S)
             for event in self.detector.flush():
                 self._emit(event)
             self._metrics(time.monotonic())
             if self.sink is not None:
-                self.sink.stop()
+                self.sink.stop(SHUTDOWN_OUTBOX_S)
         log.info("stopped (%s): %d windows, %d events", "end of input" if ended else "signal", self.windows,
                  self.events)
         return 0

@@ -399,3 +399,40 @@ def test_a_stalled_device_is_detected_and_reopened(tmp_path, coral_twin, miaow):
     finally:
         daemon.kill()
         mic.close()
+
+
+def test_discovery_is_announced_again_when_home_assistant_comes_online(tmp_path, broker, coral_twin):
+    b = broker()
+    sub = Subscriber(b.port, topics=("homeassistant/+/kitchen/+/config",))
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"')
+    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert sub.wait(lambda s: len(s.messages) == 3, 20), daemon.log  # cat, dog, top class
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert sub.wait(lambda s: len(s.messages) == 6, 10), daemon.log
+        assert {t for t, _, _ in sub.messages[3:]} == {t for t, _, _ in sub.messages[:3]}
+        started = time.monotonic()
+        assert daemon.terminate() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        daemon.kill()
+        sub.close()
+
+
+def test_sigterm_with_the_broker_gone_still_exits_within_5_s(tmp_path, broker, coral_twin, miaow):
+    b = broker()
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"')
+    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert daemon.wait_log(r"MQTT: connected", 20), daemon.log
+        b.kill()
+        daemon.proc.stdin.write(_segment(miaow)[:16000 * 5].tobytes())  # a cat event waits in the outbox
+        daemon.proc.stdin.flush()
+        assert daemon.wait_log(r"start Cat", 20), daemon.log
+        started = time.monotonic()
+        assert daemon.terminate(timeout_s=5) == 0
+        elapsed = time.monotonic() - started
+    finally:
+        daemon.kill()
+    assert elapsed < 5, elapsed
+    assert re.search(r"event\(s\) not delivered at shutdown: lost \(set mqtt.outbox_file", daemon.log), daemon.log
