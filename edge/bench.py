@@ -73,6 +73,9 @@ def add_parser(sub) -> None:
     p.add_argument("--write-profile", metavar="FILE", help="save this run's figures as a reference profile")
     p.add_argument("--plot", metavar="PNG", help="latency distribution plot (needs matplotlib)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of the result and exit")
+    p.add_argument("--no-detector", action="store_true",
+                   help="leave the detector out of the end-to-end loop (default: it runs after every window, "
+                        "with the daemon's default settings, as on the device)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -120,20 +123,36 @@ def load_audio(path: str | None):
                  f"{path} ({wav.seconds:.1f} s, {wav.rate_hz} Hz, {wav.channels} ch)")
 
 
+def detector_hook(labels: list[str], params):
+    """The daemon's detector (default settings, every label watched) as the per-window callback."""
+    from .config import DetectorConfig
+    from .detector import Detector
+    detector = Detector(labels, DetectorConfig())
+    rate, window_s = params.sample_rate_hz, params.window_samples / params.sample_rate_hz
+
+    def on_window(scores, start_sample: int) -> None:
+        t = start_sample / rate
+        detector.update(scores, t, t + window_s, -30.0)
+    return on_window
+
+
 def run_bench(model, labels, delegates: list[str], threads: list[int], backend_spec, audio, hop_seconds: float,
-              seconds: float, realtime_seconds: float, on_window=None, progress=None) -> tuple[dict, dict]:
+              seconds: float, realtime_seconds: float, on_window=None, progress=None,
+              detector: bool = True) -> tuple[dict, dict]:
     """Measure every delegate x thread configuration. Returns (result, latency samples for the plot).
     A delegate that cannot be used on this machine is a run with status 'unavailable' and its reason."""
     from . import bench_env
     from .bench_measure import measure
     from .bench_report import KIND, SCHEMA_VERSION
     from .classifier import Classifier, resolve_model
+    from .labels import load_labels
     from .pipeline import hop_samples_for
     from .runtime import load_backend
 
     hop_samples = hop_samples_for(hop_seconds)
     backend = load_backend(backend_spec)
     source = resolve_model(model, labels)  # bad model / labels: exit 2 before anything is measured
+    label_list = load_labels(source.labels) if detector and on_window is None else None
     say = progress or (lambda m: None)
     configs = [(d, t) for d in delegates for t in (threads[:1] if d.startswith("edgetpu") else threads)]
     runs, samples = [], {}
@@ -143,8 +162,9 @@ def run_bench(model, labels, delegates: list[str], threads: list[int], backend_s
 
         def open_it(delegate=delegate, n_threads=n_threads):
             return Classifier.open(model, labels, delegate, n_threads, backend)
+        hook = on_window or (detector_hook(label_list, source.frontend) if label_list else None)  # fresh per run
         try:
-            run = measure(open_it, audio, hop_samples, seconds, realtime_seconds, on_window,
+            run = measure(open_it, audio, hop_samples, seconds, realtime_seconds, hook,
                           lambda m, tag=tag: say(f"{tag}: {m}"))
         except (DelegateError, ModelError) as exc:
             if isinstance(exc, ModelError) and delegate == "cpu":
@@ -165,7 +185,7 @@ def run_bench(model, labels, delegates: list[str], threads: list[int], backend_s
         "environment": env,
         "settings": {"model": source.name, "audio": audio.name, "hop_seconds": hop_seconds, "seconds": seconds,
                      "realtime_seconds": realtime_seconds, "delegates": delegates, "threads": threads,
-                     "detector": on_window is not None},
+                     "detector": on_window is not None or label_list is not None},
         "warnings": bench_env.warnings(env),
         "runs": runs,
     }
@@ -215,7 +235,8 @@ def cmd_bench(args) -> int:
         seconds = args.seconds
         realtime = args.realtime_seconds if args.realtime_seconds is not None else seconds
         result, samples = run_bench(args.model or args.bundle, args.labels, delegates, threads, args.backend,
-                                    audio, args.hop, seconds, realtime, progress=_say)
+                                    audio, args.hop, seconds, realtime, progress=_say,
+                                    detector=not args.no_detector)
         if not any(r["status"] == "ok" for r in result["runs"]):
             reasons = "; ".join(f"{r['delegate']}: {r['reason']}" for r in result["runs"])
             raise InputError(f"nothing could be measured ({reasons})")

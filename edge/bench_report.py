@@ -306,7 +306,7 @@ def text_report(result: dict) -> list[str]:
         lines.append(f"  {'ms per window':16s} {'mean':>8s} {'std':>8s} {'min':>8s} {'p50':>8s} {'p90':>8s} "
                      f"{'p99':>8s} {'max':>8s} {'n':>7s}")
         for name, label in (("invoke_ms", "invoke (bare)"), ("frontend_ms", "front end"),
-                            ("framing_ms", "source+ring"), ("io_ms", "input+scores"), ("callback_ms", "callback"),
+                            ("framing_ms", "source+ring"), ("io_ms", "input+scores"), ("callback_ms", "detector"),
                             ("e2e_ms", "end to end")):
             st = run.get(name)
             if not st or not st["n"]:

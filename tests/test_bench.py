@@ -53,7 +53,7 @@ def test_result_has_every_figure_per_delegate_and_thread_count(coral_result):
     for run in runs[1:]:
         assert run["status"] == "ok", run
         assert run["model"] == "yamnet_spectra_in.tflite" and run["input_kind"] == "logmel_patch"
-        for name in ("invoke_ms", "frontend_ms", "framing_ms", "io_ms", "e2e_ms"):
+        for name in ("invoke_ms", "frontend_ms", "framing_ms", "io_ms", "callback_ms", "e2e_ms"):
             st = run[name]
             assert st["n"] > 0 and 0 < st["min"] <= st["p50"] <= st["p90"] <= st["p99"] <= st["max"], (name, st)
         # end to end is the sum of the stages of each window, so it is never below the invoke inside it
@@ -280,3 +280,13 @@ def test_compare_with_nothing_in_common_is_bad_input(coral_result, tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps(other))
     assert_one_line_error(run_cli("bench", "--result", saved, "--compare", path), 2, "no run with the same model")
+
+
+def test_the_detector_is_in_the_loop_unless_left_out(coral_result, coral_twin, class_map):
+    doc, _ = coral_result
+    assert doc["settings"]["detector"] is True
+    r = run_cli("bench", "--model", coral_twin, "--labels", class_map, "--delegate", "cpu", *QUICK, "--json",
+                "--no-detector")
+    assert r.code == 0, r.err
+    alone = json.loads(r.out)
+    assert alone["settings"]["detector"] is False and alone["runs"][0]["callback_ms"] is None
