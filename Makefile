@@ -92,7 +92,7 @@ bench-int8: model $(VENV)/.all
 	@test -f $(INT8_BUNDLE)/manifest.json || \
 	  $(BIN)/python -m tools build --source $(MODELS)/yamnet_classification.tflite --out $(INT8_BUNDLE)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools speed $(INT8_BUNDLE) \
-	  $$($(BIN)/python -c 'from edge.classifier import default_bundle_path as p; print(p())') --seconds 10
+	  $$($(BIN)/python -c 'from edge.model.bundle import default_bundle_path as p; print(p())') --seconds 10
 	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --bundle $(INT8_BUNDLE) --delegate cpu --seconds 5
 
 # the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: real

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .errors import ConfigError
+from .core.detector import DetectorParams
+from .core.errors import ConfigError
+from .core.params import default_of, param
+from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
 
 try:
     import tomllib
@@ -20,90 +23,74 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-def _f(default, doc: str, lo=None, hi=None, choices=None):
-    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class DeviceConfig:
-    id: str = _f("", "device id in MQTT topics and events (default: the host name)")
+    id: str = param("", "device id in MQTT topics and events (default: the host name)")
 
 
 @dataclass(frozen=True)
 class AudioConfig:
-    source: str = _f("alsa", "where audio comes from", choices=("alsa", "wav", "stdin"))
-    device: str = _f("default", "ALSA capture PCM name (by name, not card index: it survives re-plugging)")
-    rate_hz: int = _f(16000, "capture rate asked for; anything else is resampled to 16 kHz", 8000, 192000)
-    channels: int = _f(1, "capture channels (downmixed to mono)", 1, 8)
-    format: str = _f("S16_LE", "ALSA sample format", choices=("S16_LE", "S32_LE"))
-    period_frames: int = _f(1024, "frames per ALSA period (one read)", 64, 8192)
-    file: str = _f("", "WAV file for source = 'wav'")
-    realtime: bool = _f(True, "pace a WAV replay at real time")
-    loop: bool = _f(False, "replay the WAV file forever")
-    stall_seconds: float = _f(5.0, "no audio for this long counts as a stalled device: reopen it", 0.5, 600)
-    reopen_min_seconds: float = _f(1.0, "first delay before reopening a lost device", 0.05, 600)
-    reopen_max_seconds: float = _f(30.0, "longest delay between reopen attempts", 0.05, 3600)
+    source: str = param("alsa", "where audio comes from", choices=("alsa", "wav", "stdin"))
+    device: str = param("default", "ALSA capture PCM name (by name, not card index: it survives re-plugging)")
+    rate_hz: int = param(16000, "capture rate asked for; anything else is resampled to 16 kHz", 8000, 192000)
+    channels: int = param(1, "capture channels (downmixed to mono)", 1, 8)
+    format: str = param("S16_LE", "ALSA sample format", choices=("S16_LE", "S32_LE"))
+    period_frames: int = param(CHUNK_FRAMES, "frames per ALSA period (one read)", 64, MAX_CHUNK_FRAMES)
+    file: str = param("", "WAV file for source = 'wav'")
+    realtime: bool = param(True, "pace a WAV replay at real time")
+    loop: bool = param(False, "replay the WAV file forever")
+    stall_seconds: float = param(5.0, "no audio for this long counts as a stalled device: reopen it", 0.5, 600)
+    reopen_min_seconds: float = param(1.0, "first delay before reopening a lost device", 0.05, 600)
+    reopen_max_seconds: float = param(30.0, "longest delay between reopen attempts", 0.05, 3600)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = _f("", "model bundle or .tflite (default: the installed bundle)")
-    labels: str = _f("", "class map (default: the bundle's)")
-    delegate: str = _f("auto", "auto | cpu | edgetpu[:usb[:N]|:pci[:N]]")
-    threads: int = _f(1, "CPU interpreter threads", 1, 16)
-    backend: str = _f("", "interpreter preference, comma separated (default: ai_edge_litert first)")
-    hop_seconds: float = _f(0.48, "seconds between windows", 0.05, 5.0)
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    threshold: float = _f(0.5, "default score that starts an event", 0.0, 1.0)
-    off_ratio: float = _f(0.7, "an event ends below threshold x off_ratio (hysteresis)", 0.0, 1.0)
-    thresholds: dict = _f({}, "per-label start thresholds, by display name")
-    allow: list = _f([], "labels to watch, by display name (empty: every label not denied)")
-    deny: list = _f([], "labels never reported")
-    smoothing_windows: int = _f(2, "moving average over this many windows", 1, 50)
-    min_duration_seconds: float = _f(0.0, "a score must stay up this long before 'start'", 0.0, 60.0)
-    hold_seconds: float = _f(1.0, "a score must stay down this long before 'end'", 0.0, 600.0)
-    cooldown_seconds: float = _f(0.0, "after 'end', no new 'start' of that label for this long", 0.0, 3600.0)
-    min_level_dbfs: float = _f(-120.0, "skip inference when the window is quieter than this (-120: never)",
-                               -120.0, 0.0)
+    path: str = param("", "model bundle or .tflite (default: the installed bundle)")
+    labels: str = param("", "class map (default: the bundle's)")
+    delegate: str = param("auto", "auto | cpu | edgetpu[:usb[:N]|:pci[:N]]")
+    threads: int = param(1, "CPU interpreter threads", 1, 16)
+    backend: str = param("", "interpreter preference, comma separated (default: ai_edge_litert first)")
+    hop_seconds: float = param(HOP_SECONDS, "seconds between windows", *HOP_RANGE_SECONDS)
 
 
 @dataclass(frozen=True)
 class MqttConfig:
-    enabled: bool = _f(True, "publish to an MQTT broker")
-    host: str = _f("localhost", "broker host")
-    port: int = _f(1883, "broker port", 1, 65535)
-    protocol: str = _f("5", "MQTT protocol version", choices=("5", "3.1.1"))
-    prefix: str = _f("edge-audio", "topic prefix: <prefix>/<device id>/...")
-    client_id: str = _f("", "client id (default: edge-audio-<device id>)")
-    username: str = _f("", "user name")
-    password_file: str = _f("", "file holding the password (else the systemd credential 'mqtt_password', "
+    enabled: bool = param(True, "publish to an MQTT broker")
+    host: str = param("localhost", "broker host")
+    port: int = param(1883, "broker port", 1, 65535)
+    protocol: str = param("5", "MQTT protocol version", choices=("5", "3.1.1"))
+    prefix: str = param("edge-audio", "topic prefix: <prefix>/<device id>/...")
+    client_id: str = param("", "client id (default: edge-audio-<device id>)")
+    username: str = param("", "user name")
+    password_file: str = param("", "file holding the password (else the systemd credential 'mqtt_password', "
                                 "else $EDGE_AUDIO_MQTT_PASSWORD)")
-    tls: bool = _f(False, "connect with TLS")
-    ca_file: str = _f("", "CA certificate to trust (default: the system's)")
-    cert_file: str = _f("", "client certificate (mutual TLS)")
-    key_file: str = _f("", "client key (mutual TLS)")
-    keepalive_seconds: int = _f(30, "MQTT keepalive", 5, 3600)
-    reconnect_min_seconds: float = _f(1.0, "first reconnect delay (doubles, with jitter)", 0.05, 600)
-    reconnect_max_seconds: float = _f(60.0, "longest reconnect delay", 0.05, 3600)
-    outbox_max: int = _f(1000, "events kept while the broker is unreachable", 1, 1_000_000)
-    outbox_policy: str = _f("drop_oldest", "what a full outbox drops", choices=("drop_oldest", "drop_newest"))
-    outbox_file: str = _f("", "keep undelivered events here across restarts (JSON lines; empty: memory only)")
-    scores: bool = _f(False, "publish a rate-limited top-k score stream on <prefix>/<id>/scores")
-    scores_top_k: int = _f(5, "classes in each scores message", 1, 521)
-    scores_interval_seconds: float = _f(1.0, "least time between scores messages", 0.1, 3600)
-    homeassistant: bool = _f(True, "publish Home Assistant MQTT discovery for the watched labels")
-    discovery_prefix: str = _f("homeassistant", "Home Assistant discovery prefix")
+    tls: bool = param(False, "connect with TLS")
+    ca_file: str = param("", "CA certificate to trust (default: the system's)")
+    cert_file: str = param("", "client certificate (mutual TLS)")
+    key_file: str = param("", "client key (mutual TLS)")
+    keepalive_seconds: int = param(30, "MQTT keepalive", 5, 3600)
+    reconnect_min_seconds: float = param(1.0, "first reconnect delay (doubles, with jitter)", 0.05, 600)
+    reconnect_max_seconds: float = param(60.0, "longest reconnect delay", 0.05, 3600)
+    outbox_max: int = param(1000, "events kept while the broker is unreachable", 1, 1_000_000)
+    outbox_policy: str = param("drop_oldest", "what a full outbox drops", choices=("drop_oldest", "drop_newest"))
+    outbox_file: str = param("", "keep undelivered events here across restarts (JSON lines; empty: memory only)")
+    scores: bool = param(False, "publish a rate-limited top-k score stream on <prefix>/<id>/scores")
+    scores_top_k: int = param(5, "classes in each scores message", 1, 521)
+    scores_interval_seconds: float = param(1.0, "least time between scores messages", 0.1, 3600)
+    homeassistant: bool = param(True, "publish Home Assistant MQTT discovery for the watched labels")
+    discovery_prefix: str = param("homeassistant", "Home Assistant discovery prefix")
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    enabled: bool = param(False, "also write every event as one JSON line (the MQTT payload) to a file")
+    path: str = param("", "file to append to (empty: standard output)")
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    interval_seconds: float = _f(30.0, "how often metrics are published and logged", 1.0, 86400)
+    interval_seconds: float = param(30.0, "how often metrics are published and logged", 1.0, 86400)
 
 
 @dataclass(frozen=True)
@@ -112,8 +99,9 @@ class Config:
     device: DeviceConfig
     audio: AudioConfig
     model: ModelConfig
-    detector: DetectorConfig
+    detector: DetectorParams  # the detector's own parameter class is the [detector] section
     mqtt: MqttConfig
+    jsonl: JsonlConfig
     metrics: MetricsConfig
 
     @property
@@ -121,12 +109,12 @@ class Config:
         return self.device.id or socket.gethostname().split(".")[0]
 
 
-SECTIONS = {"device": DeviceConfig, "audio": AudioConfig, "model": ModelConfig, "detector": DetectorConfig,
-            "mqtt": MqttConfig, "metrics": MetricsConfig}
+SECTIONS = {"device": DeviceConfig, "audio": AudioConfig, "model": ModelConfig, "detector": DetectorParams,
+            "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig}
 
 
 def _check(value, f, where: str):
-    kind = type(f.default) if f.default is not MISSING else type(f.default_factory())
+    kind = type(default_of(f))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -213,6 +201,6 @@ def describe() -> str:
     for name, cls in SECTIONS.items():
         lines.append(f"[{name}]")
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()
+            default = default_of(f)
             lines.append(f"  {f.name} = {default!r:<14} # {f.metadata['doc']}")
     return "\n".join(lines)

@@ -91,3 +91,23 @@ def assert_one_line_error(r: Result, code: int = 2, *needles: str) -> str:
     for n in needles:
         assert n.lower() in errors[0].lower(), errors[0]
     return errors[0]
+
+
+@pytest.fixture(scope="module")
+def miaow(assets):
+    from edge.core.wavfile import read_wav
+    return read_wav(assets / "audio" / "miaow_16k.wav").samples[:, 0].copy()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    from realparts import Broker
+    brokers = []
+
+    def start(**kwargs):
+        b = Broker(tmp_path / f"broker{len(brokers)}", **kwargs)
+        brokers.append(b)
+        return b
+    yield start
+    for b in brokers:
+        b.stop()

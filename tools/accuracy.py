@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import Classifier
-from edge.pipeline import classify_file
+from edge.model.classifier import Classifier
+from edge.app.classify import classify_file
 
 
 @dataclass

@@ -7,31 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import InputError
-from edge.frontend import FrontEndParams, LogMelFrontEnd
-from edge.pipeline import DEFAULT_HOP_SECONDS, classify_file
+from edge.core.errors import InputError
+from edge.core.frontend import FrontEndParams, LogMelFrontEnd
+from edge.core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
+from edge.core.wavfile import read_wav
 
 
-class _WindowTap:
-    """Stands where a Classifier stands in the pipeline and keeps a copy of every window it is given."""
-
-    def __init__(self, params: FrontEndParams):
-        self.params = params
-        self.windows: list[np.ndarray] = []
-        self._none = np.zeros(1, np.float32)
-
-    def classify(self, window: np.ndarray, start_sample=None) -> np.ndarray:
-        self.windows.append(window.copy())
-        return self._none
-
-
-def file_windows(path: Path, hop_seconds: float = DEFAULT_HOP_SECONDS,
+def file_windows(path: Path, hop_seconds: float = HOP_SECONDS,
                  params: FrontEndParams = FrontEndParams()) -> np.ndarray:
-    """[windows, 15600] float32: every window of one WAV file (resampled, downmixed, end-padded)."""
-    tap = _WindowTap(params)
-    for _ in classify_file(path, tap, hop_seconds):
-        pass
-    return np.stack(tap.windows) if tap.windows else np.zeros((0, params.window_samples), np.float32)
+    """[windows, 15600] float32: every window of one WAV file (resampled, downmixed, end-padded), through the
+    same window loop as `edge-audio classify` and the daemon."""
+    audio = read_wav(path)
+    loop = WindowLoop(params.window_samples, hop_samples_for(hop_seconds, params.sample_rate_hz), audio.rate_hz,
+                      audio.channels, params.sample_rate_hz)
+    windows = [window.copy() for window, _ in recording_windows(audio.samples, loop)]
+    return np.stack(windows) if windows else np.zeros((0, params.window_samples), np.float32)
 
 
 def patches_of(windows: np.ndarray, params: FrontEndParams = FrontEndParams()) -> np.ndarray:
@@ -57,7 +47,7 @@ def wav_files(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def collect(files: list[Path], hop_seconds: float = DEFAULT_HOP_SECONDS, what: str = "windows",
+def collect(files: list[Path], hop_seconds: float = HOP_SECONDS, what: str = "windows",
             progress: bool = True) -> tuple[np.ndarray, list[tuple[Path, int]]]:
     """All windows of `files` stacked, and (file, window count) per file."""
     out, counts = [], []

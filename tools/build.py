@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import sha256_file, write_manifest
-from edge.errors import InputError
-from edge.fetch import mirror_root
-from edge.frontend import FrontEndParams
-from edge.labels import find_labels_near, load_labels
-from edge.pipeline import DEFAULT_HOP_SECONDS
-from edge.tflite_file import read_model_info
+from edge.model.bundle import sha256_file, write_manifest
+from edge.core.errors import InputError
+from edge.model.fetch import mirror_root
+from edge.core.frontend import FrontEndParams
+from edge.model.labels import find_labels_near, load_labels
+from edge.core.stream import HOP_SECONDS
+from edge.model.tflite_file import read_model_info, set_tensor_quantization
 
 from .audio_windows import collect, patches_of, wav_files
 from .check import check_model
 from .compare import compare_scores
-from .tflite_patch import range_to_int8, set_tensor_quantization
+from .tflite_patch import range_to_int8
 from .yamnet_weights import bounded, read_yamnet_layers
 
 DEFAULT_PERCENTILE = 99.9
@@ -69,7 +69,7 @@ def devset_calibration_split(devset: Path, per_class: int = CALIBRATION_PER_CLAS
 def synthetic_calibration(dest: Path, seconds: float = 2.0, rate_hz: int = 16000) -> list[Path]:
     """Generated sounds (noise, tones, chirps, clicks) for when no recordings are available. Real recordings
     calibrate much better: pass --calibration."""
-    from edge.wavio import write_wav
+    from edge.core.wavfile import write_wav
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * rate_hz)) / rate_hz
     signals = {
@@ -110,7 +110,7 @@ def default_calibration(work: Path) -> tuple[list[Path], str]:
 
 
 def _run_source(source: Path, windows: np.ndarray) -> np.ndarray:
-    from edge.runtime import load_backend
+    from edge.model.runtime import load_backend
     interpreter = load_backend().Interpreter(model_path=str(source))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -134,7 +134,7 @@ def check_arguments(source: str | Path | None, calibration: list[str] | None, io
 
 
 def build(source: Path, out: Path, labels: Path | None = None, calibration: list[str] | None = None,
-          io_type: str = "float", percentile: float = DEFAULT_PERCENTILE, hop_seconds: float = DEFAULT_HOP_SECONDS,
+          io_type: str = "float", percentile: float = DEFAULT_PERCENTILE, hop_seconds: float = HOP_SECONDS,
           name: str = "yamnet-int8", keep_float: bool = False, bounds_per: str = "layer") -> dict:
     """Build the bundle into `out`; returns the manifest."""
     started = time.monotonic()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
+from edge.model.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
 
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024
 

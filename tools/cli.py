@@ -7,14 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from edge.cli import OneLineParser, run
+from edge.app.cli import OneLineParser, run
+from edge.core.stream import HOP_SECONDS
 
 PROG = "python -m tools"
 
 
 def cmd_fetch(args) -> int:
-    from edge import fetch
-    from edge.classifier import default_bundle_path
+    from edge.model import fetch
+    from edge.model.bundle import default_bundle_path
 
     mirror = Path(args.mirror) if args.mirror else fetch.mirror_root()
     where = f"offline mirror {mirror}" if mirror else "the official sources"
@@ -34,19 +35,15 @@ def cmd_fetch(args) -> int:
 
 
 def _model_file(path: str) -> Path:
-    from edge.errors import InputError
+    """A .tflite as given, or a bundle's CPU model."""
+    from edge.model.bundle import model_files
     p = Path(path)
-    if p.is_dir():
-        from edge.bundle import is_bundle, load_bundle
-        if is_bundle(p):
-            return load_bundle(p).cpu_model
-        raise InputError(f"{p}: is a folder without manifest.json; give a .tflite file or a model bundle")
-    return p
+    return model_files(p)[0].cpu if p.is_dir() else p
 
 
 def cmd_build(args) -> int:
     from .build import build, check_arguments
-    from edge.errors import InputError
+    from edge.core.errors import InputError
     check_arguments(args.source, args.calibration, args.io, args.percentile)  # before the slow TensorFlow import
     try:
         from .quantize import load_tensorflow
@@ -56,7 +53,7 @@ def cmd_build(args) -> int:
     if args.source:
         source = Path(args.source)
     else:
-        from edge import fetch
+        from edge.model import fetch
         mirror = fetch.mirror_root()
         print("build: fetching the published waveform YAMNet (sha256-pinned) into out/models", file=sys.stderr)
         source = fetch.fetch(fetch.YAMNET_WAVEFORM, Path("out/models"), mirror)
@@ -77,7 +74,7 @@ def cmd_check(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .model_report import format_inspect, inspect_model
-    from edge.bundle import is_bundle, load_bundle
+    from edge.model.bundle import is_bundle, load_bundle
     path = Path(args.model)
     if is_bundle(path):  # every model in it, with the manifest's summary
         b = load_bundle(path)
@@ -106,7 +103,7 @@ def cmd_compile(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_table, to_json
-    from edge.pipeline import hop_samples_for
+    from edge.core.stream import hop_samples_for
     hop_samples_for(args.hop)
     result = evaluate(args.model, args.reference, args.audio, args.labels_csv, args.hop, args.held_out,
                       args.delegate, args.labels)
@@ -186,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounds", choices=("layer", "channel"), default="layer",
                    help="one activation bound per layer (default) or per output channel (closer to the float "
                         "rebuild window by window; see the README for the measured trade-off)")
-    p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds for calibration audio")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds for calibration audio")
     p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
     p.add_argument("--keep-float", action="store_true",
                    help="also write the float rebuild (yamnet_float_rebuild.tflite) for evaluation")
@@ -236,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="CSV", help="class map for plain .tflite models (default: beside each)")
     p.add_argument("--held-out", action="store_true",
                    help="skip the files the bundles were calibrated on (from their manifests)")
-    p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds (default: %(default)s)")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--delegate", default="cpu", help="delegate policy for every model (default: cpu)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")

@@ -15,11 +15,11 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge.bundle import is_bundle, load_bundle, write_manifest
-from edge.errors import InputError, ModelError
-from edge.frontend import FrontEndParams
-from edge.labels import find_labels_near
-from edge.tflite_file import EDGETPU_CUSTOM_OP, read_model_info
+from edge.core.errors import InputError, ModelError
+from edge.core.frontend import FrontEndParams
+from edge.model.bundle import resolve_model, write_manifest
+from edge.model.classifier import input_kind_of
+from edge.model.tflite_file import EDGETPU_CUSTOM_OP, read_model_info
 
 from .check import check_model
 
@@ -117,24 +117,18 @@ class CompileSource:
 
 
 def _source(model: Path, labels: Path | None) -> CompileSource:
-    if model.is_dir():
-        if not is_bundle(model):
-            raise InputError(f"{model}: folder has no manifest.json; give a .tflite file or a model bundle")
-        b = load_bundle(model)
-        manifest = {k: v for k, v in b.manifest.items() if k not in ("files", "schema")}
-        manifest["models"] = {"cpu": b.cpu_model.name}
-        return CompileSource(b.cpu_model, labels or b.labels, manifest)
+    src = resolve_model(model, labels)
+    if src.bundle is not None:
+        manifest = {k: v for k, v in src.bundle.manifest.items() if k not in ("files", "schema")}
+        manifest["models"] = {"cpu": src.models.cpu.name}
+        return CompileSource(src.models.cpu, src.labels, manifest)
     info = read_model_info(model)
     if info.is_edgetpu:
         raise ModelError(f"{model}: already compiled for the Edge TPU; give its CPU model")
-    labels = labels or find_labels_near(model)
-    if labels is None:
-        raise InputError(f"{model}: no label file beside the model (labels.csv, yamnet_class_map.csv); pass --labels")
-    from edge.classifier import input_kind_of
     kind = input_kind_of(info.inputs[0], FrontEndParams(), model)
     manifest = {"name": model.stem, "input_kind": kind, "frontend": FrontEndParams().to_dict(),
                 "models": {"cpu": model.name}, "source": {"model": model.name}}
-    return CompileSource(model, labels, manifest)
+    return CompileSource(model, src.labels, manifest)
 
 
 def compile_bundle(model: Path, out: Path, compiler: str | None = None, require_edgetpu: bool = False,

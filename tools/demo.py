@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import InputError
-from edge.wavio import read_wav, write_wav
+from edge.core.errors import InputError
+from edge.core.wavfile import read_wav, write_wav
 
 
 def _free_port() -> int:

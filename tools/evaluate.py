@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import is_bundle, load_bundle
-from edge.classifier import Classifier
-from edge.errors import InputError
-from edge.pipeline import DEFAULT_HOP_SECONDS, classify_file
+from edge.model.bundle import is_bundle, load_bundle
+from edge.model.classifier import Classifier
+from edge.core.errors import InputError
+from edge.app.classify import classify_file
+from edge.core.stream import HOP_SECONDS
 
 from .accuracy import hit_rates, read_labels_csv
 from .audio_windows import wav_files
@@ -54,7 +55,7 @@ def calibration_files_of(model: str) -> set[str]:
 
 
 def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: str | None = None,
-             hop_seconds: float = DEFAULT_HOP_SECONDS, held_out: bool = False, delegate: str = "cpu",
+             hop_seconds: float = HOP_SECONDS, held_out: bool = False, delegate: str = "cpu",
              class_map: str | None = None) -> dict:
     files = wav_files(audio)
     excluded: set[str] = set()

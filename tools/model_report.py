@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
+from edge.model.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
 
 
 def _tensor(t: TensorInfo) -> dict:

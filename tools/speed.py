@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from edge.classifier import Classifier
-from edge.errors import InputError
+from edge.model.classifier import Classifier
+from edge.core.errors import InputError
 
 BURST = 20
 

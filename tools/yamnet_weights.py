@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import ModelError
-from edge.tflite_file import read_model_info
+from edge.core.errors import ModelError
+from edge.model.tflite_file import read_model_info
 
 
 @dataclass
@@ -65,7 +65,7 @@ def read_yamnet_layers(path: str | Path) -> YamnetWeights:
             "LOG" not in names:
         raise ModelError(f"{path}: not the YAMNet classification model (expected the waveform-input model: a "
                          f"log-mel front end, 27 convolutions and a LOGISTIC output; found {info.op_histogram()})")
-    from edge.runtime import load_backend
+    from edge.model.runtime import load_backend
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": that is what this is
         warnings.simplefilter("ignore")

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 sys.path.insert(0, str(ROOT))
 
+from edge.core.stream import HOP_RANGE_SECONDS, HOP_SECONDS  # noqa: E402
 from tools.peers.peers import PEERS, PeerError, ensure_venv, run_peer, write_metadata_model  # noqa: E402
 
 E2E_OVER_INVOKE_TARGET = 1.5
@@ -35,7 +36,7 @@ def say(message: str) -> None:
 
 
 def parse_args(argv):
-    from edge.cli import OneLineParser
+    from edge.app.cli import OneLineParser
     p = OneLineParser(prog="python -m tools.peers",
                       description="The kit and its peers (MediaPipe, the TFLite Task Library) side by side on the "
                                   "same audio and the same model file: windows/s, ms per window, CPU per audio "
@@ -50,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--bundle", help="the kit's model bundle (default: the installed one, see 'make model')")
     p.add_argument("--audio", default="out/audio/speech_whistling2.wav", help="16 kHz mono WAV, looped")
     p.add_argument("--seconds", type=float, default=5.0, help="timed loop per runner (default: 5)")
-    p.add_argument("--hop", type=float, default=0.48, help="seconds between windows (default: 0.48)")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help=f"seconds between windows (default: {HOP_SECONDS})")
     p.add_argument("--peers", default="mediapipe,tasklib", help="mediapipe,tasklib or none")
     p.add_argument("--out", default="out/bench", help="where results and peer venvs go (default: out/bench)")
     return p.parse_args(argv)
@@ -105,7 +106,7 @@ def table(rows: list[dict], ref: dict | None) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from edge.classifier import default_bundle_path
+    from edge.model.bundle import default_bundle_path
 
     wanted = [] if args.peers.strip() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()]
     unknown = [w for w in wanted if w not in PEERS]
@@ -113,8 +114,9 @@ def main(argv=None) -> int:
         print(f"python -m tools.peers: error: unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)} or none",
               file=sys.stderr)
         return 2
-    if not 0 < args.seconds <= 3600 or not 0.01 <= args.hop <= 10:
-        print("python -m tools.peers: error: --seconds must be in (0, 3600] and --hop in [0.01, 10]", file=sys.stderr)
+    lo, hi = HOP_RANGE_SECONDS
+    if not 0 < args.seconds <= 3600 or not lo <= args.hop <= hi:
+        print(f"python -m tools.peers: error: --seconds must be in (0, 3600] and --hop in [{lo}, {hi}]", file=sys.stderr)
         return 2
     for what, path in (("--model", args.model), ("--labels", args.labels), ("--audio", args.audio)):
         if not Path(path).is_file():

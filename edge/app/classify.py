@@ -1,0 +1,76 @@
+"""`edge-audio classify`: WAV files window by window, as the daemon would hear them, with a per-file summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..core.errors import EXIT_BAD_INPUT, InputError
+from ..core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
+from ..core.wavfile import WavAudio, read_wav
+from ..model.classifier import Classifier
+
+
+@dataclass
+class Window:
+    t_start: float
+    t_end: float
+    scores: np.ndarray  # the classifier's preallocated array: copy it to keep it
+
+
+def classify_audio(audio: WavAudio, classifier: Classifier, hop_seconds: float = HOP_SECONDS) -> Iterator[Window]:
+    """Every window of a recording, padded at the end the way YAMNet's reference pads."""
+    p = classifier.params
+    loop = WindowLoop(p.window_samples, hop_samples_for(hop_seconds, p.sample_rate_hz), audio.rate_hz,
+                      audio.channels, p.sample_rate_hz)
+    for window, start in recording_windows(audio.samples, loop):
+        scores = classifier.classify(window, start)
+        yield Window(start / p.sample_rate_hz, (start + p.window_samples) / p.sample_rate_hz, scores)
+
+
+def classify_file(path: str | Path, classifier: Classifier, hop_seconds: float = HOP_SECONDS) -> Iterator[Window]:
+    return classify_audio(read_wav(path), classifier, hop_seconds)
+
+
+def cmd_classify(args, say) -> int:
+    hop_samples_for(args.hop)
+    if args.top_k < 1:
+        raise InputError("--top-k must be at least 1")
+    classifier = Classifier.open(args.model, args.labels, args.delegate, args.threads, args.backend)
+    say(classifier.describe())
+    status = 0
+    for name in args.files:
+        try:
+            windows = list(_classify_one(name, classifier, args))
+        except InputError as exc:  # report it, go on with the other files
+            say(f"error: {exc}")
+            status = EXIT_BAD_INPUT
+            continue
+        mean = np.mean(windows, axis=0) if windows else np.zeros_like(classifier.scores)
+        top = classifier.top(mean, args.top_k)
+        if args.json:
+            print(json.dumps({"file": name, "summary": True, "windows": len(windows), "top": top}), flush=True)
+        else:
+            print(f"{'summary':>17}  " + _row(top) + f"   ({len(windows)} windows)\n", flush=True)
+    return status
+
+
+def _classify_one(name, classifier, args):
+    if not args.json:
+        print(f"{name}")
+    for w in classify_file(name, classifier, args.hop):
+        top = classifier.top(w.scores, args.top_k)
+        if args.json:
+            print(json.dumps({"file": name, "t_start": round(w.t_start, 3), "t_end": round(w.t_end, 3),
+                              "top": top}))
+        else:
+            print(f"{w.t_start:7.3f}-{w.t_end:7.3f}s  " + _row(top))
+        yield w.scores.copy()
+
+
+def _row(top: list[dict]) -> str:
+    return "  ".join(f"{t['label'][:28]} {t['score']:.2f}" for t in top)

@@ -1,0 +1,172 @@
+"""The `edge-audio` command line: a thin layer over the runtime. Errors the user can fix print one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..config import ModelConfig, MqttConfig
+from ..core.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
+
+MODEL = ModelConfig()  # the command line's defaults are the config file's
+MQTT = MqttConfig()
+
+PROG = "edge-audio"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage block first)
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH|BUNDLE",
+                   help="a .tflite model or a bundle folder (default: the installed bundle, see 'make model')")
+    p.add_argument("--labels", metavar="CSV", help="class map (default: the bundle's, or one beside the model)")
+    p.add_argument("--delegate", default=MODEL.delegate, metavar="POLICY",
+                   help=f"auto | cpu | edgetpu[:usb[:N]|:pci[:N]] (default: {MODEL.delegate}, Edge TPU when "
+                        "one is usable)")
+    p.add_argument("--threads", type=int, default=MODEL.threads,
+                   help=f"CPU interpreter threads (default: {MODEL.threads})")
+    p.add_argument("--backend", metavar="LIST",
+                   help="interpreter preference, comma separated (default: $EDGE_AUDIO_BACKENDS or "
+                        "ai_edge_litert,tflite_runtime,tensorflow)")
+
+
+def add_hop_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hop", type=float, default=MODEL.hop_seconds, metavar="S",
+                   help=f"seconds between windows (default: {MODEL.hop_seconds})")
+
+
+def cmd_classify(args) -> int:
+    from .classify import cmd_classify as classify
+    return classify(args, say)
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import cmd_doctor as doctor
+    return doctor(args)
+
+
+# -- run / monitor ---------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    import logging
+
+    from ..config import describe, load_config
+    from .daemon import build, install_signal_handlers
+
+    if args.show_keys:
+        print(describe())
+        return 0
+    if not args.config:
+        raise InputError("--config FILE is required (see firmware_configs/*.toml, or --show-keys)")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="edge-audio: %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    daemon = build(cfg)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def cmd_monitor(args) -> int:
+    from .monitor import run_monitor
+    return run_monitor(args)
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
+                                            "and Raspberry Pi boards.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+
+    p = sub.add_parser("classify", help="classify WAV files window by window",
+                       description="Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
+                       epilog="example: edge-audio classify recording.wav --top-k 3 --json")
+    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files (PCM 8/16/24/32-bit or float)")
+    add_model_args(p)
+    add_hop_arg(p)
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("doctor", help="what this machine has: runtime, Edge TPU, ALSA, model bundle",
+                       description="Report the interpreter backend, the Edge TPU library and devices, ALSA capture "
+                                   "devices and the model bundle: the first thing to run when the Coral is not "
+                                   "detected.", epilog="example: edge-audio doctor --json")
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to check (default: the installed one)")
+    p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("run", help="the always-on daemon: capture -> events -> MQTT",
+                       description="Capture audio continuously (ALSA, a WAV replay or raw PCM on stdin), classify "
+                                   "every hop, turn scores into start/end events and publish them over MQTT. "
+                                   "Stops cleanly on SIGTERM/SIGINT. A configuration problem exits 78.",
+                       epilog="example: edge-audio run --config firmware_configs/pi4-usb-coral.toml\n"
+                              "         edge-audio run --show-keys   (every key, its default and meaning)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (a board profile from firmware_configs/)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--show-keys", action="store_true", help="print every configuration key and exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("monitor", help="print events and status from a broker",
+                       description="Subscribe to a broker and print the events, status and state of one device or "
+                                   "all of them.",
+                       epilog="example: edge-audio monitor --host broker.lan --device kitchen")
+    p.add_argument("--host", default=MQTT.host, help=f"broker host (default: {MQTT.host})")
+    p.add_argument("--port", type=int, default=MQTT.port, help=f"broker port (default: {MQTT.port})")
+    p.add_argument("--prefix", default=MQTT.prefix, help=f"topic prefix (default: {MQTT.prefix})")
+    p.add_argument("--device", help="device id (default: all devices)")
+    p.add_argument("--username")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the password (never on the command line)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust")
+    p.add_argument("--metrics", action="store_true", help="also print metrics")
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
+    p.set_defaults(func=cmd_monitor)
+
+    from .bench import add_parser as add_bench_parser
+    add_bench_parser(sub)
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PROG) -> int:
+    """Parse, dispatch to args.func, and turn the project's errors into one line and an exit status."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except EdgeAudioError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edge-audio classify ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        print(f"{prog}: unexpected error (a bug: please report it with the traceback above)", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

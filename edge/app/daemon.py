@@ -1,0 +1,245 @@
+"""The always-on daemon: capture -> window loop -> classifier -> detector -> events -> sink, plus metrics.
+
+The processing loop owns the window loop, classifier and detector; capture and the sinks' network work run in
+their own threads and meet the loop only through bounded queues, so a slow broker or a stalled device never
+stops the audio path. The delegate in use is kept true by edge/model/delegate.py's DelegateSupervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+
+from ..audio import make_source
+from ..audio.capture import Capture
+from ..config import Config
+from ..core.detector import Detector, level_dbfs
+from ..core.errors import ConfigError, InputError
+from ..core.stream import WindowLoop, hop_samples_for
+from ..model.classifier import Classifier
+from ..model.delegate import DelegateSupervisor
+from ..sinks import make_sinks
+from ..sinks.base import Sink
+from ..sinks.jsonl import JsonLinesSink
+
+log = logging.getLogger("edge.daemon")
+SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
+SHUTDOWN_OUTBOX_S = 2.5
+LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
+# sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)
+SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "delivered_events": 0,
+               "dropped_events": 0, "dropped_messages": 0, "refused_events": 0}
+
+
+class SystemdNotifier:
+    """sd_notify without libsystemd: READY=1, WATCHDOG=1 and STATUS= on $NOTIFY_SOCKET."""
+
+    def __init__(self):
+        address = os.environ.get("NOTIFY_SOCKET", "")
+        self._sock = None
+        if address:
+            self._address = "\0" + address[1:] if address.startswith("@") else address
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_s = int(usec) / 2e6 if usec and usec.isdigit() else 0.0
+        self._last = 0.0
+
+    def notify(self, message: str) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.sendto(message.encode(), self._address)
+            except OSError:
+                pass
+
+    def ping(self, now: float) -> None:
+        if self.watchdog_s and now - self._last >= self.watchdog_s:
+            self._last = now
+            self.notify("WATCHDOG=1")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink: Sink | None = None,
+                 clock=time.time, open_classifier=None):
+        self.cfg = cfg
+        # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
+        reopen = open_classifier or (lambda delegate: Classifier.from_config(cfg.model, delegate))
+        self.delegates = DelegateSupervisor(classifier, reopen, self._switched)
+        self.capture = capture
+        self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout
+        self.clock = clock
+        self.device_id = cfg.device_id
+        try:
+            self.detector = Detector(classifier.labels, cfg.detector,
+                                     {"device_id": self.device_id, "model": classifier.model_name,
+                                      "delegate": classifier.decision.delegate})
+        except InputError as exc:  # an unknown label in [detector]
+            raise ConfigError(f"{cfg.path}: {exc}") from None
+        self.state_labels = {classifier.labels[i] for i in self.detector.watched} if cfg.detector.allow else set()
+        self._stop = False
+        self._loop: WindowLoop | None = None
+        self._generation = -1
+        self._t0 = 0.0
+        self._silence = np.zeros(len(classifier.labels), np.float32)
+        self._latency_ms = np.zeros(LATENCY_WINDOWS, np.float32)
+        self.windows = 0
+        self.gated = 0
+        self.events = 0
+        self._busy_s = 0.0
+        self._audio_s = 0.0
+        self._started = time.monotonic()
+        self._last_metrics = time.monotonic()
+        self._last_scores = 0.0
+        self._top = -1
+        self.notifier = SystemdNotifier()
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.delegates.classifier
+
+    @property
+    def delegate_switches(self) -> int:
+        return self.delegates.switches
+
+    def request_stop(self, *_args) -> None:
+        self._stop = True
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.sink.start()
+        self.capture.start()
+        self.notifier.notify("READY=1\nSTATUS=listening")
+        log.info("%s", self.classifier.describe())
+        ended = False
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                self.notifier.ping(now)
+                if now - self._last_metrics >= self.cfg.metrics.interval_seconds:
+                    self._metrics(now)
+                item = self.capture.get(0.2)
+                if item is None:
+                    continue
+                generation, chunk = item
+                if generation != self._generation:
+                    self._new_loop(generation)
+                if chunk is None:  # end of a file: let the last windows out
+                    self._process(self._loop.end())
+                    ended = True
+                    break
+                self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
+                self._process(self._loop.feed(chunk))
+        finally:
+            self.notifier.notify("STOPPING=1")
+            self.capture.stop(SHUTDOWN_CAPTURE_S)
+            for event in self.detector.flush():
+                self._emit(event)
+            self._metrics(time.monotonic())
+            self.sink.stop(SHUTDOWN_OUTBOX_S)
+        log.info("stopped (%s): %d windows, %d events", "end of input" if ended else "signal", self.windows,
+                 self.events)
+        return 0
+
+    def _new_loop(self, generation: int) -> None:
+        src = self.capture.source
+        p = self.classifier.params
+        if self._loop is None or (src.rate_hz, src.channels) != (self._loop.rate_in_hz, self._loop.channels):
+            self._loop = WindowLoop(p.window_samples, hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz),
+                                    src.rate_hz, src.channels, p.sample_rate_hz)
+            if self.classifier.frontend is not None:
+                self.classifier.frontend.reset()
+        # stream sample 0 is "now" minus what the loop already holds: wall-clock timestamps for events
+        self._t0 = self.clock() - self._loop.framer.ring.written / p.sample_rate_hz
+        self._generation = generation
+
+    def _process(self, windows) -> None:
+        rate = self.classifier.params.sample_rate_hz
+        window_s = self.classifier.params.window_samples / rate
+        for window, start in windows:
+            t_start = self._t0 + start / rate
+            level = level_dbfs(window)
+            if level < self.cfg.detector.min_level_dbfs:
+                scores = self._silence
+                self.gated += 1
+            else:
+                t = time.perf_counter()
+                scores = self.delegates.classify(window, start)
+                spent = time.perf_counter() - t
+                self._busy_s += spent
+                self._latency_ms[self.windows % LATENCY_WINDOWS] = spent * 1e3
+            self.windows += 1
+            for event in self.detector.update(scores, t_start, t_start + window_s, level):
+                self._emit(event)
+            self._publish_top(scores, t_start)
+
+    def _switched(self, old: Classifier, new: Classifier, why: str) -> None:
+        """The delegate supervisor moved the stream to another model: stamp events, publish it now."""
+        self.detector.with_fields(delegate=new.decision.delegate)
+        self._metrics(time.monotonic())
+
+    def _emit(self, event) -> None:
+        self.events += 1
+        log.info("%s %s (peak %.2f)", event.type, event.label, event.peak_score)
+        self.sink.publish_event(event)
+        if event.label in self.state_labels:
+            self.sink.set_state(event.label, event.type == "start")
+
+    def _publish_top(self, scores: np.ndarray, t_start: float) -> None:
+        top = int(np.argmax(scores))
+        if top != self._top:
+            self._top = top
+            self.sink.set_top(self.classifier.labels[top])
+        m = self.cfg.mqtt
+        if m.scores and t_start - self._last_scores >= m.scores_interval_seconds:
+            self._last_scores = t_start
+            self.sink.publish_scores({"t_start": round(t_start, 3), "top": self.classifier.top(scores, m.scores_top_k)})
+
+    def metrics(self) -> dict:
+        n = min(self.windows - self.gated, LATENCY_WINDOWS)
+        lat = self._latency_ms[:n] if n else self._silence[:1]
+        capture = self.capture
+        return {
+            "windows": self.windows, "gated_windows": self.gated, "events": self.events,
+            "inference_p50_ms": round(float(np.percentile(lat, 50)), 3),
+            "inference_p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "real_time_factor": round(self._busy_s / self._audio_s, 5) if self._audio_s else 0.0,
+            "overruns": capture.source.overruns,
+            "skipped_windows": self._loop.framer.skipped_windows if self._loop else 0,
+            "stalls": capture.stalls, "reopens": capture.reopens,
+            "delegate": self.classifier.decision.delegate, "delegate_reason": self.classifier.decision.reason,
+            "model": self.classifier.model_name, "delegate_switches": self.delegate_switches,
+            **SINK_HEALTH, **self.sink.health(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    def _metrics(self, now: float) -> None:
+        self._last_metrics = now
+        m = self.metrics()
+        self.sink.publish_metrics(m)
+        log.info("metrics: %d windows, p50 %.2f ms, rtf %.4f, queue %d, dropped %d, overruns %d",
+                 m["windows"], m["inference_p50_ms"], m["real_time_factor"], m["queue_depth"], m["dropped_events"],
+                 m["overruns"])
+
+
+def build(cfg: Config) -> Daemon:
+    """Everything from the config, or ConfigError (exit 78) with one line."""
+    try:
+        classifier = Classifier.from_config(cfg.model)
+    except InputError as exc:
+        raise ConfigError(f"{cfg.path}: model: {exc}") from None
+    try:
+        capture = Capture(make_source(cfg.audio), cfg.audio)
+    except InputError as exc:
+        raise ConfigError(f"{cfg.path}: audio: {exc}") from None
+    daemon = Daemon(cfg, classifier, capture)
+    daemon.sink = make_sinks(cfg, sorted(daemon.state_labels), classifier.model_name)
+    return daemon
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)

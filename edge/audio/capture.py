@@ -1,0 +1,137 @@
+"""The Source interface and the capture thread that keeps a source running.
+
+A source's blocking `read()` returns interleaved int16 PCM (or None at the end of a file). The capture thread
+calls it, hands chunks to the processing loop through a bounded queue, and reopens a lost device with backoff.
+The processing loop never waits on a device: when no audio arrives for `stall_seconds`, it declares a stall
+and starts a fresh capture thread (a read blocked inside the driver cannot be interrupted, only abandoned).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+from ..config import AudioConfig
+
+log = logging.getLogger("edge.audio")
+
+EMPTY = np.zeros(0, np.int16)
+
+
+class SourceLost(Exception):
+    """The device went away; the capture thread reopens it."""
+
+
+class Source(Protocol):
+    """What the capture thread needs of a source (ALSA, WAV replay, stdin: one file each in edge/audio/)."""
+
+    name: str
+    rate_hz: int  # what the device actually opened with; may change on reopen
+    channels: int
+    overruns: int
+
+    def open(self) -> None:
+        """Start delivering audio; raise SourceLost when the device is not there (it is retried)."""
+
+    def read(self) -> np.ndarray | None:
+        """Block for the next chunk of interleaved int16 PCM; None at the end of a file; SourceLost."""
+
+    def close(self) -> None:
+        """Release the device."""
+
+
+class Capture:
+    """Runs a source's blocking reads in a thread; the processing loop calls `get()`."""
+
+    def __init__(self, source, cfg: AudioConfig, depth: int = 64):
+        self.source = source
+        self.cfg = cfg
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.reopens = 0
+        self.stalls = 0
+        self.generation = 0  # bumped when the device (re)opens: its rate may have changed
+        self.ended = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_audio = time.monotonic()
+
+    def start(self) -> None:
+        self._stop.clear()
+        thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        delay = self.cfg.reopen_min_seconds
+        while not self._stop.is_set() and self._thread is me:
+            try:
+                self.source.open()
+            except SourceLost as exc:
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                self._stop.wait(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.cfg.reopen_max_seconds)
+                continue
+            delay = self.cfg.reopen_min_seconds
+            self.generation += 1
+            log.info("capturing from %s at %d Hz, %d channel(s)", self.source.name, self.source.rate_hz,
+                     self.source.channels)
+            try:
+                while not self._stop.is_set() and self._thread is me:
+                    chunk = self.source.read()
+                    if chunk is None:
+                        self.ended = True
+                        self.queue.put((self.generation, None))
+                        return
+                    if chunk.size:
+                        self._put((self.generation, chunk))
+            except SourceLost as exc:
+                log.warning("%s; reopening", exc)
+                self.reopens += 1
+                self.source.close()
+                self._stop.wait(delay)
+        if self._thread is not me:  # abandoned after a stall: leave the device to the new thread
+            return
+        self.source.close()
+
+    def _put(self, item) -> None:
+        """Wait for room: a file or pipe then waits for the loop, and a device that is not read in time
+        overruns in the driver, where ALSA counts it (source.overruns). Nothing is dropped silently here."""
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, timeout_s: float):
+        """(generation, chunk), (generation, None) at the end of a file, or None when nothing arrived."""
+        try:
+            item = self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            if not self.ended and time.monotonic() - self._last_audio > self.cfg.stall_seconds:
+                self._restart_after_stall()
+            return None
+        self._last_audio = time.monotonic()
+        return item
+
+    def _restart_after_stall(self) -> None:
+        self.stalls += 1
+        log.warning("no audio from %s for %.1f s: the device stalled; reopening it", self.source.name,
+                    self.cfg.stall_seconds)
+        self._last_audio = time.monotonic()
+        self.reopens += 1
+        self.start()  # the old thread sees it is no longer the current one and exits when its read returns
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+

@@ -1,0 +1,79 @@
+"""The one window loop: audio chunks in, fixed overlapping windows out.
+
+    chunk (int16, interleaved, any rate) -> Framer.push -> Framer.next_window -> (window, start_sample)
+
+Every path that turns audio into windows goes through WindowLoop: `edge-audio classify`, the daemon, the
+benchmark, the host tools and the hot-path test. What happens to each window (classify, detect, publish, time)
+is the caller's loop body:
+
+    loop = WindowLoop(15600, hop_samples_for(0.48), rate_in_hz=44100, channels=2)
+    for window, start in loop.feed(chunk): ...      # as audio arrives
+    for window, start in loop.end(): ...            # end of a recording: the tail, padded like YAMNet's reference
+
+The window is one preallocated array, overwritten by the next one: copy it to keep it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+from .framing import Framer
+
+HOP_SECONDS = 0.48  # YAMNet's reference patch hop: every default hop in the kit is this one
+HOP_RANGE_SECONDS = (0.05, 5.0)
+CHUNK_FRAMES = 1024  # frames per read: one ALSA period by default; files and the benchmark read the same
+MAX_CHUNK_FRAMES = 8192  # the largest chunk the framer's buffers take in one piece (larger ones are split)
+
+
+def hop_samples_for(hop_seconds: float, rate_hz: int = 16000) -> int:
+    """The hop in samples, or InputError for a hop outside HOP_RANGE_SECONDS."""
+    lo, hi = HOP_RANGE_SECONDS
+    if not lo <= hop_seconds <= hi:
+        raise InputError(f"hop {hop_seconds} s is out of range ({lo} to {hi} s)")
+    return int(round(hop_seconds * rate_hz))
+
+
+class WindowLoop:
+    """push audio -> next window, for live streams and recordings alike."""
+
+    def __init__(self, window_samples: int, hop_samples: int, rate_in_hz: int = 16000, channels: int = 1,
+                 rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES):
+        self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames)
+
+    @property
+    def rate_in_hz(self) -> int:
+        return self.framer.rate_in_hz
+
+    @property
+    def channels(self) -> int:
+        return self.framer.channels
+
+    def feed(self, chunk: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """Push interleaved int16 PCM; yield every window it completes with its first sample's index."""
+        self.framer.push(chunk)
+        return self._drain()
+
+    def end(self) -> Iterator[tuple[np.ndarray, int]]:
+        """End of a recording: the resampler's tail, then one padded window over audio not yet covered."""
+        self.framer.finish()
+        yield from self._drain()
+        self.framer.pad_to_complete()
+        yield from self._drain()
+
+    def _drain(self) -> Iterator[tuple[np.ndarray, int]]:
+        framer = self.framer
+        while (window := framer.next_window()) is not None:
+            yield window, framer.window_start
+
+
+def recording_windows(pcm: np.ndarray, loop: WindowLoop, chunk_frames: int = CHUNK_FRAMES
+                      ) -> Iterator[tuple[np.ndarray, int]]:
+    """Every window of a whole recording (interleaved int16 PCM), read in chunks as a device would deliver it."""
+    flat = np.ascontiguousarray(pcm).reshape(-1)
+    step = chunk_frames * loop.channels
+    for i in range(0, flat.size, step):
+        yield from loop.feed(flat[i:i + step])
+    yield from loop.end()

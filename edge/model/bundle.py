@@ -1,0 +1,172 @@
+"""Model bundles: a folder with manifest.json naming the models, labels and front end, with sha256 pins.
+
+    manifest.json        {"schema": 1, "name", "input_kind", "frontend", "models": {"edgetpu"?, "cpu"},
+                          "labels", "quantization", "compiler", "source", "files": {name: sha256}}
+    <cpu model>.tflite   always present: the fallback
+    <name>_edgetpu.tflite  optional
+    labels file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import InputError, ModelError
+from ..core.frontend import FrontEndParams
+from .labels import find_labels_near
+from .tflite_file import read_model_info
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+INPUT_KINDS = ("waveform", "logmel_patch")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    name: str
+    input_kind: str
+    cpu_model: Path
+    labels: Path
+    edgetpu_model: Path | None = None
+    frontend: FrontEndParams = field(default_factory=FrontEndParams)
+    manifest: dict = field(default_factory=dict)
+
+
+def is_bundle(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and check a bundle. Every file named in the manifest must exist and match its sha256."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not a model bundle (no {MANIFEST}); run 'make model' to install one") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    try:
+        if manifest.get("schema") != SCHEMA:
+            raise ModelError(f"{manifest_path}: manifest schema {manifest.get('schema')!r} is not {SCHEMA}")
+        models = manifest["models"]
+        kind = manifest["input_kind"]
+        if kind not in INPUT_KINDS:
+            raise ModelError(f"{manifest_path}: input_kind {kind!r} is not one of {', '.join(INPUT_KINDS)}")
+        files = manifest["files"]
+        frontend = FrontEndParams.from_dict(manifest.get("frontend") or {})
+        bundle = Bundle(path=path, name=manifest.get("name", path.name), input_kind=kind,
+                        cpu_model=path / models["cpu"], labels=path / manifest["labels"],
+                        edgetpu_model=path / models["edgetpu"] if models.get("edgetpu") else None,
+                        frontend=frontend, manifest=manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{manifest_path}: malformed manifest ({exc.__class__.__name__}: {exc})") from None
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            raise ModelError(f"{file}: missing from the bundle; reinstall it ('make model')")
+        if verify and sha256_file(file) != expected:
+            raise ModelError(f"{file}: sha256 does not match the manifest (corrupt or modified); reinstall it")
+    for required in filter(None, (bundle.cpu_model, bundle.edgetpu_model, bundle.labels)):
+        if required.name not in files:
+            raise ModelError(f"{manifest_path}: {required.name} has no sha256 in 'files'")
+    return bundle
+
+
+def write_manifest(path: Path, manifest: dict) -> Path:
+    """Fill in 'files' with the sha256 of every model and label file named, and write manifest.json."""
+    names = [manifest["models"].get("cpu"), manifest["models"].get("edgetpu"), manifest["labels"]]
+    manifest = dict(manifest, schema=SCHEMA)
+    manifest["files"] = {n: sha256_file(path / n) for n in names if n}
+    out = path / MANIFEST
+    out.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """The models one can choose between: an Edge TPU build and its CPU twin (either may be absent)."""
+
+    edgetpu: Path | None
+    cpu: Path | None
+
+    @classmethod
+    def from_file(cls, path: Path) -> "ModelPair":
+        """A plain .tflite: find its twin by name (x.tflite <-> x_edgetpu.tflite) in the same folder."""
+        info = read_model_info(path)  # validates the file before anything else looks at it
+        if info.is_edgetpu:
+            twin = path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
+            return cls(path, twin if twin != path and twin.is_file() else None)
+        twin = path.with_name(path.stem + "_edgetpu.tflite")
+        return cls(twin if twin.is_file() else None, path)
+
+
+DEFAULT_BUNDLE = "yamnet-coral"
+
+
+def data_home() -> Path:
+    """Where installed bundles live: $EDGE_AUDIO_HOME, else $XDG_DATA_HOME/edge-audio, else ~/.local/share."""
+    if os.environ.get("EDGE_AUDIO_HOME"):
+        return Path(os.environ["EDGE_AUDIO_HOME"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "edge-audio"
+
+
+def default_bundle_path() -> Path:
+    return data_home() / "models" / DEFAULT_BUNDLE
+
+
+@dataclass
+class ModelSource:
+    """Where a classifier's model, labels and front-end settings come from."""
+
+    models: ModelPair
+    labels: Path
+    frontend: FrontEndParams
+    bundle: Bundle | None = None
+
+    @property
+    def name(self) -> str:
+        if self.bundle is not None:
+            return self.bundle.name
+        return (self.models.cpu or self.models.edgetpu).stem.replace("_edgetpu", "")
+
+
+def model_files(path: Path) -> tuple[ModelPair, Bundle | None]:
+    """The models at `path`: a bundle folder (hashes verified), or a plain .tflite with its twin found by name."""
+    if path.is_dir():
+        if not is_bundle(path):
+            raise ModelError(f"{path}: folder has no manifest.json; give a .tflite file or a model bundle")
+        b = load_bundle(path)
+        return ModelPair(b.edgetpu_model, b.cpu_model), b
+    return ModelPair.from_file(path), None
+
+
+def resolve_model(model: str | Path | None, labels: str | Path | None = None) -> ModelSource:
+    """A bundle folder, a plain .tflite (twin and labels found beside it), or the installed default bundle.
+    The one resolver: the runtime, the benchmark and the host tools all find their models here."""
+    path = Path(model) if model else default_bundle_path()
+    if model is None and not path.exists():
+        raise ModelError(f"no model given and the default bundle is not installed at {path}; "
+                         "run 'make model' (or 'python -m tools fetch') or pass --model")
+    pair, b = model_files(path)
+    if b is not None:
+        return ModelSource(pair, Path(labels) if labels else b.labels, b.frontend, b)
+    label_path = Path(labels) if labels else find_labels_near(path)
+    if label_path is None:
+        raise InputError(f"{path}: no label file beside the model (labels.csv, yamnet_class_map.csv); "
+                         "pass --labels")
+    return ModelSource(pair, label_path, FrontEndParams())

@@ -1,0 +1,86 @@
+"""TFLite interpreter backends: tflite_runtime, ai_edge_litert (LiteRT) or full TensorFlow, whichever is
+installed, in a configurable order of preference. Imported lazily: nothing is loaded at import time."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..core.errors import InputError
+
+DEFAULT_ORDER = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+ENV_ORDER = "EDGE_AUDIO_BACKENDS"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    version: str
+    Interpreter: Callable[..., Any]
+    load_delegate: Callable[..., Any]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def _import(name: str) -> Backend:
+    if name == "ai_edge_litert":
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+        from importlib.metadata import version
+        return Backend(name, version("ai-edge-litert"), mod.Interpreter, mod.load_delegate)
+    if name == "tflite_runtime":
+        mod = importlib.import_module("tflite_runtime.interpreter")
+        top = importlib.import_module("tflite_runtime")
+        return Backend(name, getattr(top, "__version__", "?"), mod.Interpreter, mod.load_delegate)
+    if name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return Backend(name, tf.__version__, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+    raise InputError(f"unknown backend {name!r}; choose from {', '.join(DEFAULT_ORDER)}")
+
+
+def parse_order(spec: str | None) -> tuple[str, ...]:
+    if not spec:
+        spec = os.environ.get(ENV_ORDER, "")
+    names = tuple(s.strip() for s in spec.split(",") if s.strip()) or DEFAULT_ORDER
+    for n in names:
+        if n not in DEFAULT_ORDER:
+            raise InputError(f"unknown backend {n!r}; choose from {', '.join(DEFAULT_ORDER)}")
+    return names
+
+
+def load_backend(order: str | tuple[str, ...] | None = None) -> Backend:
+    """The first importable backend in `order` (a comma list, or EDGE_AUDIO_BACKENDS, or the default)."""
+    names = order if isinstance(order, tuple) else parse_order(order)
+    failures = []
+    for name in names:
+        try:
+            return _import(name)
+        except ImportError as exc:
+            failures.append(f"{name} ({exc.__class__.__name__}: {exc})")
+        except Exception as exc:  # a broken install (e.g. tflite_runtime with NumPy 2) is not "absent"
+            failures.append(f"{name} (broken: {exc})")
+    raise InputError("no TFLite runtime is usable: tried " + "; ".join(failures) +
+                     ". Install one: pip install 'edge-audio[litert]'")
+
+
+DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tflite-runtime",),
+                 "tensorflow": ("tensorflow", "tensorflow-cpu")}
+
+
+def available_backends() -> list[tuple[str, str]]:
+    """(name, installed version or 'not installed') for every known backend, for `doctor`. Reads package
+    metadata only: importing TensorFlow to print its version would take seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for name in DEFAULT_ORDER:
+        found = "not installed"
+        for dist in DISTRIBUTIONS[name]:
+            try:
+                found = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+        out.append((name, found))
+    return out

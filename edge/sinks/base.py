@@ -1,0 +1,80 @@
+"""The Sink interface: everything the daemon publishes goes through these calls.
+
+The audio loop calls them once per window or event, so none may block: a sink that talks to a network hands
+the work to its own thread (see mqtt.py). Methods a sink does not carry are no-ops here.
+"""
+
+from __future__ import annotations
+
+from ..core.events import Event
+
+
+class Sink:
+    """Events (the payload contract in edge/core/events.py), retained state, the top class, the score stream,
+    metrics, and health counters that the daemon merges into its metrics."""
+
+    def start(self) -> None:
+        """Before the first window: connect, open files, load what a previous run left."""
+
+    def stop(self, timeout_s: float) -> None:
+        """At shutdown: deliver or keep what is pending, within `timeout_s`."""
+
+    def publish_event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def set_state(self, label: str, on: bool) -> None:
+        """A watched label went on (an event started) or off."""
+
+    def set_top(self, label: str) -> None:
+        """The top class changed."""
+
+    def publish_scores(self, payload: dict) -> None:
+        """A rate-limited top-k score message (only when the sink asked for scores)."""
+
+    def publish_metrics(self, payload: dict) -> None:
+        """The daemon's periodic metrics."""
+
+    def health(self) -> dict:
+        """Counters for the metrics payload (connected, queue depth, delivered, dropped...)."""
+        return {}
+
+
+class FanOut(Sink):
+    """Several sinks as one: each call goes to every sink, health counters are merged."""
+
+    def __init__(self, sinks: list[Sink]):
+        self.sinks = sinks
+
+    def start(self) -> None:
+        for s in self.sinks:
+            s.start()
+
+    def stop(self, timeout_s: float) -> None:
+        for s in self.sinks:
+            s.stop(timeout_s / len(self.sinks))
+
+    def publish_event(self, event: Event) -> None:
+        for s in self.sinks:
+            s.publish_event(event)
+
+    def set_state(self, label: str, on: bool) -> None:
+        for s in self.sinks:
+            s.set_state(label, on)
+
+    def set_top(self, label: str) -> None:
+        for s in self.sinks:
+            s.set_top(label)
+
+    def publish_scores(self, payload: dict) -> None:
+        for s in self.sinks:
+            s.publish_scores(payload)
+
+    def publish_metrics(self, payload: dict) -> None:
+        for s in self.sinks:
+            s.publish_metrics(payload)
+
+    def health(self) -> dict:
+        merged: dict = {}
+        for s in self.sinks:
+            merged.update(s.health())
+        return merged

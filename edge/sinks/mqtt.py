@@ -1,0 +1,290 @@
+"""MQTT publisher: one network thread owns the paho client; the audio loop only appends to bounded queues.
+
+Topic layout in topics.py; events go through the ordered outbox (outbox.py), one in flight at a time so order
+holds; Home Assistant discovery (homeassistant.py) is announced on connect and again when Home Assistant says
+it came back online.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+
+from ..config import MqttConfig
+from ..core.errors import ConfigError
+from ..core.events import Event
+from . import homeassistant
+from .base import Sink
+from .outbox import Message, Outbox
+from .topics import Topics
+
+log = logging.getLogger("edge.mqtt")
+
+
+class MqttSink(Sink):
+    """publish_event / set_state / publish_scores / publish_metrics from the audio loop; start() / stop()."""
+
+    def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
+                 model: str = "", client_factory=None):
+        try:
+            import paho.mqtt.client as paho
+        except ImportError:
+            raise ConfigError("mqtt.enabled needs paho-mqtt: pip install 'edge-audio[device]'") from None
+        self._paho = paho
+        self.cfg = cfg
+        self.device_id = device_id
+        self.topics = Topics(cfg.prefix, device_id)
+        self.base = self.topics.base
+        self.status_topic = self.topics.status
+        self.watched = list(watched)
+        self.model = model
+        self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, cfg.outbox_file)
+        self._direct: collections.deque[Message] = collections.deque(maxlen=256)  # QoS 0 extras: newest win
+        self._retained: dict[str, str] = {}  # state topics: re-sent on every connect
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = False
+        self._inflight: tuple[int, Message] | None = None
+        self._announce = False
+        self.delivered = 0
+        self.dropped_other = 0
+        self.refused = 0
+        self.reconnects = 0
+        self.connects = 0
+        self.last_error = ""
+        self._thread: threading.Thread | None = None
+        self.client = (client_factory or self._make_client)(password)
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+    def _make_client(self, password):
+        paho, cfg = self._paho, self.cfg
+        v5 = cfg.protocol == "5"
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-audio-{self.device_id}",
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            try:
+                client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                               keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"mqtt TLS files: {exc}") from None
+        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.max_queued_messages_set(64)  # paho's own queue: we only hand it what we can track
+        client.on_connect = self._guard(self._on_connect)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_publish = self._guard(self._on_publish)
+        client.on_message = self._guard(self._on_message)
+        return client
+
+    def _guard(self, fn):
+        """An exception in a paho callback would silently kill the network loop: log it instead."""
+        def wrapped(*args, **kwargs):
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                log.exception("error in MQTT callback %s", fn.__name__)
+        return wrapped
+
+    # -- audio-loop side: never blocks ---------------------------------------------------------------------------
+    def publish_event(self, event: Event) -> None:
+        self.outbox.append(Message(self.topics.events, event.to_json(), qos=1))
+        self._wake.set()
+
+    def set_state(self, label: str, on: bool) -> None:
+        topic = self.topics.state(label)
+        with self._lock:
+            self._retained[topic] = "ON" if on else "OFF"
+        self._push_direct(Message(topic, "ON" if on else "OFF", qos=1, retain=True))
+
+    def set_top(self, label: str) -> None:
+        topic = self.topics.top
+        with self._lock:
+            self._retained[topic] = label
+        self._push_direct(Message(topic, label, qos=0, retain=True))
+
+    def publish_scores(self, payload: dict) -> None:
+        self._push_direct(Message(self.topics.scores, json.dumps(payload)))
+
+    def publish_metrics(self, payload: dict) -> None:
+        self._push_direct(Message(self.topics.metrics, json.dumps(payload), retain=True))
+
+    def _push_direct(self, msg: Message) -> None:
+        if len(self._direct) == self._direct.maxlen:
+            self.dropped_other += 1
+        self._direct.append(msg)
+        self._wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.outbox)
+
+    @property
+    def dropped_events(self) -> int:
+        return self.outbox.dropped
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def health(self) -> dict:
+        return {"mqtt_connected": self._connected, "reconnects": self.reconnects, "queue_depth": len(self.outbox),
+                "delivered_events": self.delivered, "dropped_events": self.outbox.dropped,
+                "dropped_messages": self.dropped_other,  # scores/metrics/state extras, newest kept
+                "refused_events": self.refused}
+
+    # -- network thread ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.outbox.load()
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        delay = cfg.reconnect_min_seconds
+        while not self._stop.is_set():
+            try:
+                self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **self._connect_kwargs())
+            except (OSError, ssl.SSLError) as exc:
+                self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {_describe(exc)}")
+                delay = self._backoff(delay)
+                continue
+            while not self._stop.is_set():
+                rc = self.client.loop(timeout=0.05)
+                if rc != self._paho.MQTT_ERR_SUCCESS:
+                    break
+                if self._connected:
+                    delay = cfg.reconnect_min_seconds
+                    self._pump()
+            self._set_disconnected()
+            if not self._stop.is_set():
+                delay = self._backoff(delay)
+
+    def _connect_kwargs(self) -> dict:
+        if self.cfg.protocol != "5":
+            return {}
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        return {"clean_start": True, "properties": props}
+
+    def _backoff(self, delay: float) -> float:
+        self._stop.wait(delay * random.uniform(0.5, 1.0))  # jitter: a fleet must not reconnect in lockstep
+        return min(delay * 2, self.cfg.reconnect_max_seconds)
+
+    def _note_error(self, message: str) -> None:
+        if message != self.last_error:  # one line per new problem, not one per retry
+            log.error("MQTT: %s", message)
+            self.last_error = message
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if reason_code.is_failure:
+            hint = {"Bad user name or password": " (check mqtt.username and the password)",
+                    "Not authorized": " (check the broker's ACL and credentials)"}.get(str(reason_code), "")
+            self._note_error(f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}{hint}")
+            client.disconnect()
+            return
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        self.last_error = ""
+        log.info("MQTT: connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.base)
+        self._connected = True
+        self._inflight = None  # anything unacknowledged is sent again (QoS 1: at least once)
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+        with self._lock:
+            retained = list(self._retained.items())
+        for topic, payload in retained:
+            client.publish(topic, payload, qos=1, retain=True)
+        if self.cfg.homeassistant:
+            client.subscribe(homeassistant.birth_topic(self.cfg.discovery_prefix), qos=1)
+            self._announce_discovery()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        self._set_disconnected()  # may fire twice for one outage: idempotent
+
+    def _set_disconnected(self) -> None:
+        if self._connected and not self._stop.is_set():
+            log.warning("MQTT: disconnected from %s:%d; events are kept in the outbox (%d queued)",
+                        self.cfg.host, self.cfg.port, len(self.outbox))
+        self._connected = False
+        self._inflight = None
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
+        inflight = self._inflight
+        if inflight is None or inflight[0] != mid:
+            return
+        if reason_code is not None and reason_code.is_failure:  # MQTT 5 tells ACL denials (3.1.1 hides them)
+            self.refused += 1
+            self._note_error(f"broker refused to accept {inflight[1].topic}: {reason_code} "
+                             "(check the ACL for this user)")
+        else:
+            self.delivered += 1
+        self.outbox.remove_head(inflight[1])
+        self._inflight = None
+        self._wake.set()
+
+    def _on_message(self, client, userdata, message):
+        if message.topic == homeassistant.birth_topic(self.cfg.discovery_prefix) and message.payload == b"online":
+            self._announce = True  # Home Assistant restarted: announce again
+
+    def _pump(self) -> None:
+        """Send what is waiting: the head of the outbox (one in flight at a time keeps order), then extras."""
+        if self._announce:
+            self._announce = False
+            self._announce_discovery()
+        if self._inflight is None:
+            head = self.outbox.head()
+            if head is not None:
+                info = self.client.publish(head.topic, head.payload, qos=head.qos, retain=head.retain)
+                if info.rc == self._paho.MQTT_ERR_SUCCESS:
+                    self._inflight = (info.mid, head)
+        while self._direct:
+            msg = self._direct.popleft()
+            self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+
+    def _announce_discovery(self) -> None:
+        for topic, payload in homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched,
+                                                               self.model):
+            self.client.publish(topic, payload, qos=1, retain=True)
+
+    # -- shutdown ------------------------------------------------------------------------------------------------
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Deliver what is queued (up to the timeout), publish 'offline', disconnect."""
+        deadline = time.monotonic() + timeout_s
+        # wait even while (re)connecting: a connection still in its TLS handshake is about to deliver them
+        while (self.outbox or (self._connected and self._direct)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.outbox:
+            where = f"kept in {self.cfg.outbox_file}" if self.cfg.outbox_file else "lost (set mqtt.outbox_file to keep them)"
+            log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self.outbox), where)
+        if self._connected:
+            info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
+            end = time.monotonic() + 1.0
+            while not info.is_published() and self._connected and time.monotonic() < end:
+                time.sleep(0.02)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        self.outbox.save()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running on that port?)"
+    return str(exc) or exc.__class__.__name__

@@ -1,0 +1,102 @@
+"""The daemon's configuration: typed, validated, frozen; errors name the key and the file and exit 78."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from edge.config import load_config, mqtt_password, parse_config
+from edge.core.errors import ConfigError
+
+PROFILES = sorted((ROOT / "firmware_configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_every_board_profile_is_valid(profile):
+    cfg = load_config(profile)
+    assert cfg.audio.source == "alsa" and cfg.mqtt.enabled and cfg.detector.allow
+
+
+def test_board_profiles_cover_the_boards():
+    names = {p.stem for p in PROFILES}
+    assert {"pi4-usb-coral", "pi5-pcie-coral", "coral-devboard", "pi-zero-2w"} <= names
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[audio]\nrate = 16000\n", "unknown key 'audio.rate'"),
+    ("[sound]\n", "unknown section 'sound'"),
+    ("[audio]\nrate_hz = 'fast'\n", "audio.rate_hz must be an integer"),
+    ("[audio]\nrate_hz = 1000\n", "audio.rate_hz must be between 8000 and 192000"),
+    ("[mqtt]\nprotocol = '4'\n", "mqtt.protocol must be one of"),
+    ("[detector]\nthresholds = { Dog = 2 }\n", "detector.thresholds.'Dog' must be a number between 0 and 1"),
+    ("[audio]\nsource = 'wav'\n", "audio.file is required"),
+    ("[audio\n", "not valid TOML"),
+    ("[mqtt]\nenabled = 'yes'\n", "mqtt.enabled must be true or false"),
+])
+def test_bad_values_name_the_key_and_the_file(text, needle):
+    with pytest.raises(ConfigError, match="^my.toml: .*" + needle.replace("(", r"\(").replace(".", r"\.")):
+        parse_config(text, "my.toml")
+
+
+def test_integers_are_accepted_for_numbers():
+    assert parse_config("[model]\nhop_seconds = 1\n").model.hop_seconds == 1.0
+
+
+def test_password_sources_in_order(tmp_path, monkeypatch):
+    cfg = parse_config("[mqtt]\nusername = 'u'\n").mqtt
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGE_AUDIO_MQTT_PASSWORD", "from-env")
+    assert mqtt_password(cfg) == "from-env"
+    (tmp_path / "mqtt_password").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert mqtt_password(cfg) == "from-credential"
+    (tmp_path / "pw").write_text("from-file\n")
+    cfg = parse_config(f"[mqtt]\npassword_file = '{tmp_path / 'pw'}'\n").mqtt
+    assert mqtt_password(cfg) == "from-file"
+    cfg = parse_config(f"[mqtt]\npassword_file = '{tmp_path / 'nope'}'\n").mqtt
+    with pytest.raises(ConfigError, match="password_file"):
+        mqtt_password(cfg)
+
+
+def _run(tmp_path: Path, text: str, **kw):
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(text)
+    return run_cli("run", "--config", cfg, **kw)
+
+
+def test_run_exits_78_on_config_problems(tmp_path, coral_twin):
+    r = run_cli("run", "--config", tmp_path / "missing.toml")
+    assert_one_line_error(r, 78, "config file not found")
+    r = _run(tmp_path, "[audio]\nrate_hz = 'x'\n")
+    assert_one_line_error(r, 78, "edge.toml: audio.rate_hz must be an integer")
+    r = _run(tmp_path, f"[model]\npath = '{tmp_path / 'nomodel.tflite'}'\n[mqtt]\nenabled = false\n")
+    assert_one_line_error(r, 78, "model", "not found")
+    r = _run(tmp_path, f"[model]\npath = '{coral_twin}'\n[detector]\nallow = ['Dgo']\n[mqtt]\nenabled = false\n"
+                       "[audio]\nsource = 'stdin'\n")
+    assert_one_line_error(r, 78, "detector.allow: unknown label 'Dgo'")
+    r = _run(tmp_path, f"[model]\npath = '{coral_twin}'\n[detector]\ndeny = ['dog']\nallow = ['Cat']\n"
+                       "[mqtt]\nenabled = false\n[audio]\nsource = 'wav'\nfile = '/nonexistent.wav'\n")
+    assert_one_line_error(r, 78, "audio", "/nonexistent.wav")
+
+
+def test_wav_replay_without_mqtt_prints_events(tmp_path, assets, coral_twin):
+    import json
+    r = _run(tmp_path, f"[model]\npath = '{coral_twin}'\n[detector]\nallow = ['Cat']\n[mqtt]\nenabled = false\n"
+                       f"[audio]\nsource = 'wav'\nfile = '{assets / 'audio' / 'miaow_16k.wav'}'\nrealtime = false\n")
+    assert r.code == 0, r.err
+    events = [json.loads(l) for l in r.out.splitlines()]
+    assert [e["type"] for e in events] == ["start", "end"] and events[0]["label"] == "Cat"
+
+
+def test_systemd_unit_verifies(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    unit = (ROOT / "firmware_configs" / "systemd" / "edge-audio.service").read_text()
+    assert "RestartPreventExitStatus=78" in unit and "Type=notify" in unit and "WatchdogSec=" in unit
+    # verify needs the ExecStart binary to exist: point it at one that does
+    (tmp_path / "edge-audio.service").write_text(unit.replace("/opt/edge-audio/venv/bin/edge-audio", "/bin/true"))
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "edge-audio.service")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr

@@ -1,0 +1,160 @@
+"""The daemon's life against real parts: a microphone that is missing, stalls or runs at another rate, restarts
+with undelivered events, systemd's notify protocol, Home Assistant coming back, SIGTERM with the broker gone."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from daemonparts import SILENCE, DaemonProc, feed, segment, write_config
+from realparts import FifoMic, FileMic, Subscriber, have
+
+pytestmark = pytest.mark.skipif(not have("mosquitto", "mosquitto_passwd", "openssl"),
+                                reason="needs Debian's mosquitto and openssl (make test installs them)")
+
+
+def test_a_vanished_microphone_is_retried_not_fatal(tmp_path, coral_twin):
+    mic = FifoMic(tmp_path / "alsa")
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "alsa"\ndevice = "nosuchmic"\n'
+                       'reopen_min_seconds = 0.2\nreopen_max_seconds = 0.4', detector_extra="", mqtt_extra="")
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false"))
+    daemon = DaemonProc(cfg, env=mic.env)
+    try:
+        assert daemon.wait_log(r"cannot open ALSA 'nosuchmic'.*retrying", 20), daemon.log
+        time.sleep(1.5)
+        assert daemon.proc.poll() is None
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+
+
+def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twin, miaow):
+    b = broker()
+    b.kill()  # the broker is down for the whole first run
+    outbox = tmp_path / "outbox.jsonl"
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', f'outbox_file = "{outbox}"')
+    first = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        first.proc.stdin.write(segment(miaow).tobytes())
+        first.proc.stdin.close()
+        assert first.proc.wait(30) == 0, first.log
+    finally:
+        first.kill()
+    kept = [json.loads(l) for l in outbox.read_text().splitlines()]
+    assert [json.loads(k["payload"])["type"] for k in kept] == ["start", "end"]
+    b.start()
+    sub = Subscriber(b.port, topics=("edge-audio/kitchen/events",))
+    second = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert sub.wait(lambda s: len(s.events()) >= 2, 20), second.log
+        second.proc.stdin.close()
+        assert second.proc.wait(15) == 0
+    finally:
+        second.kill()
+        sub.close()
+    assert [e["event_id"] for e in sub.events()] == [json.loads(k["payload"])["event_id"] for k in kept]
+    assert not outbox.exists()
+
+
+def test_systemd_notify_ready_watchdog_stopping(tmp_path, coral_twin):
+    import socket
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "stdin"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false"))
+    daemon = DaemonProc(cfg, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}, stdin=subprocess.PIPE)
+    received = []
+    try:
+        while not any("WATCHDOG=1" in m for m in received):
+            received.append(sock.recv(4096).decode())
+        daemon.proc.send_signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in received):
+            received.append(sock.recv(4096).decode())
+        assert daemon.proc.wait(5) == 0
+    finally:
+        daemon.kill()
+        sock.close()
+    assert received[0].startswith("READY=1")
+
+
+def test_alsa_device_at_48k_stereo_s32_is_resampled(tmp_path, coral_twin, miaow):
+    from edge.core.resample import Resampler
+    mono = np.concatenate([SILENCE, miaow, SILENCE, SILENCE]).astype(np.float32)
+    r = Resampler(16000, 48000, max_chunk=mono.size)
+    up = np.concatenate([r.process(mono).copy(), r.flush()])
+    stereo = np.repeat(np.clip(np.rint(up), -32768, 32767).astype(np.int32)[:, None], 2, axis=1) << 16
+    mic = FileMic(tmp_path / "alsa", np.zeros(0, np.int16))
+    stereo.astype("<i4").tofile(mic.raw)
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "alsa"\ndevice = "testmic"\n'
+                       'rate_hz = 48000\nchannels = 2\nformat = "S32_LE"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false"))
+    daemon = DaemonProc(cfg, env=mic.env)
+    try:
+        assert daemon.wait_log(r"end Cat", 60), daemon.log
+        assert "at 48000 Hz, 2 channel(s)" in daemon.log
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+
+
+def test_a_stalled_device_is_detected_and_reopened(tmp_path, coral_twin, miaow):
+    mic = FifoMic(tmp_path / "alsa")
+    mic.open_writer()
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, 1, 'source = "alsa"\ndevice = "testmic"')
+    cfg.write_text(cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false")
+                   .replace("stall_seconds = 5", "stall_seconds = 1.5"))
+    daemon = DaemonProc(cfg, env=mic.env)
+    try:
+        feed(mic, miaow[:16000 * 2])  # two seconds, then the device goes quiet without closing
+        assert daemon.wait_log(r"no audio from ALSA 'testmic' for 1.5 s: the device stalled; reopening it", 30), \
+            daemon.log
+        assert daemon.wait_log(r"(?s)stalled.*capturing from ALSA 'testmic'", 10)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+        mic.close()
+
+
+def test_discovery_is_announced_again_when_home_assistant_comes_online(tmp_path, broker, coral_twin):
+    b = broker()
+    sub = Subscriber(b.port, topics=("homeassistant/+/kitchen/+/config",))
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"')
+    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert sub.wait(lambda s: len(s.messages) == 3, 20), daemon.log  # cat, dog, top class
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert sub.wait(lambda s: len(s.messages) == 6, 10), daemon.log
+        assert {t for t, _, _ in sub.messages[3:]} == {t for t, _, _ in sub.messages[:3]}
+        started = time.monotonic()
+        assert daemon.terminate() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        daemon.kill()
+        sub.close()
+
+
+def test_sigterm_with_the_broker_gone_still_exits_within_5_s(tmp_path, broker, coral_twin, miaow):
+    b = broker()
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"')
+    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    try:
+        assert daemon.wait_log(r"MQTT: connected", 20), daemon.log
+        b.kill()
+        daemon.proc.stdin.write(segment(miaow)[:16000 * 5].tobytes())  # a cat event waits in the outbox
+        daemon.proc.stdin.flush()
+        assert daemon.wait_log(r"start Cat", 20), daemon.log
+        started = time.monotonic()
+        assert daemon.terminate(timeout_s=5) == 0
+        elapsed = time.monotonic() - started
+    finally:
+        daemon.kill()
+    assert elapsed < 5, elapsed
+    assert re.search(r"event\(s\) not delivered at shutdown: lost \(set mqtt.outbox_file", daemon.log), daemon.log

@@ -1,0 +1,89 @@
+"""Scores -> events, with hand-made score sequences (pure unit tests)."""
+
+import numpy as np
+import pytest
+
+from edge.core.detector import Detector, DetectorParams, LabelError, level_dbfs
+
+LABELS = ["Speech", "Dog", "Cat", "Music"]
+HOP = 0.5
+
+
+def run(det, series, label=1):
+    """series: the score of `label` per window; the other classes stay at 0."""
+    events = []
+    for i, value in enumerate(series):
+        scores = np.zeros(len(LABELS), np.float32)
+        scores[label] = value
+        events += [(i, e.type, e.label) for e in det.update(scores, i * HOP, i * HOP + 0.975, -20.0)]
+    return events
+
+
+def det(**kw):
+    return Detector(LABELS, DetectorParams(**{"smoothing_windows": 1, "hold_seconds": 0.0, **kw}))
+
+
+def test_start_and_end_with_hysteresis():
+    # up at 0.6, stays above the off threshold (0.35) at 0.4, ends at 0.1
+    assert run(det(), [0.1, 0.6, 0.4, 0.4, 0.1]) == [(1, "start", "Dog"), (4, "end", "Dog")]
+
+
+def test_a_dip_shorter_than_the_hold_does_not_end_the_event():
+    d = det(hold_seconds=1.0)
+    # the dip at window 1 lasts 0.5 s; after window 2 the score stays down: 1 s of hold is two hops
+    assert run(d, [0.9, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1]) == [(0, "start", "Dog"), (4, "end", "Dog")]
+
+
+def test_minimum_duration_suppresses_blips():
+    assert run(det(min_duration_seconds=1.5), [0.1, 0.9, 0.1, 0.1]) == []
+    assert run(det(min_duration_seconds=1.0), [0.9, 0.9, 0.9, 0.1])[0] == (1, "start", "Dog")
+
+
+def test_cooldown_after_end():
+    events = run(det(cooldown_seconds=2.0), [0.9, 0.1, 0.9, 0.1, 0.1, 0.1, 0.9, 0.1])
+    assert [k for _, k, _ in events] == ["start", "end", "start", "end"] and events[2][0] == 6
+
+
+def test_smoothing_averages_windows():
+    assert run(det(smoothing_windows=3), [0.9, 0.0, 0.0]) == []  # a single loud window averages to 0.3
+    assert run(det(smoothing_windows=2), [0.9, 0.9])[0] == (1, "start", "Dog")
+
+
+def test_allow_deny_and_per_label_thresholds():
+    d = det(allow=["dog", "Cat"], deny=["Cat"], thresholds={"Dog": 0.8})
+    assert [LABELS[i] for i in d.watched] == ["Dog"]
+    assert run(d, [0.7, 0.7]) == []  # below its own threshold
+    assert run(det(allow=["Cat"]), [0.9, 0.9], label=1) == []  # not watched
+
+
+def test_unknown_label_names_the_key_and_suggests():
+    with pytest.raises(LabelError, match=r"detector\.allow: unknown label 'Do'; did you mean 'Dog'"):
+        Detector(LABELS, DetectorParams(allow=["Do"]))
+
+
+def test_events_carry_scores_ids_and_durations():
+    d = det()
+    d.with_fields(device_id="pi", model="m", delegate="cpu")
+    out = []
+    for i, v in enumerate([0.6, 0.8, 0.1]):
+        s = np.zeros(4, np.float32)
+        s[1] = v
+        out += d.update(s, 100 + i * HOP, 100 + i * HOP + 0.975, -30.0 + i)
+    start, end = out
+    assert start.event_id == end.event_id and end.end_ts == pytest.approx(100 + HOP + 0.975)
+    assert end.peak_score == pytest.approx(0.8) and end.mean_score == pytest.approx(0.7)
+    assert end.duration_s == pytest.approx(HOP + 0.975) and end.level_dbfs == pytest.approx(-29.0)
+    payload = end.to_dict()
+    assert payload["schema"] == 1 and payload["device_id"] == "pi" and payload["end_time"].endswith("Z")
+
+
+def test_flush_ends_active_events():
+    d = det()
+    run(d, [0.9])
+    assert [e.type for e in d.flush()] == ["end"] and d.active_labels == []
+
+
+def test_level_dbfs():
+    t = np.arange(16000) / 16000
+    assert level_dbfs(np.sin(2 * np.pi * 440 * t).astype(np.float32)) == pytest.approx(-3.01, abs=0.01)
+    assert level_dbfs(np.zeros(100, np.float32)) == -120.0

@@ -1,0 +1,118 @@
+"""Daemon wiring with a fake Edge TPU classifier passed through the constructor (no TPU on these machines):
+a failing TPU invoke switches to the real CPU model without losing the stream."""
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+from edge.model.classifier import Classifier
+from edge.config import parse_config
+from edge.app.daemon import Daemon, build
+from edge.audio import make_source
+from edge.audio.capture import Capture
+from edge.sinks.base import Sink
+
+
+class UnpluggedTpu:
+    """Looks like an Edge TPU classifier whose USB device went away after `good` windows."""
+
+    def __init__(self, real: Classifier, good: int):
+        self._real, self._good = real, good
+        self.labels, self.params, self.frontend = real.labels, real.params, real.frontend
+        self.model_name = real.model_name
+        self.decision = dataclasses.replace(copy.copy(real.decision), delegate="edgetpu", reason="test TPU")
+
+    def classify(self, window, start):
+        if self._good <= 0:
+            raise RuntimeError("Edge TPU: failed to invoke (USB transfer error)")
+        self._good -= 1
+        return self._real.classify(window, start)
+
+    def describe(self):
+        return "fake Edge TPU"
+
+    def top(self, scores, k):
+        return self._real.top(scores, k)
+
+
+def _wav_config(assets, coral_twin, extra: str = "") -> str:
+    return f"""
+[audio]
+source = "wav"
+file = "{assets / 'audio' / 'miaow_16k.wav'}"
+realtime = false
+[model]
+path = "{coral_twin}"
+[detector]
+allow = ["Cat"]
+[mqtt]
+enabled = false
+{extra}
+"""
+
+
+def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, coral_twin, class_map, capsys):
+    cfg = parse_config(_wav_config(assets, coral_twin))
+    cpu = Classifier.open(coral_twin, class_map, "cpu")
+    opened = []
+
+    def reopen(delegate):
+        opened.append(delegate)
+        return cpu
+
+    daemon = Daemon(cfg, UnpluggedTpu(cpu, good=3), Capture(make_source(cfg.audio), cfg.audio),
+                    open_classifier=reopen)
+    assert daemon.run() == 0
+    assert opened == ["cpu"] and daemon.delegate_switches == 1
+    m = daemon.metrics()
+    assert m["delegate"] == "cpu" and "Edge TPU invoke failed" in m["delegate_reason"] and m["windows"] == 13
+    events = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert '"type": "start"' in events[0] and '"type": "end"' in events[-1]
+    assert '"delegate": "cpu"' in events[-1]  # stamped with the delegate actually in use
+
+
+class RecordingSink(Sink):
+    """A sink for tests: keeps everything the daemon hands it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def publish_event(self, event):
+        self.calls.append(("event", event.type, event.label))
+
+    def set_state(self, label, on):
+        self.calls.append(("state", label, on))
+
+    def set_top(self, label):
+        self.calls.append(("top", label))
+
+    def publish_metrics(self, payload):
+        self.calls.append(("metrics", payload["windows"]))
+
+    def health(self):
+        return {"queue_depth": 7}
+
+
+def test_the_daemon_talks_to_any_sink_through_the_interface(assets, coral_twin, class_map):
+    cfg = parse_config(_wav_config(assets, coral_twin))
+    sink = RecordingSink()
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
+                    sink=sink)
+    assert daemon.run() == 0
+    kinds = [c for c in sink.calls if c[0] in ("event", "state")]
+    assert kinds == [("event", "start", "Cat"), ("state", "Cat", True), ("event", "end", "Cat"),
+                     ("state", "Cat", False)]
+    assert ("top", "Cat") in sink.calls and sink.calls[-1] == ("metrics", 13)
+    assert daemon.metrics()["queue_depth"] == 7 and daemon.metrics()["mqtt_connected"] is None
+
+
+def test_the_json_lines_sink_is_one_config_section(assets, coral_twin, tmp_path):
+    log = tmp_path / "events.jsonl"
+    cfg = parse_config(_wav_config(assets, coral_twin, f'[jsonl]\nenabled = true\npath = "{log}"\n'))
+    daemon = build(cfg)
+    assert daemon.run() == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    golden = json.loads((Path(__file__).resolve().parents[1] / "golden" / "event_v1.json").read_text())
+    assert [(e["type"], e["label"]) for e in events] == [("start", "Cat"), ("end", "Cat")]
+    assert all(set(e) == set(golden) for e in events)
