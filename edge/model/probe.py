@@ -60,17 +60,17 @@ class ProbeResult:
 
     def reason(self) -> str:
         """One line: what happened and how to fix it."""
-        what = self.build.describe()
+        what, how = self.build.describe(), self._how()
         if self.verdict == OK:
-            return f"{what} passed a probe under {self.backend}{self._how()}"
+            return f"{what} passed a probe under {self.backend}{how}"
         if self.verdict == KNOWN_BAD:
-            return (f"{what} is known-bad with {self.backend} in the compatibility table, so it is not loaded: "
-                    f"{FIX}")
+            return (f"{what} is known-bad with {self.backend} in the compatibility table{how}, so it is not "
+                    f"loaded: {FIX}")
         if self.verdict == FAILED:
-            return (f"{what} failed in a probe under {self.backend} ({self.detail}): check the TPU's cable and "
-                    "permissions with 'edge-audio doctor'")
+            return (f"{what} failed in a probe under {self.backend} ({self.detail}){how}: check the TPU's cable "
+                    "and permissions with 'edge-audio doctor'")
         verb = "crashed" if self.verdict == CRASHED else "hung"
-        return f"{what} {verb} under {self.backend} ({self.detail}) in a probe: {FIX}"
+        return f"{what} {verb} in a probe under {self.backend} ({self.detail}){how}: {FIX}"
 
     def _how(self) -> str:
         return " (cached verdict)" if self.cached else f" (probed in {self.elapsed_s:.2f} s)"
@@ -158,39 +158,42 @@ def child_env() -> dict:
 def run_child(backend: Backend, library: str, model: Path, device: str, timeout_s: float) -> ProbeResult:
     started = time.monotonic()
     deadline = started + timeout_s
-    proc = subprocess.Popen(child_command(backend, library, model, device), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                            start_new_session=True)
+    build = compat.RuntimeBuild(package=edgetpu.runtime_package(), path=library)
+    table = compat.lookup(build, backend.name, backend.version)
+    try:
+        proc = subprocess.Popen(child_command(backend, library, model, device), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                start_new_session=True)
+    except OSError as exc:
+        return ProbeResult(FAILED, f"cannot start {sys.executable}: {exc.strerror}", build, str(backend),
+                           table.describe(), 0.0)
     lines: queue.Queue = queue.Queue()
     errors: list[str] = []
     threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
     threading.Thread(target=_collect, args=(proc.stderr, errors), daemon=True).start()
-    build = compat.RuntimeBuild(package=edgetpu.runtime_package(), path=library)
-    table = compat.lookup(build, backend.name, backend.version)
 
     def finish(verdict: str, detail: str, invoke_ms: float | None = None) -> ProbeResult:
         _stop(proc)
         return ProbeResult(verdict, detail, build, str(backend), table.describe(), time.monotonic() - started,
                            invoke_ms)
 
-    loaded = _next(lines, deadline, "loaded")
-    if loaded is None:
+    report = _next(lines, deadline)
+    if report is not None and report.get("stage") == "loaded":
+        build = replace(build, label=report.get("label", ""), path=report.get("path") or library)
+        table = compat.lookup(build, backend.name, backend.version)
+        if table.verdict == compat.KNOWN_BAD:
+            return finish(KNOWN_BAD, table.describe())
+        try:
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        except OSError:
+            pass  # it died meanwhile: the exit status says how
+        report = _next(lines, deadline)
+    if report is None:
         return finish(*_ended(proc, deadline, errors, timeout_s))
-    build = replace(build, label=loaded.get("label", ""), path=loaded.get("path") or library)
-    table = compat.lookup(build, backend.name, backend.version)
-    if table.verdict == compat.KNOWN_BAD:
-        return finish(KNOWN_BAD, table.describe())
-    try:
-        proc.stdin.write("go\n")
-        proc.stdin.close()
-    except OSError:
-        pass  # it died meanwhile: the exit status says how
-    done = _next(lines, deadline, "done")
-    if done is None:
-        return finish(*_ended(proc, deadline, errors, timeout_s))
-    if done.get("ok"):
-        return finish(OK, "one invoke returned", done.get("invoke_ms"))
-    return finish(FAILED, done.get("error", "no detail"))
+    if report.get("ok"):
+        return finish(OK, "one invoke returned", report.get("invoke_ms"))
+    return finish(FAILED, report.get("error", "no detail"))
 
 
 def _pump(stream, lines: queue.Queue) -> None:
@@ -206,8 +209,8 @@ def _collect(stream, errors: list[str]) -> None:
             del errors[:-5]
 
 
-def _next(lines: queue.Queue, deadline: float, stage: str) -> dict | None:
-    """The child's next report of `stage`, or None when it ended or the deadline passed."""
+def _next(lines: queue.Queue, deadline: float) -> dict | None:
+    """The child's next report, or None when it ended or the deadline passed."""
     while (left := deadline - time.monotonic()) > 0:
         try:
             line = lines.get(timeout=left)
@@ -219,7 +222,7 @@ def _next(lines: queue.Queue, deadline: float, stage: str) -> dict | None:
             report = json.loads(line)
         except ValueError:
             continue  # a library printing on stdout
-        if isinstance(report, dict) and report.get("stage") == stage:
+        if isinstance(report, dict) and report.get("stage") in ("loaded", "done"):
             return report
     return None
 
