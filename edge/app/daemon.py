@@ -67,7 +67,9 @@ class Daemon:
                  clock=time.time, open_classifier=None):
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
-        reopen = open_classifier or (lambda delegate: Classifier.from_config(cfg.model, delegate))
+        # (None: the configured policy again, with a fresh Edge TPU probe: the run-time retry)
+        reopen = open_classifier or (lambda delegate: Classifier.from_config(cfg.model, delegate,
+                                                                             fresh_probe=delegate is None))
         self.delegates = DelegateSupervisor(classifier, reopen, self._switched)
         self.capture = capture
         self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout

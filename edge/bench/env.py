@@ -81,20 +81,12 @@ def throttling(root: str = "/") -> dict | None:
 
 
 def libedgetpu_variant() -> dict:
-    """Which libedgetpu is installed: the -std (throttled clock) or -max (full clock) Debian package."""
+    """Which libedgetpu is installed (found, not loaded) and the Debian package that installed it: -std
+    (throttled clock) or -max (full clock), with its version."""
     from ..model import edgetpu
-    found = edgetpu.find_library()
-    variant = None
-    for pkg in ("libedgetpu1-max", "libedgetpu1-std", "libedgetpu1-legacy-max", "libedgetpu1-legacy-std"):
-        try:
-            res = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", pkg], capture_output=True, text=True,
-                                 timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            break
-        if res.returncode == 0 and "install ok installed" in res.stdout:
-            variant = pkg
-            break
-    return {"library": found, "package": variant}
+    package = edgetpu.runtime_package()
+    return {"library": edgetpu.locate_library(), "package": package.split(" ")[0] if package else None,
+            "version": package.split(" ")[-1] if package else None}
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

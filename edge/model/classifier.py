@@ -63,23 +63,26 @@ class Classifier:
 
     @classmethod
     def open(cls, model: str | Path | None = None, labels: str | Path | None = None, delegate: str = "auto",
-             threads: int = 1, backend: str | Backend | None = None, load_tpu=None) -> "Classifier":
-        """Resolve the model, apply the delegate policy, load the interpreter. Raises InputError subclasses."""
+             threads: int = 1, backend: str | Backend | None = None, load_tpu=None,
+             fresh_probe: bool = False) -> "Classifier":
+        """Resolve the model, apply the delegate policy, load the interpreter. Raises InputError subclasses.
+        `fresh_probe` asks the Edge TPU probe again instead of taking its cached verdict."""
         policy = DelegatePolicy.parse(delegate)  # argument errors first, before touching files
         source = resolve_model(model, labels)
         label_list = load_labels(source.labels)
         be = backend if isinstance(backend, Backend) else load_backend(backend)
         kwargs = {"load_tpu": load_tpu} if load_tpu else {}
-        decision = decide(policy, source.models, be, **kwargs)
+        decision = decide(policy, source.models, be, fresh_probe=fresh_probe, **kwargs)
         info = read_model_info(decision.model)
         input_kind_of(info.inputs[0], source.frontend, decision.model)  # reject before loading
         interpreter = _load_interpreter(be, decision, threads)
         return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads)
 
     @classmethod
-    def from_config(cls, m: ModelConfig, delegate: str | None = None) -> "Classifier":
+    def from_config(cls, m: ModelConfig, delegate: str | None = None, fresh_probe: bool = False) -> "Classifier":
         """The classifier a [model] section describes (`delegate` overrides its policy: the CPU fallback)."""
-        return cls.open(m.path or None, m.labels or None, delegate or m.delegate, m.threads, m.backend or None)
+        return cls.open(m.path or None, m.labels or None, delegate or m.delegate, m.threads, m.backend or None,
+                        fresh_probe=fresh_probe)
 
     # -- the hot path: no allocation of arrays -------------------------------------------------------------------
     def prepare(self, window: np.ndarray, start_sample: int | None = None) -> None:

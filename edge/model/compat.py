@@ -136,6 +136,7 @@ class MatchedPair:
     backend: str  # the interpreter to install
     install: str  # the commands
     source: str
+    note: str = ""  # said after the commands, as a shell comment
 
 
 CORAL_APT = ("echo 'deb https://packages.cloud.google.com/apt coral-edgetpu-stable main' | sudo tee "
@@ -154,13 +155,15 @@ TFLITE_2110_SHA256 = {"aarch64": "e15ebb86a1039cbbe9132cb3497466e248d401b03b963b
 PAIRS: tuple[MatchedPair, ...] = (
     MatchedPair("bullseye", "3.9", "libedgetpu1-std 16.0 (Coral's apt repository)",
                 "tflite-runtime 2.11.0 (PyPI, cp39 wheels for aarch64 and x86_64) with numpy<2",
-                f"{CORAL_APT} && pip install 'tflite-runtime==2.11.0' 'numpy<2' && "
-                "export EDGE_AUDIO_BACKENDS=tflite_runtime", ISSUE_812),
+                f"{CORAL_APT} && pip install 'tflite-runtime==2.11.0' 'numpy<2'", ISSUE_812,
+                "then backend = \"tflite_runtime\" under [model] in the config; sha256 pins for the wheels in "
+                "firmware_configs/README.md"),
     MatchedPair("bookworm", "3.11", "libedgetpu1-std (or -max) 16.0tf2.17.1-1, community build (feranick)",
                 "tflite_runtime 2.17.1 cp311, community build, with numpy 1.26 (Frigate's pins)",
                 f"wget {FERANICK_DEB} && sudo dpkg -i libedgetpu1-std_16.0tf2.17.1-1.bookworm_{{arch}}.deb && "
-                "pip install {tflite_wheel} 'numpy==1.26.*' && export EDGE_AUDIO_BACKENDS=tflite_runtime "
-                "(no sha256 pins: check the files against their releases before installing)", FRIGATE),
+                "pip install {tflite_wheel} 'numpy==1.26.*'", FRIGATE,
+                "then backend = \"tflite_runtime\" under [model] in the config; no sha256 pins: these files are "
+                "on GitHub, which the kit's build machines cannot reach: check them against their release pages"),
 )
 
 
@@ -177,4 +180,5 @@ def install_line(codename: str, python: str, machine: str) -> str:
         return (f"no matched Edge TPU pair is known for {codename or 'this OS'} + Python {python} on {machine} "
                 f"(known: {known}); the CPU model runs with ai-edge-litert, and the probe checks any pair you "
                 "install (see firmware_configs/README.md)")
-    return pair.install.format(arch=arch, tflite_wheel=TFLITE_2171.get(machine, ""))
+    commands = pair.install.format(arch=arch, tflite_wheel=TFLITE_2171.get(machine, ""))
+    return f"{commands}  # {pair.note}" if pair.note else commands

@@ -6,17 +6,22 @@
 
 decide() makes the choice when a model is opened; DelegateSupervisor keeps it true while audio flows: an Edge
 TPU that fails mid-stream hands the stream to the CPU model, and the TPU is tried again later.
+
+The Edge TPU delegate is only loaded in this process after a probe passed (edge/model/probe.py: a child process
+loads it and runs one invoke; a mismatched runtime crashes the child, not us), and never when the compatibility
+table (edge/model/compat.py) marks the runtime build with this backend as known-bad.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import edgetpu
+from . import edgetpu, probe
 from ..core.errors import DelegateError, ModelError
 from .bundle import ModelPair
 
@@ -52,10 +57,27 @@ class Decision:
     tpu_delegate: Any = None
 
 
-TpuLoader = Callable[[Any, str], Any]
+# (backend, device, Edge TPU model, fresh probe) -> (delegate, why it is trusted)
+TpuLoader = Callable[[Any, str, Path, bool], tuple[Any, str]]
+NO_RUNTIME = ("install a matched runtime pair: 'edge-audio doctor' prints the line for this system "
+              "(see firmware_configs/README.md)")
 
 
-def decide(policy: DelegatePolicy, models: ModelPair, backend, load_tpu: TpuLoader = edgetpu.load_delegate) -> Decision:
+def load_checked_delegate(backend, device: str, model: Path, fresh: bool = False) -> tuple[Any, str]:
+    """The Edge TPU delegate, loaded in this process only once a probe of `model` passed (a cached verdict
+    unless `fresh`). Raises DelegateError with one line naming the cause and the fix."""
+    library = edgetpu.locate_library()
+    if library is None:
+        raise DelegateError(f"Edge TPU runtime library {edgetpu.library_name()} not found; {NO_RUNTIME}")
+    edgetpu.find_tpu(device)
+    result = probe.check(backend, model, device, library, fresh)
+    if not result.ok:
+        raise DelegateError(result.reason())
+    return edgetpu.load_delegate(backend, device, library), result.reason()
+
+
+def decide(policy: DelegatePolicy, models: ModelPair, backend, load_tpu: TpuLoader = load_checked_delegate,
+           fresh_probe: bool = False) -> Decision:
     """Apply the policy. Raises DelegateError/ModelError (exit 2) when the request cannot be met."""
     if policy.mode == "cpu":
         return Decision("cpu", _cpu_model(models, "--delegate cpu was asked for"), "CPU requested (--delegate cpu)")
@@ -65,14 +87,14 @@ def decide(policy: DelegatePolicy, models: ModelPair, backend, load_tpu: TpuLoad
                                 "compile it (python -m tools compile) or use --delegate cpu")
         return Decision("cpu", _cpu_model(models, ""), "the model has no Edge TPU build")
     try:
-        delegate = load_tpu(backend, policy.device)
+        delegate, trusted = load_tpu(backend, policy.device, models.edgetpu, fresh_probe)
     except DelegateError as exc:
         if policy.mode == "edgetpu":
             raise
-        why = str(exc).split(";")[0]
+        why = str(exc).split(";")[0]  # the cause; the fix is for `--delegate edgetpu` and `doctor`
         model = _cpu_model(models, why)
         return Decision("cpu", model, f"{why}; using the CPU twin {model.name}")
-    reason = f"Edge TPU {policy.device or '(first found)'} delegate loaded"
+    reason = f"Edge TPU {policy.device or '(first found)'} delegate loaded: {trusted}"
     return Decision("edgetpu", models.edgetpu, reason, policy.device, delegate)
 
 
@@ -91,8 +113,10 @@ class DelegateSupervisor:
 
     If an Edge TPU invoke fails (a USB Coral unplugged), the same window is classified again on the CPU model
     and the stream goes on there; every `retry_s` the configured policy is applied again, and when it yields
-    the Edge TPU the stream moves back. `reopen(delegate)` opens the model with a delegate spec (None: the
-    configured one); `on_switch(old, new, why)` tells the owner (metrics, event fields)."""
+    the Edge TPU the stream moves back. `reopen(delegate)` opens the model with a delegate spec; `reopen(None)`
+    applies the configured policy again, with a fresh probe of the TPU (never a cached verdict: the TPU just
+    failed), in a background thread so the audio loop does not wait for it. `on_switch(old, new, why)` tells
+    the owner (metrics, event fields)."""
 
     def __init__(self, classifier, reopen: Callable[[str | None], Any],
                  on_switch: Callable[[Any, Any, str], None] | None = None, retry_s: float = TPU_RETRY_SECONDS,
@@ -103,11 +127,13 @@ class DelegateSupervisor:
         self._retry_s = retry_s
         self._clock = clock
         self._retry_at: float | None = None
+        self._retrying: threading.Thread | None = None
+        self._candidate: Any = None
         self.switches = 0
 
     def classify(self, window, start: int | None = None):
-        if self._retry_at is not None and self._clock() >= self._retry_at:
-            self._retry_tpu()
+        if self._retry_at is not None:
+            self._tick_retry()
         try:
             return self.classifier.classify(window, start)
         except (RuntimeError, ValueError) as exc:
@@ -118,16 +144,31 @@ class DelegateSupervisor:
             self._retry_at = self._clock() + self._retry_s
             return self.classifier.classify(window, start)
 
-    def _retry_tpu(self) -> None:
-        self._retry_at = self._clock() + self._retry_s
+    def _tick_retry(self) -> None:
+        if self._retrying is not None:
+            if self._retrying.is_alive():
+                return
+            self._retrying = None
+            candidate, self._candidate = self._candidate, None
+            if candidate is not None and candidate.decision.delegate == "edgetpu":
+                self._switch(candidate, f"Edge TPU is back ({candidate.decision.reason})")
+                self._retry_at = None
+            return
+        if self._clock() >= self._retry_at:
+            self._retry_at = self._clock() + self._retry_s
+            self._retrying = threading.Thread(target=self._try_tpu, name="tpu-retry", daemon=True)
+            self._retrying.start()
+
+    def _try_tpu(self) -> None:
         try:
-            candidate = self._reopen(None)
+            self._candidate = self._reopen(None)
         except Exception as exc:  # still gone: stay on the CPU
             log.info("Edge TPU still unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            return
-        if candidate.decision.delegate == "edgetpu":
-            self._switch(candidate, "Edge TPU is back")
-            self._retry_at = None
+
+    def wait_retry(self, timeout_s: float | None = None) -> None:
+        """Wait for a retry under way (tests; shutdown)."""
+        if self._retrying is not None:
+            self._retrying.join(timeout_s)
 
     def _switch(self, classifier, why: str) -> None:
         old = self.classifier

@@ -49,7 +49,7 @@ def test_result_has_every_figure_per_delegate_and_thread_count(coral_result):
     runs = doc["runs"]
     assert [(r["delegate"], r["threads"]) for r in runs] == [("edgetpu", 1), ("cpu", 1), ("cpu", 2)]
     tpu = runs[0]
-    if edgetpu.find_library() is None:
+    if edgetpu.locate_library() is None:
         assert tpu["status"] == "unavailable" and "libedgetpu" in tpu["reason"]
     for run in runs[1:]:
         assert run["status"] == "ok", run

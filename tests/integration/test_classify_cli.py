@@ -75,7 +75,7 @@ def test_human_table(assets):
 def test_explicit_edgetpu_without_a_tpu_exits_2(assets):
     r = run_cli("classify", assets / "audio" / "dog_975ms.wav", "--delegate", "edgetpu",
                 "--model", assets / "models" / "coral" / "yamnet_spectra_in_edgetpu.tflite")
-    assert_one_line_error(r, 2, "libedgetpu.so.1 not found", "apt-get install")
+    assert_one_line_error(r, 2, "libedgetpu.so.1 not found", "install a matched runtime pair", "doctor")
 
 
 def test_edgetpu_only_model_without_twin_exits_2(assets):

@@ -1,6 +1,9 @@
 import json
+import platform
 
 from conftest import run_cli
+
+from edge.model import compat, edgetpu
 
 
 def test_doctor_reports_what_a_user_needs(assets):
@@ -15,8 +18,19 @@ def test_doctor_reports_what_a_user_needs(assets):
     assert report["edge_tpus"] == []
     assert report["model_bundle"]["status"] == "ok (sha256 verified)"
     assert isinstance(report["alsa_capture"], list)
+    # the Edge TPU runtime: none here, so no probe, and the install line for this OS, Python and machine
+    assert report["edgetpu_package"] is None and report["edgetpu_probe"]["verdict"] == "not run"
+    release = edgetpu.os_release()
+    python = ".".join(platform.python_version_tuple()[:2])
+    assert report["install_line"] == compat.install_line(release.get("VERSION_CODENAME", ""), python,
+                                                         platform.machine())
+    if (release.get("VERSION_CODENAME"), python, platform.machine()) == ("bookworm", "3.11", "x86_64"):
+        assert "libedgetpu1-std_16.0tf2.17.1-1.bookworm_amd64.deb" in report["install_line"]
+        assert "tflite_runtime-2.17.1-cp311-cp311-linux_x86_64.whl" in report["install_line"]
     r = run_cli("doctor")
-    assert r.code == 0 and "libedgetpu" in r.out and "apt-get install libedgetpu1-std" in r.out
+    assert r.code == 0 and "libedgetpu.so.1 not found" in r.out and "not run: no libedgetpu" in r.out
+    assert f"in use          {report['backend_in_use']}" in r.out
+    assert f"install         {report['install_line']}" in r.out
 
 
 def test_doctor_without_a_bundle_says_so():

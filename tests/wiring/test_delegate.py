@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from edge.model import edgetpu
-from edge.model.delegate import DelegatePolicy, ModelPair, decide
+from edge.model.delegate import DelegatePolicy, ModelPair, decide, load_checked_delegate
 from edge.core.errors import DelegateError, ModelError
 from edge.model.runtime import load_backend
 
@@ -27,17 +27,25 @@ def test_bad_policies(spec):
 PAIR = ModelPair(Path("m_edgetpu.tflite"), Path("m.tflite"))
 
 
-def _tpu_ok(backend, device):
-    return f"delegate for {device or 'first'}"
+def _tpu_ok(backend, device, model, fresh):
+    return f"delegate for {device or 'first'}", "a probe passed"
 
 
-def _tpu_missing(backend, device):
+def _tpu_missing(backend, device, model, fresh):
     raise DelegateError("no USB or PCIe Edge TPU found; check the cable")
 
 
 def test_auto_takes_the_tpu_when_it_loads():
     d = decide(DelegatePolicy.parse("auto"), PAIR, None, load_tpu=_tpu_ok)
     assert d.delegate == "edgetpu" and d.model == PAIR.edgetpu and d.tpu_delegate == "delegate for first"
+    assert d.reason.endswith("delegate loaded: a probe passed")
+
+
+def test_the_loader_is_told_the_edgetpu_model_and_whether_to_probe_afresh():
+    seen = []
+    decide(DelegatePolicy.parse("edgetpu:usb:0"), PAIR, None, fresh_probe=True,
+           load_tpu=lambda *a: seen.append(a) or _tpu_ok(*a))
+    assert seen == [(None, "usb:0", PAIR.edgetpu, True)]
 
 
 def test_auto_falls_back_to_the_twin_and_says_why():
@@ -64,10 +72,10 @@ def test_edgetpu_only_model_without_tpu_is_an_error():
 
 
 def test_real_loader_fails_with_an_install_hint_when_libedgetpu_is_absent():
-    if edgetpu.find_library():
+    if edgetpu.locate_library():
         pytest.skip("libedgetpu is installed on this machine")
-    with pytest.raises(DelegateError, match="libedgetpu.so.1 not found; install the Edge TPU runtime"):
-        edgetpu.load_delegate(load_backend(), "usb:0")
+    with pytest.raises(DelegateError, match="libedgetpu.so.1 not found; install a matched runtime pair"):
+        load_checked_delegate(load_backend(), "usb:0", PAIR.edgetpu)
 
 
 def test_usb_and_pcie_tpus_are_listed_from_sysfs_and_dev(tmp_path):
