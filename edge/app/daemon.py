@@ -67,10 +67,7 @@ class Daemon:
                  clock=time.time, open_classifier=None):
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
-        # (None: the configured policy again, with a fresh Edge TPU probe: the run-time retry)
-        reopen = open_classifier or (lambda delegate: Classifier.from_config(cfg.model, delegate,
-                                                                             fresh_probe=delegate is None))
-        self.delegates = DelegateSupervisor(classifier, reopen, self._switched)
+        self.delegates = DelegateSupervisor(classifier, open_classifier or self.reopen_classifier, self._switched)
         self.capture = capture
         self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout
         self.clock = clock
@@ -98,6 +95,11 @@ class Daemon:
         self._last_scores = 0.0
         self._top = -1
         self.notifier = SystemdNotifier()
+
+    def reopen_classifier(self, delegate: str | None) -> Classifier:
+        """The model again with `delegate` ('cpu': the fallback), or with the configured policy and a fresh Edge
+        TPU probe (None: the run-time retry; a cached verdict would not see a TPU that came back)."""
+        return Classifier.from_config(self.cfg.model, delegate, fresh_probe=delegate is None)
 
     @property
     def classifier(self) -> Classifier:

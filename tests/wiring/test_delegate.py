@@ -1,11 +1,14 @@
-"""The delegate policy with injected TPU loaders (wiring), and the real Edge TPU loader failing here."""
+"""The delegate policy with injected TPU loaders (wiring), the run-time supervisor, and the real Edge TPU loader
+failing here."""
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from edge.model import edgetpu
-from edge.model.delegate import DelegatePolicy, ModelPair, decide, load_checked_delegate
+from edge.model.delegate import (Decision, DelegatePolicy, DelegateSupervisor, ModelPair, decide,
+                                 load_checked_delegate)
 from edge.core.errors import DelegateError, ModelError
 from edge.model.runtime import load_backend
 
@@ -91,3 +94,38 @@ def test_usb_and_pcie_tpus_are_listed_from_sysfs_and_dev(tmp_path):
     found = edgetpu.list_edge_tpus(str(tmp_path / "sys"), str(dev))
     assert [(t.type, Path(t.path).name) for t in found] == [("usb", "1-1"), ("usb", "2-1"), ("pci", "apex_0")]
     assert "5000 Mb/s" in found[1].detail
+
+
+class _Model:
+    """Stands where a Classifier does for the supervisor: a decision and a classify() (raising, if unplugged)."""
+
+    def __init__(self, delegate, fail=False):
+        self.decision = Decision(delegate, Path(f"m_{delegate}.tflite"), f"{delegate} model")
+        self.fail = fail
+
+    def classify(self, window, start=None):
+        if self.fail:
+            raise RuntimeError("Edge TPU: failed to invoke (USB transfer error)")
+        return self.decision.delegate
+
+
+def test_the_tpu_retry_runs_beside_the_audio_loop_and_moves_back_when_the_tpu_is_back():
+    release = threading.Event()
+    calls = []
+
+    def reopen(delegate):
+        calls.append(delegate)
+        if delegate is None:  # the retry: a fresh probe takes a while
+            assert release.wait(5)
+            return _Model("edgetpu")
+        return _Model("cpu")
+
+    supervisor = DelegateSupervisor(_Model("edgetpu", fail=True), reopen, retry_s=0.0)
+    assert supervisor.classify(None) == "cpu" and calls == ["cpu"]  # the failed window, again on the CPU
+    for _ in range(5):  # the retry started and waits on its probe: the windows go on meanwhile, on the CPU
+        assert supervisor.classify(None) == "cpu"
+    assert calls == ["cpu", None]
+    release.set()
+    supervisor.wait_retry(5)
+    assert supervisor.classify(None) == "edgetpu" and supervisor.switches == 2
+    assert supervisor.classifier.decision.reason.startswith("Edge TPU is back")
