@@ -100,3 +100,10 @@ bench-int8: model $(VENV)/.all
 .PHONY: arm-check
 arm-check:
 	nice -n 10 bash tools/arm_check.sh
+
+# the Edge TPU probe, cold (a child process loads the runtime: a first start) and warm (the cached verdict: every
+# restart after it). No Coral needed: a fake runtime built with cc stands in for a mismatched libedgetpu.
+.PHONY: bench-probe
+bench: bench-probe
+bench-probe: $(VENV)/.device
+	@EDGE_AUDIO_ASSETS=$${EDGE_AUDIO_ASSETS:-../shared} $(BIN)/python tests/probe_timing.py --repeat 5
