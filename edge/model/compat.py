@@ -44,7 +44,7 @@ class RuntimeBuild:
         if version in ("16.0", "16.0-1"):
             return CORAL_16
         if "DATE=redacted" in self.label and "RuntimeVersion(14)" in self.label:
-            return CORAL_16  # the label Coral's 16.0 release reports (see describe())
+            return CORAL_16  # the label Coral's 16.0 release reports (firmware_configs/README.md cites it)
         return "unknown"
 
     def describe(self) -> str:
