@@ -17,6 +17,8 @@ def cmd_fetch(args) -> int:
     from edge.model import fetch
     from edge.model.bundle import default_bundle_path
 
+    if args.what == "edgetpu-runtime":
+        return _edgetpu_runtime(Path(args.dest or "out/edgetpu-runtime"))
     mirror = Path(args.mirror) if args.mirror else fetch.mirror_root()
     where = f"offline mirror {mirror}" if mirror else "the official sources"
     if args.what == "bundle":
@@ -31,6 +33,32 @@ def cmd_fetch(args) -> int:
         print(f"fetching {args.what} from {where} into {dest}", file=sys.stderr)
         for asset in assets:
             print(fetch.fetch(asset, dest, mirror))
+    return 0
+
+
+def _edgetpu_runtime(dest: Path) -> int:
+    """The matched Edge TPU runtime pair for this OS, Python and machine: the pip requirements (hash-pinned where
+    the hash is known) and the install line, written to dest; nothing is installed."""
+    import platform
+
+    from edge.model import compat, edgetpu
+    codename = edgetpu.os_release().get("VERSION_CODENAME", "")
+    python, machine = ".".join(platform.python_version_tuple()[:2]), platform.machine()
+    lines = compat.pip_requirements(codename, python, machine)
+    line = compat.install_line(codename, python, machine)
+    if not lines:
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return 2
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "requirements-edgetpu.txt").write_text("\n".join(lines) + "\n")
+    (dest / "install.txt").write_text(line + "\n")
+    pinned = "--require-hashes " if any("--hash=" in l for l in lines) else ""
+    numpy = compat.matched_pair(codename, python).numpy
+    print(f"matched Edge TPU pair for {codename} + Python {python} on {machine} (firmware_configs/README.md):\n"
+          f"  1. the runtime library: {line.split(' && pip install')[0]}\n"
+          f"  2. the interpreter:     pip install '{numpy}' && pip install --no-deps {pinned}"
+          f"-r {dest / 'requirements-edgetpu.txt'}\n"
+          f"  3. backend = \"tflite_runtime\" under [model] in the config")
     return 0
 
 
@@ -141,9 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  python -m tools fetch bundle\n"
                               "  EDGE_AUDIO_ASSETS=../shared python -m tools fetch samples --dest out/audio",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("bundle", "waveform", "samples"), nargs="?", default="bundle",
+    p.add_argument("what", choices=("bundle", "waveform", "samples", "edgetpu-runtime"), nargs="?",
+                   default="bundle",
                    help="bundle: the default model bundle (default); waveform: Google's published YAMNet "
-                        "(waveform in) and its class map, the source for 'build'; samples: demo recordings")
+                        "(waveform in) and its class map, the source for 'build'; samples: demo recordings; "
+                        "edgetpu-runtime: the matched Edge TPU runtime pair for this OS and Python (pip "
+                        "requirements, hash-pinned where the hash is known, and the runtime's install line)")
     p.add_argument("--dest", metavar="DIR", help="where to put it (bundle default: ~/.local/share/edge-audio/"
                                                   "models/yamnet-coral or $EDGE_AUDIO_HOME/models/yamnet-coral)")
     p.add_argument("--mirror", metavar="DIR", help="offline mirror laid out like the asset share (models/, audio/)")

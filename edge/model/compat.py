@@ -137,6 +137,7 @@ class MatchedPair:
     install: str  # the commands
     source: str
     note: str = ""  # said after the commands, as a shell comment
+    numpy: str = ""  # the NumPy the interpreter was built against
 
 
 CORAL_APT = ("echo 'deb https://packages.cloud.google.com/apt coral-edgetpu-stable main' | sudo tee "
@@ -157,13 +158,14 @@ PAIRS: tuple[MatchedPair, ...] = (
                 "tflite-runtime 2.11.0 (PyPI, cp39 wheels for aarch64 and x86_64) with numpy<2",
                 f"{CORAL_APT} && pip install 'tflite-runtime==2.11.0' 'numpy<2'", ISSUE_812,
                 "then backend = \"tflite_runtime\" under [model] in the config; sha256 pins for the wheels in "
-                "firmware_configs/README.md"),
+                "firmware_configs/README.md", "numpy<2"),
     MatchedPair("bookworm", "3.11", "libedgetpu1-std (or -max) 16.0tf2.17.1-1, community build (feranick)",
                 "tflite_runtime 2.17.1 cp311, community build, with numpy 1.26 (Frigate's pins)",
                 f"wget {FERANICK_DEB} && sudo dpkg -i libedgetpu1-std_16.0tf2.17.1-1.bookworm_{{arch}}.deb && "
                 "pip install {tflite_wheel} 'numpy==1.26.*'", FRIGATE,
                 "then backend = \"tflite_runtime\" under [model] in the config; no sha256 pins: these files are "
-                "on GitHub, which the kit's build machines cannot reach: check them against their release pages"),
+                "on GitHub, which the kit's build machines cannot reach: check them against their release pages",
+                "numpy==1.26.*"),
 )
 
 
@@ -182,3 +184,16 @@ def install_line(codename: str, python: str, machine: str) -> str:
                 "install (see firmware_configs/README.md)")
     commands = pair.install.format(arch=arch, tflite_wheel=TFLITE_2171.get(machine, ""))
     return f"{commands}  # {pair.note}" if pair.note else commands
+
+
+def pip_requirements(codename: str, python: str, machine: str) -> list[str]:
+    """The interpreter half of the matched pair as pip requirement lines (install them with --no-deps, after the
+    pair's NumPy): hash-pinned where the hash was computed here (PyPI), a bare URL with a comment saying so
+    where it could not be (GitHub). [] when no pair is known."""
+    pair = matched_pair(codename, python)
+    if pair is None or machine not in ("aarch64", "x86_64"):
+        return []
+    if pair.system == "bullseye":
+        return ["tflite-runtime==2.11.0 " + " ".join(f"--hash=sha256:{h}" for h in TFLITE_2110_SHA256.values())]
+    return ["# no sha256 pin: not computed by this project (GitHub is out of its reach); check the file against "
+            "its release page", f"tflite_runtime @ {TFLITE_2171[machine]}"]

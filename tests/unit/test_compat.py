@@ -123,3 +123,12 @@ def test_the_shipped_unit_joins_the_group_of_every_coral_device_file():
     sysusers = (root / "sysusers" / "edge-audio.conf").read_text().split()
     assert all(g in sysusers for g in groups)  # every group the unit joins is created if missing
 
+
+
+def test_pip_requirements_pin_what_was_hashed_and_say_what_was_not():
+    (line,) = compat.pip_requirements("bullseye", "3.9", "aarch64")
+    assert line.startswith("tflite-runtime==2.11.0 ") and line.count("--hash=sha256:") == 2
+    comment, url = compat.pip_requirements("bookworm", "3.11", "aarch64")
+    assert comment.startswith("# no sha256 pin") and url.endswith("tflite_runtime-2.17.1-cp311-cp311-linux_aarch64.whl")
+    assert compat.pip_requirements("trixie", "3.13", "aarch64") == []
+    assert compat.matched_pair("bullseye", "3.9").numpy == "numpy<2"
