@@ -166,7 +166,7 @@ class DelegateSupervisor:
             log.info("Edge TPU still unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
 
     def wait_retry(self, timeout_s: float | None = None) -> None:
-        """Wait for a retry under way (tests; shutdown)."""
+        """Wait for a retry under way to finish (at most timeout_s)."""
         if self._retrying is not None:
             self._retrying.join(timeout_s)
 

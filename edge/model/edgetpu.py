@@ -21,7 +21,7 @@ from ..core.errors import DelegateError
 
 USB_IDS = {("1a6e", "089a"): "unprogrammed", ("18d1", "9302"): "ready"}  # re-enumerates after first use
 RUNTIME_PACKAGES = ("libedgetpu1-std", "libedgetpu1-max", "libedgetpu1-legacy-std", "libedgetpu1-legacy-max")
-ENV_SYSFS = "EDGE_AUDIO_SYSFS_ROOT"  # where sysfs is (tests point it at a fake board)
+ENV_SYSFS = "EDGE_AUDIO_SYSFS_ROOT"  # where sysfs is: overridable, to look at a board image or a stand-in
 ENV_DEV = "EDGE_AUDIO_DEV_ROOT"  # where /dev is, likewise
 DPKG_STATUS = "/var/lib/dpkg/status"
 
