@@ -8,6 +8,7 @@ Secrets are never in the file: the MQTT password comes from a file, a systemd cr
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from .core.detector import DetectorParams
 from .core.errors import ConfigError
 from .core.params import default_of, param
+from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
 from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
 
 try:
@@ -32,7 +34,8 @@ class DeviceConfig:
 class AudioConfig:
     source: str = param("alsa", "where audio comes from", choices=("alsa", "wav", "stdin"))
     device: str = param("default", "ALSA capture PCM name (by name, not card index: it survives re-plugging)")
-    rate_hz: int = param(16000, "capture rate asked for; anything else is resampled to 16 kHz", 8000, 192000)
+    rate_hz: int = param(16000, "capture rate asked for; anything else is resampled to 16 kHz", MIN_RATE_HZ,
+                         MAX_RATE_HZ)
     channels: int = param(1, "capture channels (downmixed to mono)", 1, 8)
     format: str = param("S16_LE", "ALSA sample format", choices=("S16_LE", "S32_LE"))
     period_frames: int = param(CHUNK_FRAMES, "frames per ALSA period (one read)", 64, MAX_CHUNK_FRAMES)
@@ -72,9 +75,11 @@ class MqttConfig:
     keepalive_seconds: int = param(30, "MQTT keepalive", 5, 3600)
     reconnect_min_seconds: float = param(1.0, "first reconnect delay (doubles, with jitter)", 0.05, 600)
     reconnect_max_seconds: float = param(60.0, "longest reconnect delay", 0.05, 3600)
-    outbox_max: int = param(1000, "events kept while the broker is unreachable", 1, 1_000_000)
+    outbox_max: int = param(10000, "undelivered events kept (in the spool) while the broker is unreachable", 1,
+                            1_000_000)
     outbox_policy: str = param("drop_oldest", "what a full outbox drops", choices=("drop_oldest", "drop_newest"))
-    outbox_file: str = param("", "keep undelivered events here across restarts (JSON lines; empty: memory only)")
+    spool_file: str = param("", "crash-safe spool of undelivered and open events (SQLite); empty: spool.db in "
+                                "$STATE_DIRECTORY, $EDGE_AUDIO_HOME or ~/.local/state/edge-audio; 'none': memory only")
     scores: bool = param(False, "publish a rate-limited top-k score stream on <prefix>/<id>/scores")
     scores_top_k: int = param(5, "classes in each scores message", 1, 521)
     scores_interval_seconds: float = param(1.0, "least time between scores messages", 0.1, 3600)
@@ -129,11 +134,17 @@ def _check(value, f, where: str):
     return value
 
 
+MOVED_KEYS = {"mqtt.outbox_file": "mqtt.outbox_file was replaced by mqtt.spool_file (a crash-safe spool, on by "
+                                   "default): remove the line, or set spool_file to the path you want"}
+
+
 def _section(cls, table, name: str, path: str):
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{name}] must be a table")
     known = {f.name: f for f in fields(cls)}
     for key in table:
+        if f"{name}.{key}" in MOVED_KEYS:
+            raise ConfigError(f"{path}: {MOVED_KEYS[f'{name}.{key}']}")
         if key not in known:
             raise ConfigError(f"{path}: unknown key '{name}.{key}' (known: {', '.join(known)})")
     values = {k: _check(v, known[k], f"{path}: {name}.{k}") for k, v in table.items()}
@@ -166,9 +177,49 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError(f"{cfg.path}: audio.file is required when audio.source = 'wav'")
     if a.reopen_min_seconds > a.reopen_max_seconds:
         raise ConfigError(f"{cfg.path}: audio.reopen_min_seconds is larger than audio.reopen_max_seconds")
-    m = cfg.mqtt
+    _check_topic_level(cfg.path, "device.id", cfg.device.id, allow_slash=False)
+    if cfg.mqtt.enabled:
+        _check_mqtt(cfg.path, cfg.mqtt)
+
+
+HOST = re.compile(r"^[A-Za-z0-9_.\-]+$|^\[?[0-9A-Fa-f:.]+\]?$")
+TLS_PORT, PLAIN_PORT = 8883, 1883
+
+
+def _check_topic_level(path: str, key: str, value: str, allow_slash: bool) -> None:
+    bad = [c for c in ("#", "+", "\0") if c in value]
+    if bad or (not allow_slash and "/" in value):
+        what = ", ".join(repr(c) for c in bad) or "'/'"
+        raise ConfigError(f"{path}: {key} {value!r} contains {what}: MQTT topic wildcards and separators cannot be "
+                          "part of a topic name")
+    if allow_slash and (value.startswith("/") or value.endswith("/") or "//" in value):
+        raise ConfigError(f"{path}: {key} {value!r} has an empty topic level (a leading, trailing or double '/')")
+
+
+def _check_mqtt(path: str, m: "MqttConfig") -> None:
+    """Settings that cannot work stop the daemon here (exit 78), not in a retry loop later."""
+    if not m.host or len(m.host) > 253 or not HOST.match(m.host):
+        raise ConfigError(f"{path}: mqtt.host {m.host!r} is not a host name or an IP address")
+    for key in ("prefix", "discovery_prefix"):
+        value = getattr(m, key)
+        if not value:
+            raise ConfigError(f"{path}: mqtt.{key} must not be empty")
+        _check_topic_level(path, f"mqtt.{key}", value, allow_slash=True)
     if bool(m.cert_file) != bool(m.key_file):
-        raise ConfigError(f"{cfg.path}: mqtt.cert_file and mqtt.key_file go together")
+        raise ConfigError(f"{path}: mqtt.cert_file and mqtt.key_file go together")
+    if not m.tls:
+        if m.port == TLS_PORT:
+            raise ConfigError(f"{path}: mqtt.port {TLS_PORT} is MQTT over TLS: set mqtt.tls = true "
+                              f"(or use port {PLAIN_PORT})")
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(m, key):
+                raise ConfigError(f"{path}: mqtt.{key} is set but mqtt.tls = false: set mqtt.tls = true")
+        return
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(m, key)
+        if value and not os.access(value, os.R_OK):
+            why = "not found" if not os.path.exists(value) else "not readable"
+            raise ConfigError(f"{path}: mqtt.{key} {value}: {why}")
 
 
 def load_config(path: str | Path) -> Config:

@@ -50,12 +50,15 @@ def make_certs(folder: Path, name: str = "ca") -> dict:
 
 
 class Broker:
-    def __init__(self, folder: Path, users: dict | None = None, acl: str | None = None, tls: dict | None = None):
+    def __init__(self, folder: Path, users: dict | None = None, acl: str | None = None, tls: dict | None = None,
+                 persistence: bool = False):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
-        lines = [f"listener {self.port} 127.0.0.1", "user root", "persistence false",
+        keep = ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"] if persistence \
+            else ["persistence false"]
+        lines = [f"listener {self.port} 127.0.0.1", "user root", *keep,
                  f"allow_anonymous {'false' if users else 'true'}", "log_dest stderr", "log_type error"]
         if users:
             pw = folder / "passwd"
@@ -82,6 +85,17 @@ class Broker:
         self.proc.kill()
         self.proc.wait()
 
+    def save(self, timeout_s: float = 5.0) -> None:
+        """Have a persistent broker write its sessions to disk now (SIGUSR1), as it does every autosave interval:
+        a crash after this keeps the subscribers' sessions."""
+        db = self.folder / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (not db.exists() or db.stat().st_mtime_ns == before):
+            time.sleep(0.02)
+        assert db.exists() and db.stat().st_mtime_ns != before, "the broker did not save its database"
+
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
 
@@ -101,11 +115,12 @@ class Broker:
 class Subscriber:
     """Records every message on the given topics (MQTT v5, its own thread)."""
 
-    def __init__(self, port: int, topics=("#",), username=None, password=None, tls_ca=None):
+    def __init__(self, port: int, topics=("#",), username=None, password=None, tls_ca=None, session: str = ""):
+        """`session`: a client id whose session the broker keeps while it is away (messages are queued for it)."""
         import paho.mqtt.client as paho
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=session, protocol=paho.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
         if tls_ca:
@@ -114,7 +129,15 @@ class Subscriber:
         self.client.on_connect = lambda c, u, f, rc, p=None: [c.subscribe(t, qos=1) for t in topics]
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, 30)
+        kwargs = {}
+        if session:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            kwargs = {"clean_start": False, "properties": props}
+            self.client.reconnect_delay_set(0.2, 1.0)
+        self.client.connect("127.0.0.1", port, 30, **kwargs)
         self.client.loop_start()
         assert subscribed.wait(5), "subscription not acknowledged"
 

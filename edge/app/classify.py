@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..config import ModelConfig, MqttConfig
 from ..core.errors import EXIT_BAD_INPUT, InputError
 from ..core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
 from ..core.wavfile import WavAudio, read_wav
@@ -37,9 +38,10 @@ def classify_file(path: str | Path, classifier: Classifier, hop_seconds: float =
 
 
 def cmd_classify(args, say) -> int:
+    from .cli import in_bounds
     hop_samples_for(args.hop)
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
+    in_bounds("--threads", args.threads, ModelConfig, "threads")
+    in_bounds("--top-k", args.top_k, MqttConfig, "scores_top_k")
     classifier = Classifier.open(args.model, args.labels, args.delegate, args.threads, args.backend)
     say(classifier.describe())
     status = 0

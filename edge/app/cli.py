@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 
 from .. import __version__
 from ..config import ModelConfig, MqttConfig
@@ -38,6 +39,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", metavar="LIST",
                    help="interpreter preference, comma separated (default: $EDGE_AUDIO_BACKENDS or "
                         "ai_edge_litert,tflite_runtime,tensorflow)")
+
+
+def in_bounds(flag: str, value, section, key: str):
+    """A command-line number checked against the bounds of the config key it mirrors (one place for both)."""
+    f = next(f for f in fields(section) if f.name == key)
+    lo, hi = f.metadata["lo"], f.metadata["hi"]
+    if not lo <= value <= hi:
+        raise InputError(f"{flag} {value}: must be between {lo} and {hi}")
+    return value
 
 
 def add_hop_arg(p: argparse.ArgumentParser) -> None:
@@ -76,6 +86,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_monitor(args) -> int:
+    in_bounds("--port", args.port, MqttConfig, "port")
+    if args.count < 0 or args.timeout < 0:
+        raise InputError("--count and --timeout must not be negative")
     from .monitor import run_monitor
     return run_monitor(args)
 

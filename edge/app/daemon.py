@@ -19,7 +19,8 @@ from ..audio import make_source
 from ..audio.capture import Capture
 from ..config import Config
 from ..core.detector import Detector, level_dbfs
-from ..core.errors import ConfigError, InputError
+from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
+from ..core.events import Event
 from ..core.stream import WindowLoop, hop_samples_for
 from ..model.classifier import Classifier
 from ..model.delegate import DelegateSupervisor
@@ -31,9 +32,12 @@ log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
 SHUTDOWN_OUTBOX_S = 2.5
 LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
+GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none"
 # sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)
-SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "delivered_events": 0,
-               "dropped_events": 0, "dropped_messages": 0, "refused_events": 0}
+SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "produced_events": 0,
+               "delivered_events": 0, "dropped_events": 0, "dropped_messages": 0, "refused_events": 0,
+               "spool": None, "spool_recovered": 0, "spool_corrupt_records": 0, "spool_problem": "",
+               "mqtt_error": ""}
 
 
 class SystemdNotifier:
@@ -93,7 +97,7 @@ class Daemon:
         self._started = time.monotonic()
         self._last_metrics = time.monotonic()
         self._last_scores = 0.0
-        self._top = -1
+        self._top = -1  # nothing published yet
         self.notifier = SystemdNotifier()
 
     def reopen_classifier(self, delegate: str | None) -> Classifier:
@@ -115,13 +119,20 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> int:
         self.sink.start()
+        self._end_what_was_left_open()
         self.capture.start()
         self.notifier.notify("READY=1\nSTATUS=listening")
         log.info("%s", self.classifier.describe())
         ended = False
+        failure = ""
         try:
             while not self._stop:
                 now = time.monotonic()
+                failure = self.capture.failed or self.sink.failure()
+                if failure:  # a thread died: no more watchdog pings, exit 1, and systemd starts a fresh process
+                    log.error("stopping: %s", failure)
+                    self.notifier.notify(f"STATUS=failed: {failure}")
+                    break
                 self.notifier.ping(now)
                 if now - self._last_metrics >= self.cfg.metrics.interval_seconds:
                     self._metrics(now)
@@ -144,9 +155,30 @@ class Daemon:
                 self._emit(event)
             self._metrics(time.monotonic())
             self.sink.stop(SHUTDOWN_OUTBOX_S)
-        log.info("stopped (%s): %d windows, %d events", "end of input" if ended else "signal", self.windows,
-                 self.events)
-        return 0
+        log.info("stopped (%s): %d windows, %d events", "end of input" if ended else "failure" if failure else
+                 "signal", self.windows, self.events)
+        return EXIT_UNEXPECTED if failure else 0
+
+    def _end_what_was_left_open(self) -> None:
+        """Events the previous run left open (it was killed, or lost power) get their end now, marked cut short
+        and dated when that run was last known alive, so no state stays ON for a sound that is long over."""
+        open_events, last_alive = self.sink.recovered_open_events()
+        for p in open_events:
+            try:
+                start = float(p["start_ts"])
+                end = max(start, float(last_alive or start))
+                event = Event(type="end", event_id=str(p["event_id"]), label=str(p["label"]),
+                              class_index=int(p["class_index"]), start_ts=start, end_ts=end,
+                              peak_score=float(p["peak_score"]), mean_score=float(p["mean_score"]),
+                              duration_s=end - start, level_dbfs=float(p["level_dbfs"]),
+                              device_id=str(p.get("device_id", self.device_id)), model=str(p.get("model", "")),
+                              delegate=str(p.get("delegate", "")), cut_short=True)
+            except (KeyError, TypeError, ValueError):
+                log.error("spool: an open event without the fields of an event was skipped: %.200s", p)
+                continue
+            log.warning("%s (started %s) was still open when the previous run stopped: ending it, cut short",
+                        event.label, event.to_dict()["start_time"])
+            self._emit(event)
 
     def _new_loop(self, generation: int) -> None:
         src = self.capture.source
@@ -166,7 +198,8 @@ class Daemon:
         for window, start in windows:
             t_start = self._t0 + start / rate
             level = level_dbfs(window)
-            if level < self.cfg.detector.min_level_dbfs:
+            gated = level < self.cfg.detector.min_level_dbfs
+            if gated:
                 scores = self._silence
                 self.gated += 1
             else:
@@ -178,7 +211,10 @@ class Daemon:
             self.windows += 1
             for event in self.detector.update(scores, t_start, t_start + window_s, level):
                 self._emit(event)
-            self._publish_top(scores, t_start)
+            if gated:
+                self._set_top(GATED_TOP)
+            else:
+                self._publish_top(scores, t_start)
 
     def _switched(self, old: Classifier, new: Classifier, why: str) -> None:
         """The delegate supervisor moved the stream to another model: stamp events, publish it now."""
@@ -187,16 +223,18 @@ class Daemon:
 
     def _emit(self, event) -> None:
         self.events += 1
+        self.sink.publish_event(event)  # with a spool, durable once this returns
         log.info("%s %s (peak %.2f)", event.type, event.label, event.peak_score)
-        self.sink.publish_event(event)
         if event.label in self.state_labels:
             self.sink.set_state(event.label, event.type == "start")
 
-    def _publish_top(self, scores: np.ndarray, t_start: float) -> None:
-        top = int(np.argmax(scores))
+    def _set_top(self, top: int) -> None:
         if top != self._top:
             self._top = top
-            self.sink.set_top(self.classifier.labels[top])
+            self.sink.set_top(self.classifier.labels[top] if top >= 0 else "none")
+
+    def _publish_top(self, scores: np.ndarray, t_start: float) -> None:
+        self._set_top(int(np.argmax(scores)))
         m = self.cfg.mqtt
         if m.scores and t_start - self._last_scores >= m.scores_interval_seconds:
             self._last_scores = t_start
@@ -217,6 +255,7 @@ class Daemon:
             "delegate": self.classifier.decision.delegate, "delegate_reason": self.classifier.decision.reason,
             "model": self.classifier.model_name, "delegate_switches": self.delegate_switches,
             **SINK_HEALTH, **self.sink.health(),
+            "failed": self.capture.failed or self.sink.failure(),
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
 

@@ -57,15 +57,23 @@ class Capture:
         self.stalls = 0
         self.generation = 0  # bumped when the device (re)opens: its rate may have changed
         self.ended = False
+        self.failed = ""  # set when the capture thread died of an error that reopening cannot fix
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_audio = time.monotonic()
 
     def start(self) -> None:
         self._stop.clear()
-        thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        thread = threading.Thread(target=self._run_guarded, name="capture", daemon=True)
         self._thread = thread
         thread.start()
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # not a lost device (that is SourceLost, and reopened): report it, do not spin
+            self.failed = f"capture from {self.source.name} stopped: {exc.__class__.__name__}: {exc}"
+            log.error("%s", self.failed)
 
     def _run(self) -> None:
         me = threading.current_thread()

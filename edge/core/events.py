@@ -1,4 +1,9 @@
-"""Detection events: small typed values with a schema version and a JSON form (the MQTT payload contract)."""
+"""Detection events: small typed values with a schema version and a JSON form (the MQTT payload contract).
+
+Within a schema version fields are only ever added, never renamed or removed. A message is identified by
+(event_id, type): a start and its end share event_id; a copy delivered twice (at least once delivery, or a replay
+from the spool after a restart) carries the same pair, so consumers deduplicate on it.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,12 @@ class Event:
     device_id: str = ""
     model: str = ""
     delegate: str = ""
+    cut_short: bool = False  # an end written at the next start for an event the previous run left open
+
+    @property
+    def message_id(self) -> str:
+        """The key a consumer deduplicates on: unique per message, the same for every copy of it."""
+        return f"{self.event_id}:{self.type}"
 
     def to_dict(self) -> dict:
         d = asdict(self)

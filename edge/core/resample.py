@@ -14,6 +14,29 @@ import numpy as np
 
 ZERO_CROSSINGS = 16  # filter half-length in zero crossings of the narrower band: ~-80 dB stop band with beta 8
 KAISER_BETA = 8.0
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 384000  # what the kit accepts from a file or a device
+MAX_GATHER_ENTRIES = 4_000_000  # ~48 MB of gather tables: rates with no small ratio to the target cost more
+
+
+def plan(rate_in_hz: int, rate_out_hz: int, max_chunk: int = 8192) -> tuple[int, int, int, int]:
+    """(up, down, taps per phase, gather table entries) of a rate change, computed without allocating."""
+    g = gcd(rate_in_hz, rate_out_hz)
+    up, down = rate_out_hz // g, rate_in_hz // g
+    taps = -(-(2 * ZERO_CROSSINGS * max(up, down) + 1) // up)
+    capacity = 2 * taps + 2 * down + max_chunk
+    return up, down, taps, (capacity // down + 1) * up * taps
+
+
+def check_rate(rate_in_hz: int, rate_out_hz: int = 16000, max_chunk: int = 8192) -> None:
+    """ValueError with a one-line reason for a rate the kit will not resample (out of range, or no small ratio)."""
+    if not MIN_RATE_HZ <= rate_in_hz <= MAX_RATE_HZ:
+        raise ValueError(f"sample rate {rate_in_hz} Hz is outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")
+    if rate_in_hz == rate_out_hz:
+        return
+    up, down, _, entries = plan(rate_in_hz, rate_out_hz, max_chunk)
+    if entries > MAX_GATHER_ENTRIES:
+        raise ValueError(f"sample rate {rate_in_hz} Hz has no small ratio to {rate_out_hz} Hz ({up}/{down}); "
+                         f"convert the audio first (for example: sox in.wav -r {rate_out_hz} out.wav)")
 
 
 def design_filter(up: int, down: int, zero_crossings: int = ZERO_CROSSINGS) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .framing import Framer
+from .resample import check_rate
 
 HOP_SECONDS = 0.48  # YAMNet's reference patch hop: every default hop in the kit is this one
 HOP_RANGE_SECONDS = (0.05, 5.0)
@@ -41,6 +42,10 @@ class WindowLoop:
 
     def __init__(self, window_samples: int, hop_samples: int, rate_in_hz: int = 16000, channels: int = 1,
                  rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES):
+        try:
+            check_rate(rate_in_hz, rate_hz, max_chunk_frames)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames)
 
     @property

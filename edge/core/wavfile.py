@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AudioFormatError, read_input_file
+from .resample import check_rate
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+MAX_CHANNELS = 32
 
 
 @dataclass
@@ -76,10 +78,15 @@ def read_wav(path: str | Path) -> WavAudio:
     fmt, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", fmt_chunk)
     if fmt == WAVE_FORMAT_EXTENSIBLE and len(fmt_chunk) >= 26:
         fmt = struct.unpack_from("<H", fmt_chunk, 24)[0]
-    if channels == 0 or rate == 0:
-        raise AudioFormatError(f"{path}: WAV header says {channels} channels at {rate} Hz")
-    if bits % 8:
-        raise AudioFormatError(f"{path}: unsupported sample width ({bits} bits); use 8/16/24/32-bit PCM")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioFormatError(f"{path}: WAV header says {channels} channels (1 to {MAX_CHANNELS} are supported)")
+    try:
+        check_rate(rate)
+    except ValueError as exc:
+        raise AudioFormatError(f"{path}: WAV header: {exc}") from None
+    if bits == 0 or bits % 8 or bits > 64:
+        raise AudioFormatError(f"{path}: unsupported sample width ({bits} bits per sample); use 8/16/24/32-bit PCM "
+                               "or 32/64-bit float")
     if data is None:
         raise AudioFormatError(f"{path}: WAV file has no 'data' chunk")
     try:

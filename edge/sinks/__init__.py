@@ -13,7 +13,9 @@ def make_sinks(cfg: Config, watched: list[str], model: str) -> Sink:
     sinks: list[Sink] = []
     if cfg.mqtt.enabled:
         from .mqtt import MqttSink
-        sinks.append(MqttSink(cfg.mqtt, cfg.device_id, mqtt_password(cfg.mqtt, cfg.path), watched, model))
+        from .outbox import spool_path
+        sinks.append(MqttSink(cfg.mqtt, cfg.device_id, mqtt_password(cfg.mqtt, cfg.path), watched, model,
+                              spool=spool_path(cfg.mqtt.spool_file)))
     if cfg.jsonl.enabled or not sinks:
         from .jsonl import JsonLinesSink
         sinks.append(JsonLinesSink(cfg.jsonl.path if cfg.jsonl.enabled else ""))

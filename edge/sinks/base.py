@@ -35,8 +35,18 @@ class Sink:
         """The daemon's periodic metrics."""
 
     def health(self) -> dict:
-        """Counters for the metrics payload (connected, queue depth, delivered, dropped...)."""
+        """Counters for the metrics payload (connected, queue depth, delivered, dropped...). A non-empty
+        "failed" says the sink stopped working for good: the daemon then exits so that systemd restarts it."""
         return {}
+
+    def failure(self) -> str:
+        """Why the sink stopped working for good ("" while it works): the daemon then exits 1 and systemd starts
+        a fresh process."""
+        return ""
+
+    def recovered_open_events(self) -> tuple[list[dict], float]:
+        """Start payloads of events a previous run left open, and when that run was last known alive (unix s)."""
+        return [], 0.0
 
 
 class FanOut(Sink):
@@ -76,5 +86,15 @@ class FanOut(Sink):
     def health(self) -> dict:
         merged: dict = {}
         for s in self.sinks:
-            merged.update(s.health())
+            merged.update({k: v for k, v in s.health().items() if v or k not in merged})
         return merged
+
+    def failure(self) -> str:
+        return next((f for f in (s.failure() for s in self.sinks) if f), "")
+
+    def recovered_open_events(self) -> tuple[list[dict], float]:
+        for s in self.sinks:
+            events, alive = s.recovered_open_events()
+            if events:
+                return events, alive
+        return [], 0.0

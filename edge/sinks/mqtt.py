@@ -30,7 +30,7 @@ class MqttSink(Sink):
     """publish_event / set_state / publish_scores / publish_metrics from the audio loop; start() / stop()."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
-                 model: str = "", client_factory=None):
+                 model: str = "", client_factory=None, spool: str | None = None):
         try:
             import paho.mqtt.client as paho
         except ImportError:
@@ -43,9 +43,11 @@ class MqttSink(Sink):
         self.status_topic = self.topics.status
         self.watched = list(watched)
         self.model = model
-        self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, cfg.outbox_file)
+        self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, spool)
         self._direct: collections.deque[Message] = collections.deque(maxlen=256)  # QoS 0 extras: newest win
-        self._retained: dict[str, str] = {}  # state topics: re-sent on every connect
+        # retained topics, re-sent on every connect: every watched label starts OFF (an event left open by a
+        # previous run is ended, cut short, by the daemon as it starts)
+        self._retained: dict[str, str] = {self.topics.state(label): "OFF" for label in self.watched}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -58,8 +60,16 @@ class MqttSink(Sink):
         self.reconnects = 0
         self.connects = 0
         self.last_error = ""
+        self.failed = ""  # set when the network thread died: the daemon stops and systemd restarts it
         self._thread: threading.Thread | None = None
+        self._awaiting_connack = False
         self.client = (client_factory or self._make_client)(password)
+        if cfg.username and not cfg.tls and not _is_loopback(cfg.host):
+            log.warning("MQTT: the user name and password go to %s without TLS: anyone on that network can read "
+                        "them (set mqtt.tls = true, port 8883, on a broker with a TLS listener)", cfg.host)
+        if cfg.protocol == "3.1.1":
+            log.warning("MQTT: protocol 3.1.1 cannot report a refused publish (an ACL denial is acknowledged and "
+                        "dropped by the broker); protocol 5 reports it")
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _make_client(self, password):
@@ -94,7 +104,8 @@ class MqttSink(Sink):
 
     # -- audio-loop side: never blocks ---------------------------------------------------------------------------
     def publish_event(self, event: Event) -> None:
-        self.outbox.append(Message(self.topics.events, event.to_json(), qos=1))
+        """On disk (with a spool) before it returns: the audio loop moves on only once the event is durable."""
+        self.outbox.append(Message(self.topics.events, event.to_json(), qos=1), event.to_dict())
         self._wake.set()
 
     def set_state(self, label: str, on: bool) -> None:
@@ -113,7 +124,14 @@ class MqttSink(Sink):
         self._push_direct(Message(self.topics.scores, json.dumps(payload)))
 
     def publish_metrics(self, payload: dict) -> None:
+        self.outbox.mark_alive()
         self._push_direct(Message(self.topics.metrics, json.dumps(payload), retain=True))
+
+    def recovered_open_events(self) -> tuple[list[dict], float]:
+        return list(self.outbox.open_events.values()), self.outbox.last_alive
+
+    def failure(self) -> str:
+        return self.failed
 
     def _push_direct(self, msg: Message) -> None:
         if len(self._direct) == self._direct.maxlen:
@@ -134,24 +152,35 @@ class MqttSink(Sink):
         return self._connected
 
     def health(self) -> dict:
-        return {"mqtt_connected": self._connected, "reconnects": self.reconnects, "queue_depth": len(self.outbox),
-                "delivered_events": self.delivered, "dropped_events": self.outbox.dropped,
-                "dropped_messages": self.dropped_other,  # scores/metrics/state extras, newest kept
-                "refused_events": self.refused}
+        """Counters that add up: produced = delivered + refused + dropped + queued (queued includes in flight)."""
+        o = self.outbox
+        return {"mqtt_connected": self._connected, "reconnects": self.reconnects, "queue_depth": len(o),
+                "produced_events": o.appended + o.recovered, "delivered_events": self.delivered,
+                "dropped_events": o.dropped, "dropped_messages": self.dropped_other,  # extras, newest kept
+                "refused_events": self.refused, "spool": o.path or "memory", "spool_recovered": o.recovered,
+                "spool_corrupt_records": o.corrupt, "spool_problem": o.problem, "mqtt_error": self.last_error}
 
     # -- network thread ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.outbox.load()
-        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self.outbox.open()
+        self._thread = threading.Thread(target=self._run_guarded, name="mqtt", daemon=True)
         self._thread.start()
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug or a setting paho rejects: say it once, and let the daemon stop
+            self.failed = f"MQTT thread stopped: {exc.__class__.__name__}: {exc}"
+            log.error("%s", self.failed)
 
     def _run(self) -> None:
         cfg = self.cfg
         delay = cfg.reconnect_min_seconds
         while not self._stop.is_set():
             try:
+                self._awaiting_connack = True
                 self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **self._connect_kwargs())
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, ValueError, UnicodeError) as exc:
                 self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {_describe(exc)}")
                 delay = self._backoff(delay)
                 continue
@@ -162,6 +191,9 @@ class MqttSink(Sink):
                 if self._connected:
                     delay = cfg.reconnect_min_seconds
                     self._pump()
+            if self._awaiting_connack and not self._stop.is_set():
+                hint = " (a TLS port? check mqtt.tls and mqtt.port)" if not cfg.tls else ""
+                self._note_error(f"{cfg.host}:{cfg.port} closed the connection before answering{hint}")
             self._set_disconnected()
             if not self._stop.is_set():
                 delay = self._backoff(delay)
@@ -185,6 +217,7 @@ class MqttSink(Sink):
             self.last_error = message
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        self._awaiting_connack = False
         if reason_code.is_failure:
             hint = {"Bad user name or password": " (check mqtt.username and the password)",
                     "Not authorized": " (check the broker's ACL and credentials)"}.get(str(reason_code), "")
@@ -197,7 +230,8 @@ class MqttSink(Sink):
         self.last_error = ""
         log.info("MQTT: connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.base)
         self._connected = True
-        self._inflight = None  # anything unacknowledged is sent again (QoS 1: at least once)
+        # an event in flight stays in flight: the client library sends it again itself (QoS 1, DUP flag), so the
+        # outbox does not add a copy of its own
         client.publish(self.status_topic, "online", qos=1, retain=True)
         with self._lock:
             retained = list(self._retained.items())
@@ -205,6 +239,7 @@ class MqttSink(Sink):
             client.publish(topic, payload, qos=1, retain=True)
         if self.cfg.homeassistant:
             client.subscribe(homeassistant.birth_topic(self.cfg.discovery_prefix), qos=1)
+            client.subscribe(homeassistant.own_configs(self.topics, self.cfg.discovery_prefix), qos=1)
             self._announce_discovery()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
@@ -215,14 +250,13 @@ class MqttSink(Sink):
             log.warning("MQTT: disconnected from %s:%d; events are kept in the outbox (%d queued)",
                         self.cfg.host, self.cfg.port, len(self.outbox))
         self._connected = False
-        self._inflight = None
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         inflight = self._inflight
         if inflight is None or inflight[0] != mid:
             return
         if reason_code is not None and reason_code.is_failure:  # MQTT 5 tells ACL denials (3.1.1 hides them)
-            self.refused += 1
+            self.refused += 1  # not delivered, and not sent again: it would be refused again
             self._note_error(f"broker refused to accept {inflight[1].topic}: {reason_code} "
                              "(check the ACL for this user)")
         else:
@@ -234,6 +268,12 @@ class MqttSink(Sink):
     def _on_message(self, client, userdata, message):
         if message.topic == homeassistant.birth_topic(self.cfg.discovery_prefix) and message.payload == b"online":
             self._announce = True  # Home Assistant restarted: announce again
+            return
+        stale = homeassistant.stale_config(message.topic, message.payload, self.topics, self.watched)
+        if stale:  # a label no longer watched: remove its entity and its state
+            log.info("Home Assistant: removing %s (no longer in detector.allow)", stale)
+            client.publish(message.topic, "", qos=1, retain=True)
+            client.publish(self.topics.state(stale), "", qos=1, retain=True)
 
     def _pump(self) -> None:
         """Send what is waiting: the head of the outbox (one in flight at a time keeps order), then extras."""
@@ -244,7 +284,8 @@ class MqttSink(Sink):
             head = self.outbox.head()
             if head is not None:
                 info = self.client.publish(head.topic, head.payload, qos=head.qos, retain=head.retain)
-                if info.rc == self._paho.MQTT_ERR_SUCCESS:
+                # NO_CONN: the client library queued it and sends it when the connection is back
+                if info.rc in (self._paho.MQTT_ERR_SUCCESS, self._paho.MQTT_ERR_NO_CONN):
                     self._inflight = (info.mid, head)
         while self._direct:
             msg = self._direct.popleft()
@@ -263,7 +304,8 @@ class MqttSink(Sink):
         while (self.outbox or (self._connected and self._direct)) and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.outbox:
-            where = f"kept in {self.cfg.outbox_file}" if self.cfg.outbox_file else "lost (set mqtt.outbox_file to keep them)"
+            where = f"kept in the spool {self.outbox.path} for the next start" if self.outbox.path else \
+                "lost (mqtt.spool_file = 'none' keeps them in memory only)"
             log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self.outbox), where)
         if self._connected:
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
@@ -277,7 +319,17 @@ class MqttSink(Sink):
             self.client.disconnect()
         except Exception:
             pass
-        self.outbox.save()
+        self.outbox.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,12 @@
-"""The event outbox: bounded, ordered, thread-safe, optionally kept in a file across restarts.
+"""The event outbox: bounded, ordered, thread-safe, and kept in a crash-safe spool on disk.
 
-The audio loop appends; the network thread sends the head and removes it once the broker acknowledged it.
-A full outbox drops the oldest (or the newest) event and counts it.
+The audio loop appends; the network thread sends the head and removes it once the broker acknowledged it. With a
+spool file (SQLite in WAL mode, synchronous=FULL, from the standard library) an event is on disk, fsynced, before
+append() returns, so a kill, a watchdog abort or a power cut loses nothing that was produced. The spool also keeps
+which events are open (a start without its end yet), so the next start can end them, marked as cut short.
+
+A spool that cannot be read never prevents a start: a corrupt record is skipped and counted; a file that is not
+a database (or cannot be opened) is moved aside, reported, and a new one is started.
 """
 
 from __future__ import annotations
@@ -10,10 +15,38 @@ import collections
 import json
 import logging
 import os
+import sqlite3
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger("edge.sinks")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS open_events (label TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def default_spool_path() -> Path:
+    """spool.db in the state directory: systemd's $STATE_DIRECTORY (the unit's StateDirectory=), else
+    $EDGE_AUDIO_HOME, else $XDG_STATE_HOME/edge-audio or ~/.local/state/edge-audio."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state) / "spool.db"
+    if os.environ.get("EDGE_AUDIO_HOME"):
+        return Path(os.environ["EDGE_AUDIO_HOME"]) / "spool.db"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "edge-audio" / "spool.db"
+
+
+def spool_path(setting: str) -> str | None:
+    """The spool file for the mqtt.spool_file setting ('' = the default place, 'none' = memory only)."""
+    if setting.strip().lower() == "none":
+        return None
+    return setting or str(default_spool_path())
 
 
 @dataclass
@@ -22,16 +55,25 @@ class Message:
     payload: str
     qos: int = 0
     retain: bool = False
+    seq: int = 0  # its row in the spool (0: memory only)
 
 
 class Outbox:
-    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str = ""):
+    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str | None = None):
         self.max_items = max_items
         self.policy = policy  # "drop_oldest" | "drop_newest"
-        self.path = path  # "" = memory only
+        self.path = path  # None: memory only
         self.dropped = 0
+        self.appended = 0
+        self.recovered = 0  # events a previous run left undelivered
+        self.corrupt = 0  # spool records that could not be read (skipped)
+        self.problem = ""  # what went wrong with the spool file, if anything
+        self.open_events: dict[str, dict] = {}  # label -> start payload, as the previous run left them
+        self.last_alive = 0.0  # unix time the previous run last wrote to the spool
         self._items: collections.deque[Message] = collections.deque()
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._busy_head: Message | None = None  # in flight: never dropped to make room
 
     def __len__(self) -> int:
         return len(self._items)
@@ -40,63 +82,169 @@ class Outbox:
         with self._lock:
             return iter(list(self._items))
 
-    def append(self, msg: Message) -> None:
-        with self._lock:
-            if len(self._items) >= self.max_items:
-                self.dropped += 1
-                if self.policy == "drop_newest":
-                    return
-                self._items.popleft()
-            self._items.append(msg)
-
-    def head(self) -> Message | None:
-        with self._lock:
-            return self._items[0] if self._items else None
-
-    def remove_head(self, msg: Message) -> bool:
-        """Remove `msg` if it is still the head (it may have been dropped meanwhile)."""
-        with self._lock:
-            if self._items and self._items[0] is msg:
-                self._items.popleft()
-                return True
-            return False
-
-    # -- across restarts -----------------------------------------------------------------------------------------
-    def save(self) -> None:
+    # -- opening -------------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (or create) the spool and load what a previous run left. Never raises for a bad file."""
         if not self.path:
             return
-        with self._lock:
-            pending = list(self._items)
         try:
-            if pending:
-                tmp = f"{self.path}.tmp"
-                with open(tmp, "w") as f:
-                    for m in pending:
-                        f.write(json.dumps({"topic": m.topic, "payload": m.payload}) + "\n")
-                os.replace(tmp, self.path)
-                log.info("MQTT: %d undelivered event(s) kept in %s for the next start", len(pending), self.path)
-            elif os.path.exists(self.path):
-                os.remove(self.path)
-        except OSError as exc:
-            log.error("MQTT: cannot write the outbox file %s (%s): %d event(s) lost", self.path, exc.strerror,
-                      len(pending))
+            self._db = self._connect(self.path)
+            self._load()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            self._close_quietly()
+            aside = self._move_aside(exc)
+            try:
+                self._db = self._connect(self.path)
+            except (sqlite3.DatabaseError, OSError) as again:
+                self.problem = f"spool {self.path} unusable ({again}); events are kept in memory only"
+                log.error("%s", self.problem)
+                self._db = None
+                return
+            self.problem = f"spool {self.path} was unreadable ({exc}); {aside}; started a new one"
+            log.error("%s", self.problem)
 
-    def load(self) -> int:
-        """Events a previous run kept; returns how many were read."""
-        if not self.path or not os.path.exists(self.path):
-            return 0
-        loaded = 0
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        return db
+
+    def _move_aside(self, exc: Exception) -> str:
+        target = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
         try:
-            with open(self.path) as f:
-                for line in f:
-                    item = json.loads(line)
-                    self._items.append(Message(item["topic"], item["payload"], qos=1))
-                    loaded += 1
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("MQTT: outbox file %s is unreadable (%s); %d event(s) recovered", self.path, exc, loaded)
+            os.replace(self.path, target)
+        except OSError as err:
+            return f"could not move it aside ({err.strerror})"
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, target + suffix)
+        return f"moved to {target}"
+
+    def _load(self) -> None:
+        for seq, topic, payload in self._db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
+            if not isinstance(topic, str) or not _is_event(payload):
+                self.corrupt += 1
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                continue
+            self._items.append(Message(topic, payload, qos=1, seq=seq))
+        self.recovered = len(self._items)
+        for label, payload in self._db.execute("SELECT label, payload FROM open_events"):
+            if _is_event(payload):
+                self.open_events[label] = json.loads(payload)
+            else:
+                self.corrupt += 1
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_alive'").fetchone()
+        try:
+            self.last_alive = float(row[0]) if row else 0.0
+        except (TypeError, ValueError):
+            self.corrupt += 1
         while len(self._items) > self.max_items:
+            self._drop(self._items.popleft())
+        if self.corrupt:
+            log.error("spool %s: %d unreadable record(s) skipped", self.path, self.corrupt)
+        if self.recovered:
+            log.info("spool: %d event(s) from the previous run waiting for delivery", self.recovered)
+
+    # -- the audio loop's side -----------------------------------------------------------------------------------
+    def append(self, msg: Message, event: dict | None = None) -> None:
+        """Queue `msg`; with a spool it is on disk before this returns. `event` (the payload as a dict) keeps the
+        table of open events in the same transaction."""
+        with self._lock:
+            self.appended += 1
+            if len(self._items) >= self.max_items:
+                if self.policy == "drop_newest":
+                    self.dropped += 1
+                    return
+                victim = next((m for m in self._items if m is not self._busy_head), None)
+                if victim is not None:
+                    self._items.remove(victim)
+                    self._drop(victim)
+            if self._db is not None:
+                msg.seq = self._write(msg, event)
+            self._items.append(msg)
+
+    def _write(self, msg: Message, event: dict | None) -> int:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (msg.topic, msg.payload))
+            if event is not None and event.get("type") == "start":
+                self._db.execute("INSERT OR REPLACE INTO open_events VALUES (?, ?)", (event["label"], msg.payload))
+            elif event is not None:
+                self._db.execute("DELETE FROM open_events WHERE label = ?", (event["label"],))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
+            self._db.execute("COMMIT")
+            return cur.lastrowid
+        except sqlite3.Error as exc:
+            self._rollback()
+            self.problem = f"spool {self.path}: cannot write ({exc}); this event is kept in memory only"
+            log.error("%s", self.problem)
+            return 0
+
+    def mark_alive(self) -> None:
+        """Record that the process was running now (ends of cut-short events are dated from it)."""
+        with self._lock:
+            if self._db is not None:
+                try:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
+                except sqlite3.Error:
+                    pass
+
+    # -- the network thread's side -------------------------------------------------------------------------------
+    def head(self) -> Message | None:
+        with self._lock:
+            self._busy_head = self._items[0] if self._items else None
+            return self._busy_head
+
+    def remove_head(self, msg: Message) -> bool:
+        """The broker acknowledged `msg`: remove it (it is the head unless it was dropped meanwhile)."""
+        with self._lock:
+            if self._busy_head is msg:
+                self._busy_head = None
+            if not self._items or self._items[0] is not msg:
+                return False
             self._items.popleft()
-            self.dropped += 1
-        if loaded:
-            log.info("MQTT: %d event(s) from the previous run waiting in the outbox", loaded)
-        return loaded
+            self._delete(msg)
+            return True
+
+    def _drop(self, msg: Message) -> None:
+        self.dropped += 1
+        self._delete(msg)
+
+    def _delete(self, msg: Message) -> None:
+        if self._db is not None and msg.seq:
+            try:
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
+            except sqlite3.Error as exc:
+                log.error("spool %s: cannot mark an event delivered (%s)", self.path, exc)
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+
+def _is_event(payload) -> bool:
+    """A spool record that is a JSON object with the fields every event has."""
+    if not isinstance(payload, str):
+        return False
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and isinstance(value.get("label"), str) and value.get("type") in ("start", "end")

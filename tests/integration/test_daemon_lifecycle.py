@@ -34,11 +34,11 @@ def test_a_vanished_microphone_is_retried_not_fatal(tmp_path, coral_twin):
         daemon.kill()
 
 
-def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twin, miaow):
+def test_the_spool_carries_events_across_a_restart(tmp_path, broker, coral_twin, miaow):
     b = broker()
     b.kill()  # the broker is down for the whole first run
-    outbox = tmp_path / "outbox.jsonl"
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', f'outbox_file = "{outbox}"')
+    spool = tmp_path / "state" / "spool.db"
+    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', f'spool_file = "{spool}"')
     first = DaemonProc(cfg, stdin=subprocess.PIPE)
     try:
         first.proc.stdin.write(segment(miaow).tobytes())
@@ -46,8 +46,11 @@ def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twi
         assert first.proc.wait(30) == 0, first.log
     finally:
         first.kill()
-    kept = [json.loads(l) for l in outbox.read_text().splitlines()]
-    assert [json.loads(k["payload"])["type"] for k in kept] == ["start", "end"]
+    import sqlite3
+    with sqlite3.connect(spool) as db:
+        kept = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
+    assert [k["type"] for k in kept] == ["start", "end"]
+    assert "kept in the spool" in first.log
     b.start()
     sub = Subscriber(b.port, topics=("edge-audio/kitchen/events",))
     second = DaemonProc(cfg, stdin=subprocess.PIPE)
@@ -58,8 +61,9 @@ def test_outbox_file_carries_events_across_a_restart(tmp_path, broker, coral_twi
     finally:
         second.kill()
         sub.close()
-    assert [e["event_id"] for e in sub.events()] == [json.loads(k["payload"])["event_id"] for k in kept]
-    assert not outbox.exists()
+    assert [e["event_id"] for e in sub.events()] == [k["event_id"] for k in kept]
+    with sqlite3.connect(spool) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0  # delivered: marked in the spool
 
 
 def test_systemd_notify_ready_watchdog_stopping(tmp_path, coral_twin):
@@ -129,10 +133,13 @@ def test_discovery_is_announced_again_when_home_assistant_comes_online(tmp_path,
     cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"')
     daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
     try:
-        assert sub.wait(lambda s: len(s.messages) == 3, 20), daemon.log  # cat, dog, top class
+        assert sub.wait(lambda s: len(s.messages) == 4, 20), daemon.log  # cat, dog, top class, sound event
         sub.client.publish("homeassistant/status", "online", qos=1)
-        assert sub.wait(lambda s: len(s.messages) == 6, 10), daemon.log
-        assert {t for t, _, _ in sub.messages[3:]} == {t for t, _, _ in sub.messages[:3]}
+        assert sub.wait(lambda s: len(s.messages) == 8, 10), daemon.log
+        assert {t for t, _, _ in sub.messages[4:]} == {t for t, _, _ in sub.messages[:4]}
+        configs = {t: json.loads(p) for t, p, _ in sub.messages[:4]}
+        assert all(c["qos"] == 1 and c["origin"]["name"] == "edge-audio" for c in configs.values())
+        assert configs["homeassistant/event/kitchen/sound/config"]["event_types"] == ["start", "end"]
         started = time.monotonic()
         assert daemon.terminate() == 0
         assert time.monotonic() - started < 5
@@ -157,4 +164,28 @@ def test_sigterm_with_the_broker_gone_still_exits_within_5_s(tmp_path, broker, c
     finally:
         daemon.kill()
     assert elapsed < 5, elapsed
-    assert re.search(r"event\(s\) not delivered at shutdown: lost \(set mqtt.outbox_file", daemon.log), daemon.log
+    assert re.search(r"event\(s\) not delivered at shutdown: kept in the spool .*spool.db", daemon.log), daemon.log
+
+
+def test_a_label_removed_from_allow_disappears_from_home_assistant(tmp_path, broker, coral_twin):
+    b = broker()
+    dog = "homeassistant/binary_sensor/kitchen/dog/config"
+    for run, allow in enumerate(('["Cat", "Dog"]', '["Cat"]')):
+        cfg = write_config(tmp_path / f"cfg{run}.toml", coral_twin, b.port, 'source = "stdin"',
+                           detector_extra="").read_text().replace('allow = ["Cat", "Dog"]', f"allow = {allow}")
+        (tmp_path / f"cfg{run}.toml").write_text(cfg)
+        daemon = DaemonProc(tmp_path / f"cfg{run}.toml", stdin=subprocess.PIPE)
+        try:
+            assert daemon.wait_log(r"MQTT: connected", 20), daemon.log
+            time.sleep(1.0)
+            assert daemon.terminate() == 0
+        finally:
+            daemon.kill()
+        if run == 1:
+            assert "removing dog (no longer in detector.allow)" in daemon.log, daemon.log
+    sub = Subscriber(b.port, topics=("homeassistant/binary_sensor/kitchen/+/config", "edge-audio/kitchen/state/+"))
+    time.sleep(1.0)
+    sub.close()
+    retained = {t for t, p, r in sub.messages if r and p}
+    assert dog not in retained and "homeassistant/binary_sensor/kitchen/cat/config" in retained
+    assert "edge-audio/kitchen/state/dog" not in retained

@@ -42,7 +42,7 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     assert e["schema"] == 1 and e["device_id"] == "kitchen" and e["class_index"] == 76 and e["delegate"] == "cpu"
     assert e["model"] == "yamnet_spectra_in" and 0.5 <= e["peak_score"] <= 1 and e["duration_s"] > 1
     assert e["end_time"] > e["start_time"] and -60 < e["level_dbfs"] <= 0
-    assert sub.payloads("/state/cat") == [b"ON", b"OFF"]
+    assert sub.payloads("/state/cat") == [b"OFF", b"ON", b"OFF"]  # every watched label starts OFF
     assert sub.payloads("/status")[0] == b"online" and sub.payloads("/status")[-1] == b"offline"
     # what a subscriber that arrives later sees: retained state, status and Home Assistant discovery
     late = Subscriber(b.port)

@@ -1,6 +1,6 @@
 """The event payload is a contract with everything that consumes it (Home Assistant automations, scripts reading
 the JSON lines, the monitor). tests/golden/event_v1.json is that contract: the schema and both sinks must produce
-it exactly. Changing it means a new schema version."""
+it exactly. Within a schema version fields are only added; renaming or removing one means a new version."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_the_schema_produces_the_golden_payload():
     assert event_of(g).to_dict() == g
     assert set(g) == {"schema", "type", "event_id", "label", "class_index", "start_ts", "end_ts", "start_time",
                       "end_time", "peak_score", "mean_score", "duration_s", "level_dbfs", "device_id", "model",
-                      "delegate"}
+                      "delegate", "cut_short"}
     assert g["start_time"].endswith("Z") and g["end_time"].endswith("Z")
 
 

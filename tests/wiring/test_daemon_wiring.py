@@ -12,6 +12,7 @@ from edge.app.daemon import Daemon, build
 from edge.audio import make_source
 from edge.audio.capture import Capture
 from edge.sinks.base import Sink
+from edge.sinks.mqtt import MqttSink
 
 
 class UnpluggedTpu:
@@ -116,3 +117,61 @@ def test_the_json_lines_sink_is_one_config_section(assets, coral_twin, tmp_path)
     golden = json.loads((Path(__file__).resolve().parents[1] / "golden" / "event_v1.json").read_text())
     assert [(e["type"], e["label"]) for e in events] == [("start", "Cat"), ("end", "Cat")]
     assert all(set(e) == set(golden) for e in events)
+
+
+class LeftOpen(RecordingSink):
+    """A sink whose spool says the previous run died during a Cat event."""
+
+    def recovered_open_events(self):
+        start = dict(json.loads((Path(__file__).resolve().parents[1] / "golden" / "event_v1.json").read_text()),
+                     type="start", end_ts=None, end_time=None)
+        return [start], start["start_ts"] + 2.0
+
+
+def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, coral_twin, class_map):
+    cfg = parse_config(_wav_config(assets, coral_twin))
+    sink = LeftOpen()
+    events = []
+    sink.publish_event = lambda e: (events.append(e), sink.calls.append(("event", e.type, e.label)))
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
+                    sink=sink)
+    assert daemon.run() == 0
+    first = events[0]
+    assert (first.type, first.label, first.cut_short) == ("end", "Cat", True)
+    assert first.duration_s == 2.0 and first.event_id == "5b1f0c2e9d8a4f6b8c7d6e5f4a3b2c1d"
+    assert sink.calls[1] == ("state", "Cat", False)  # Home Assistant is told it is over
+    assert not any(e.cut_short for e in events[1:])
+
+
+def test_top_reads_none_below_the_level_gate(assets, coral_twin, class_map):
+    cfg = parse_config(_wav_config(assets, coral_twin, "").replace("[detector]", "[detector]\nmin_level_dbfs = -1.0"))
+    sink = RecordingSink()
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
+                    sink=sink)
+    assert daemon.run() == 0
+    assert [c for c in sink.calls if c[0] == "top"] == [("top", "none")] and daemon.gated == daemon.windows
+
+
+class BrokenClient:
+    """A client whose connect() fails in a way no retry can fix (a bug, or a setting the library rejects)."""
+
+    def will_set(self, *a, **k):
+        pass
+
+    def connect(self, *a, **k):
+        raise RuntimeError("unexpected state in the MQTT client")
+
+    def disconnect(self):
+        pass
+
+
+def test_a_dead_mqtt_thread_stops_the_daemon_with_status_1(assets, coral_twin, class_map, tmp_path, caplog):
+    cfg = parse_config(_wav_config(assets, coral_twin).replace("realtime = false", "realtime = true\nloop = true")
+                       .replace("enabled = false", f'spool_file = "{tmp_path / "spool.db"}"'))
+    sink = MqttSink(cfg.mqtt, "pi", client_factory=lambda password: BrokenClient(),
+                    spool=str(tmp_path / "spool.db"))
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
+                    sink=sink)
+    assert daemon.run() == 1  # systemd's Restart=on-failure starts a fresh process
+    assert "MQTT thread stopped: RuntimeError: unexpected state in the MQTT client" in daemon.metrics()["failed"]
+    assert len([r for r in caplog.records if "MQTT thread stopped" in r.getMessage()]) == 2  # its line, the stop

@@ -9,12 +9,28 @@ from edge.sinks.mqtt import MqttSink
 from edge.sinks.topics import slug
 
 
+class Info:
+    def __init__(self, mid: int):
+        self.mid, self.rc = mid, 0
+
+
 class StandInClient:
     def __init__(self):
         self.published = []
 
     def publish(self, topic, payload, qos=0, retain=False):
         self.published.append((topic, payload, qos, retain))
+        return Info(len(self.published))
+
+    def subscribe(self, topic, qos=0):
+        pass
+
+
+class Refused:
+    is_failure = True
+
+    def __str__(self):
+        return "Not authorized"
 
 
 def _event(i: int) -> Event:
@@ -58,4 +74,32 @@ def test_state_topics_use_slugs():
     assert slug("Baby cry, infant cry") == "baby_cry_infant_cry"
     sink = _sink("drop_oldest")
     sink.set_state("Baby cry, infant cry", True)
-    assert sink._retained == {"edge-audio/pi/state/baby_cry_infant_cry": "ON"}
+    # every watched label starts OFF (so Home Assistant never shows "Unknown" or a stale ON), then follows events
+    assert sink._retained == {"edge-audio/pi/state/dog": "OFF", "edge-audio/pi/state/baby_cry_infant_cry": "ON"}
+
+
+def _ack(sink, reason=None):
+    """The broker's PUBACK for what is in flight."""
+    mid = sink._inflight[0]
+    sink._on_publish(sink.client, None, mid, reason)
+
+
+def test_counters_add_up_and_the_event_in_flight_is_not_sent_twice():
+    sink = _sink("drop_oldest", bound=3)
+    sink._connected = True
+    for i in range(6):  # three of them are dropped: the outbox holds 3
+        sink.publish_event(_event(i))
+        sink._pump()
+    events = [p for p in sink.client.published if p[0].endswith("/events")]
+    assert len(events) == 1  # one in flight at a time
+    sink._set_disconnected()  # an outage: the client library keeps the message and sends it again itself
+    sink._on_connect(sink.client, None, None, type("Ok", (), {"is_failure": False})())
+    sink._pump()
+    assert len([p for p in sink.client.published if p[0].endswith("/events")]) == 1  # no copy of our own
+    _ack(sink)
+    sink._pump()
+    _ack(sink, Refused())  # an ACL denial: counted, not sent again
+    h = sink.health()
+    assert (h["produced_events"], h["delivered_events"], h["refused_events"]) == (6, 1, 1)
+    assert h["produced_events"] == h["delivered_events"] + h["refused_events"] + h["dropped_events"] + \
+        h["queue_depth"]

@@ -1,0 +1,122 @@
+"""The crash-safe spool under the MQTT outbox: durable, ordered, bounded, and never an obstacle to starting."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from edge.sinks.outbox import Message, Outbox
+
+
+def _event(i: int, kind: str = "start", label: str = "Dog") -> tuple[Message, dict]:
+    payload = {"type": kind, "event_id": f"id{i}", "label": label, "class_index": 74, "start_ts": 1000.0 + i}
+    return Message("edge-audio/pi/events", json.dumps(payload), qos=1), payload
+
+
+def _spool(path, max_items: int = 100, policy: str = "drop_oldest") -> Outbox:
+    box = Outbox(max_items, policy, str(path))
+    box.open()
+    return box
+
+
+def _ids(box: Outbox) -> list[str]:
+    return [json.loads(m.payload)["event_id"] for m in box]
+
+
+def test_an_appended_event_is_on_disk_before_append_returns(tmp_path):
+    box = _spool(tmp_path / "spool.db")
+    box.append(*_event(1))
+    # another connection (a new process after a kill would be the same) sees it at once
+    rows = sqlite3.connect(tmp_path / "spool.db").execute("SELECT payload FROM outbox").fetchall()
+    assert [json.loads(r[0])["event_id"] for r in rows] == ["id1"]
+
+
+def test_replay_after_a_restart_is_in_order_and_acknowledged_events_are_gone(tmp_path):
+    box = _spool(tmp_path / "spool.db")
+    for i in range(5):
+        box.append(*_event(i))
+    head = box.head()
+    assert box.remove_head(head) and _ids(box) == ["id1", "id2", "id3", "id4"]
+    again = _spool(tmp_path / "spool.db")  # no close(): as after SIGKILL
+    assert _ids(again) == ["id1", "id2", "id3", "id4"] and again.recovered == 4 and again.corrupt == 0
+
+
+def test_open_events_are_kept_until_their_end(tmp_path):
+    box = _spool(tmp_path / "spool.db")
+    box.append(*_event(1, "start", "Dog"))
+    box.append(*_event(2, "start", "Cat"))
+    box.append(*_event(1, "end", "Dog"))
+    again = _spool(tmp_path / "spool.db")
+    assert list(again.open_events) == ["Cat"] and again.open_events["Cat"]["event_id"] == "id2"
+    assert again.last_alive > 0
+
+
+def test_a_full_spool_drops_the_oldest_but_never_the_event_in_flight(tmp_path):
+    box = _spool(tmp_path / "spool.db", max_items=3)
+    for i in range(3):
+        box.append(*_event(i))
+    in_flight = box.head()
+    box.append(*_event(3))
+    box.append(*_event(4))
+    assert _ids(box) == ["id0", "id3", "id4"] and box.dropped == 2
+    assert box.remove_head(in_flight)
+    assert box.appended == 5 and box.appended == 1 + box.dropped + len(box)  # delivered + dropped + queued
+    assert _ids(_spool(tmp_path / "spool.db", max_items=3)) == ["id3", "id4"]
+
+
+def test_drop_newest_keeps_what_is_queued(tmp_path):
+    box = _spool(tmp_path / "spool.db", max_items=2, policy="drop_newest")
+    for i in range(4):
+        box.append(*_event(i))
+    assert _ids(box) == ["id0", "id1"] and box.dropped == 2
+
+
+@pytest.mark.parametrize("damage", ["null", "garbage record", "truncated record", "not an object"])
+def test_a_corrupt_record_is_skipped_counted_and_reported(tmp_path, damage, caplog):
+    path = tmp_path / "spool.db"
+    box = _spool(path)
+    for i in range(3):
+        box.append(*_event(i))
+    bad = {"null": "null", "garbage record": "\x00\xff garbage", "truncated record": '{"type": "start", "lab',
+           "not an object": "[1, 2]"}[damage]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET payload = ? WHERE payload LIKE '%id1%'", (bad,))
+    again = _spool(path)
+    assert _ids(again) == ["id0", "id2"] and again.corrupt == 1
+    assert "1 unreadable record(s) skipped" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["zero-length file", "garbage file", "a directory", "truncated database"])
+def test_a_spool_file_that_cannot_be_read_never_prevents_a_start(tmp_path, damage, caplog):
+    path = tmp_path / "spool.db"
+    if damage == "zero-length file":
+        path.write_bytes(b"")
+    elif damage == "garbage file":
+        path.write_bytes(b"this is not a database\n" * 100)
+    elif damage == "a directory":
+        path.mkdir()
+        (path / "inside").write_text("x")
+    else:
+        box = _spool(path)
+        for i in range(50):
+            box.append(*_event(i))
+        box.close()
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2] + b"\xde\xad" * 64)
+    box = Outbox(100, "drop_oldest", str(path))
+    box.open()  # never raises
+    box.append(*_event(99))  # and works
+    assert _ids(box)[-1] == "id99"
+    if damage != "zero-length file":
+        assert box.problem and "started a new one" in box.problem, box.problem
+        assert list(tmp_path.glob("spool.db.corrupt-*")), "the unreadable file was not kept aside"
+    assert "Traceback" not in caplog.text
+
+
+def test_memory_only_without_a_path():
+    box = Outbox(10, "drop_oldest", None)
+    box.open()
+    box.append(*_event(1))
+    assert _ids(box) == ["id1"] and box.path is None
