@@ -7,7 +7,6 @@ would run it, and must run on the CPU with the reason (or exit 2 with it), never
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 

@@ -4,7 +4,6 @@ tree), no mocks."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
