@@ -1,9 +1,10 @@
-"""`build`: the published waveform YAMNet -> a full-int8, patch-input model bundle (Coral-style split).
+"""`build`: a published YAMNet -> a full-int8, patch-input model bundle (Coral-style split).
 
-Steps (each reported on stderr):
-  1. read the network's weights out of the source .tflite (int8 weights dequantized per channel);
-  2. rebuild the [1, 96, 64] log-mel -> scores body in Keras and measure it against the source on real audio,
-     with the project's front end computing the patches;
+Sources (tools.yamnet_weights.SOURCE_KINDS): the published waveform TFLite model, Coral's int8 twin, or the
+original Keras checkpoint yamnet.h5. Steps (each reported on stderr):
+  1. read the network's weights out of the source (int8 weights dequantized per channel, batch norm folded);
+  2. rebuild the [1, 96, 64] log-mel -> scores body in Keras and measure it against the source on real audio
+     (when the source can run: the checkpoint cannot), with the project's front end computing the patches;
   3. bound every layer's activations at a high percentile of what the calibration patches produce, folded
      into the weights (ReLU6, see yamnet_weights.bounded), and quantize to full int8;
   4. give the logits an int8 range fitted to the sigmoid (see tflite_patch);
@@ -25,7 +26,7 @@ import numpy as np
 
 from edge.model.bundle import sha256_file, write_manifest
 from edge.core.errors import InputError
-from edge.model.fetch import mirror_root
+from edge.model.fetch import ASSETS, mirror_root
 from edge.core.frontend import FrontEndParams
 from edge.model.labels import find_labels_near, load_labels
 from edge.core.stream import HOP_SECONDS
@@ -35,9 +36,13 @@ from .audio_windows import collect, patches_of, wav_files
 from .check import check_model
 from .compare import compare_scores
 from .tflite_patch import range_to_int8
-from .yamnet_weights import bounded, read_yamnet_layers
+from .yamnet_weights import SOURCE_KINDS, bounded, read_yamnet_layers, source_kind
 
-DEFAULT_PERCENTILE = 99.9
+# Activation bounds per source form, (per "layer" or "channel", percentile), chosen by measuring labelled accuracy
+# on the devset (README "Host tools"): Coral's twin already holds its activations within [0, 6], so only the
+# rarest values are clipped and per channel; the published waveform model's ReLUs are unbounded.
+DEFAULT_BOUNDS = {"waveform_tflite": ("layer", 99.9), "patch_int8_tflite": ("channel", 99.99),
+                  "keras_h5": ("layer", 99.9)}
 LOGIT_FLOOR = -8.0  # sigmoid(-8) = 0.0003, below the int8 output's 1/256 step: lower logits all read 0
 CPU_MODEL = "yamnet_int8.tflite"
 FLOAT_MODEL = "yamnet_float_rebuild.tflite"
@@ -109,49 +114,55 @@ def default_calibration(work: Path) -> tuple[list[Path], str]:
                    "recordings were found; pass --calibration DIR with real recordings for a better model")
 
 
-def _run_source(source: Path, windows: np.ndarray) -> np.ndarray:
+def _run_source(source: Path, inputs: np.ndarray) -> np.ndarray:
+    """The source model's scores for each input (windows for the waveform model, patches for a patch model)."""
     from edge.model.runtime import load_backend
     interpreter = load_backend().Interpreter(model_path=str(source))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scores = np.zeros((len(windows), int(np.prod(out["shape"]))), np.float32)
-    for i, w in enumerate(windows):
-        interpreter.set_tensor(inp["index"], w.reshape(inp["shape"]))
+    scores = np.zeros((len(inputs), int(np.prod(out["shape"]))), np.float32)
+    for i, w in enumerate(inputs):
+        interpreter.set_tensor(inp["index"], w.reshape(inp["shape"]).astype(inp["dtype"]))
         interpreter.invoke()
         scores[i] = interpreter.get_tensor(out["index"]).reshape(-1)
     return scores
 
 
-def check_arguments(source: str | Path | None, calibration: list[str] | None, io_type: str, percentile: float) -> None:
+def check_arguments(source: str | Path | None, calibration: list[str] | None, io_type: str,
+                    percentile: float | None, bounds_per: str | None = None) -> None:
     if io_type not in ("float", "int8"):
         raise InputError(f"--io must be float or int8, not {io_type!r}")
-    if not 50.0 <= percentile <= 100.0:
+    if percentile is not None and not 50.0 <= percentile <= 100.0:
         raise InputError(f"--percentile {percentile} is out of range (50 to 100)")
+    if bounds_per not in (None, "layer", "channel"):
+        raise InputError(f"--bounds must be layer or channel, not {bounds_per!r}")
     if source is not None:
-        read_model_info(source)
+        source_kind(source)
     if calibration:
         wav_files(calibration)
 
 
 def build(source: Path, out: Path, labels: Path | None = None, calibration: list[str] | None = None,
-          io_type: str = "float", percentile: float = DEFAULT_PERCENTILE, hop_seconds: float = HOP_SECONDS,
-          name: str = "yamnet-int8", keep_float: bool = False, bounds_per: str = "layer") -> dict:
-    """Build the bundle into `out`; returns the manifest."""
+          io_type: str = "float", percentile: float | None = None, hop_seconds: float = HOP_SECONDS,
+          name: str = "yamnet-int8", keep_float: bool = False, bounds_per: str | None = None) -> dict:
+    """Build the bundle into `out`; returns the manifest. Bounds and percentile default by source form."""
     started = time.monotonic()
-    check_arguments(source, calibration, io_type, percentile)
-    if bounds_per not in ("layer", "channel"):
-        raise InputError(f"--bounds must be layer or channel, not {bounds_per!r}")
+    check_arguments(source, calibration, io_type, percentile, bounds_per)
+    default_per, default_percentile = DEFAULT_BOUNDS[source_kind(source)]
+    bounds_per = bounds_per or default_per
+    percentile = default_percentile if percentile is None else percentile
     labels = labels or find_labels_near(source)
     if labels is None:
         raise InputError(f"{source}: no class map beside the model (yamnet_class_map.csv); pass --labels")
     label_list = load_labels(labels)
-    say(f"reading weights from {source}")
+    say(f"reading weights from {source} ({SOURCE_KINDS[source_kind(source)]})")
     weights = read_yamnet_layers(source)
     if len(label_list) != weights.dense_bias.shape[0]:
         raise InputError(f"{labels}: {len(label_list)} labels but the model has {weights.dense_bias.shape[0]} "
                          "classes")
     say(f"  27 conv layers + classifier: {weights.int8_tensors} int8 tensors dequantized with their scales, "
-        f"{weights.float_tensors} float tensors kept")
+        f"{weights.float_tensors} float tensors kept" + (", activations clipped where the source clips them"
+                                                         if weights.caps else ""))
     out.mkdir(parents=True, exist_ok=True)
     windows, calibration_record = _calibration_windows(calibration, hop_seconds)
     patches = patches_of(windows)
@@ -160,7 +171,7 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
 
     from . import quantize as q
     float_model = q.keras_body(weights)
-    faithfulness = _measure_rebuild(float_model, source, windows, patches)
+    faithfulness = _measure_rebuild(float_model, source, weights.kind, windows, patches)
     say(f"bounding activations at p{percentile:g} of the calibration activations, per {bounds_per}")
     bounds = q.activation_bounds(weights, patches, percentile, per_channel=bounds_per == "channel")
     quantization = _quantize(bounded(weights, bounds), patches, io_type, out / CPU_MODEL)
@@ -181,13 +192,13 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
         "labels": labels.name,
         "quantization": quantization,
         "compiler": None,
-        "source": {"model": source.name, "sha256": sha256_file(source),
-                   "published": "google/yamnet/tfLite/classification-tflite/1"},
+        "source": source_record(source, weights.kind),
         "provenance": {"tool": "python -m tools build", "tensorflow": tf.__version__,
                        "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        "hop_seconds": hop_seconds},
         "calibration": calibration_record,
-        "faithfulness": {"float_rebuild_vs_source_on_calibration_windows": faithfulness},
+        "faithfulness": {"float_rebuild_vs_source_on_calibration_windows": faithfulness} if faithfulness else
+                        {"not_measured": "the source is a checkpoint, not a model that runs here"},
         "check": {"predicted_tpu_ops": len(report.predicted_tpu_ops),
                   "predicted_cpu_ops": len(report.predicted_cpu_ops),
                   "parameter_bytes": report.parameter_bytes},
@@ -213,11 +224,23 @@ def _calibration_windows(calibration: list[str] | None, hop_seconds: float) -> t
     return windows, {"description": text, "files": [p.name for p, _ in per_file], "windows": int(len(windows))}
 
 
-def _measure_rebuild(float_model, source: Path, windows: np.ndarray, patches: np.ndarray) -> dict:
-    """The float rebuild (fed by the project's front end) against the source model (fed the same windows)."""
+def source_record(source: Path, kind: str) -> dict:
+    """What the bundle was built from: file, sha256, form, and where it is published when the hash is pinned."""
+    digest = sha256_file(source)
+    published = next((a.url for a in ASSETS.values() if a.sha256 == digest), None)
+    return {"model": source.name, "sha256": digest, "kind": kind, "published": published}
+
+
+def _measure_rebuild(float_model, source: Path, kind: str, windows: np.ndarray, patches: np.ndarray) -> dict:
+    """The float rebuild (fed by the project's front end) against the source model (fed the same windows, or
+    the same patches for a patch-input source). Empty for a checkpoint, which does not run on its own here."""
     from . import quantize as q
+    if kind == "keras_h5":
+        say("the source is a checkpoint: no source model to compare the float rebuild with")
+        return {}
     say("comparing the float Keras rebuild with the source model")
-    faithfulness = compare_scores(_run_source(source, windows), q.run_keras(float_model, patches)[0])
+    source_scores = _run_source(source, windows if kind == "waveform_tflite" else patches)
+    faithfulness = compare_scores(source_scores, q.run_keras(float_model, patches)[0])
     say(f"  float rebuild vs source over {len(windows)} calibration windows: top-1 agreement "
         f"{faithfulness['top1_agreement']:.3f}, source top-1 in rebuild top-5 "
         f"{faithfulness['ref_top1_in_top5']:.3f}, mean/max abs score diff "

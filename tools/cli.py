@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from edge.app.cli import OneLineParser, run
+from edge.model import fetch
 from edge.core.stream import HOP_SECONDS
 
 PROG = "python -m tools"
 
 
 def cmd_fetch(args) -> int:
-    from edge.model import fetch
     from edge.model.bundle import default_bundle_path
 
     if args.what == "edgetpu-runtime":
@@ -28,7 +28,7 @@ def cmd_fetch(args) -> int:
         fetch.install_default_bundle(dest, mirror)
         print(dest)
     else:
-        assets = fetch.SAMPLES if args.what == "samples" else (fetch.YAMNET_WAVEFORM, fetch.CLASS_MAP)
+        assets = fetch.SAMPLES if args.what == "samples" else (SOURCE_ASSETS[args.what], fetch.CLASS_MAP)
         dest = Path(args.dest) if args.dest else Path("out/audio" if args.what == "samples" else "out/models")
         print(f"fetching {args.what} from {where} into {dest}", file=sys.stderr)
         for asset in assets:
@@ -69,23 +69,30 @@ def _model_file(path: str) -> Path:
     return model_files(p)[0].cpu if p.is_dir() else p
 
 
+# `build --source NAME` and `fetch NAME`: the published YAMNet forms, fetched with sha256 pins
+SOURCE_ASSETS = {"coral": fetch.CORAL_CPU, "waveform": fetch.YAMNET_WAVEFORM, "keras": fetch.YAMNET_KERAS}
+DEFAULT_SOURCE = "coral"  # the best labelled accuracy on the devset (README "Host tools")
+
+
 def cmd_build(args) -> int:
     from .build import build, check_arguments
     from edge.core.errors import InputError
-    check_arguments(args.source, args.calibration, args.io, args.percentile)  # before the slow TensorFlow import
+    named = args.source is None or args.source in SOURCE_ASSETS
+    check_arguments(None if named else args.source, args.calibration, args.io, args.percentile,
+                    args.bounds)  # before the slow TensorFlow import
     try:
         from .quantize import load_tensorflow
         load_tensorflow()  # quiet TensorFlow's C++ logging before it starts
     except ImportError:
         raise InputError("build needs TensorFlow: pip install -e '.[tools]'") from None
-    if args.source:
-        source = Path(args.source)
-    else:
-        from edge.model import fetch
+    if named:
         mirror = fetch.mirror_root()
-        print("build: fetching the published waveform YAMNet (sha256-pinned) into out/models", file=sys.stderr)
-        source = fetch.fetch(fetch.YAMNET_WAVEFORM, Path("out/models"), mirror)
+        asset = SOURCE_ASSETS[args.source or DEFAULT_SOURCE]
+        print(f"build: fetching {asset.name} (sha256-pinned) into out/models", file=sys.stderr)
+        source = fetch.fetch(asset, Path("out/models"), mirror)
         fetch.fetch(fetch.CLASS_MAP, Path("out/models"), mirror)
+    else:
+        source = Path(args.source)
     manifest = build(source, Path(args.out), Path(args.labels) if args.labels else None, args.calibration,
                      args.io, args.percentile, args.hop, args.name, args.keep_float,
                      args.bounds)
@@ -169,12 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  python -m tools fetch bundle\n"
                               "  EDGE_AUDIO_ASSETS=../shared python -m tools fetch samples --dest out/audio",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("bundle", "waveform", "samples", "edgetpu-runtime"), nargs="?",
+    p.add_argument("what", choices=("bundle", *SOURCE_ASSETS, "samples", "edgetpu-runtime"), nargs="?",
                    default="bundle",
-                   help="bundle: the default model bundle (default); waveform: Google's published YAMNet "
-                        "(waveform in) and its class map, the source for 'build'; samples: demo recordings; "
-                        "edgetpu-runtime: the matched Edge TPU runtime pair for this OS and Python (pip "
-                        "requirements, hash-pinned where the hash is known, and the runtime's install line)")
+                   help="bundle: the default model bundle (default); coral, waveform, keras: a published YAMNet "
+                        "(Coral's int8 twin, the waveform-input TFLite model, the Keras checkpoint yamnet.h5) and "
+                        "the class map, sources for 'build'; samples: demo recordings; edgetpu-runtime: the matched "
+                        "Edge TPU runtime pair for this OS and Python (pip requirements, hash-pinned where the hash "
+                        "is known, and the runtime's install line)")
     p.add_argument("--dest", metavar="DIR", help="where to put it (bundle default: ~/.local/share/edge-audio/"
                                                   "models/yamnet-coral or $EDGE_AUDIO_HOME/models/yamnet-coral)")
     p.add_argument("--mirror", metavar="DIR", help="offline mirror laid out like the asset share (models/, audio/)")
@@ -191,17 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="do not pace the replay at real time")
     p.set_defaults(func=cmd_demo)
 
-    p = _sub(sub, "build", "build the full-int8 patch-input YAMNet bundle from the published model",
-             "Read the network out of the published waveform YAMNet, rebuild it in Keras behind the project's "
-             "log-mel front end, check the rebuild against the source on real audio, bound each layer's "
-             "activations at a percentile of the calibration activations, quantize to full int8 and write a "
-             "model bundle (CPU model, labels, manifest with hashes, front end, provenance and calibration). "
-             "Needs TensorFlow (pip install -e '.[tools]').",
-             ["EDGE_AUDIO_ASSETS=../shared python -m tools build --source ../shared/models/yamnet_classification"
-              ".tflite --out out/yamnet-int8",
+    p = _sub(sub, "build", "build the full-int8 patch-input YAMNet bundle from a published YAMNet",
+             "Read the network out of a published YAMNet (Coral's int8 twin, the waveform-input TFLite model or "
+             "the Keras checkpoint yamnet.h5), rebuild it in Keras behind the project's log-mel front end, check "
+             "the rebuild against the source on real audio, bound each layer's activations at a percentile of "
+             "the calibration activations, quantize to full int8 and write a model bundle (CPU model, labels, "
+             "manifest with hashes, front end, provenance and calibration). Needs TensorFlow "
+             "(pip install -e '.[tools]').",
+             ["EDGE_AUDIO_ASSETS=../shared python -m tools build --out out/yamnet-int8",
+              "python -m tools build --source ../shared/models/yamnet_classification.tflite --out out/yamnet-wf",
+              "python -m tools build --source keras --out out/yamnet-keras    # fetches yamnet.h5 (sha256-pinned)",
               "python -m tools build --calibration my_recordings/ --io int8 --out out/yamnet-int8-io"])
-    p.add_argument("--source", metavar="TFLITE", help="the published yamnet_classification.tflite (default: fetch "
-                                                      "it, sha256-pinned, into out/models)")
+    p.add_argument("--source", metavar="FILE|NAME",
+                   help="a YAMNet .tflite or yamnet.h5, or coral | waveform | keras to fetch that published form "
+                        f"(sha256-pinned) into out/models (default: {DEFAULT_SOURCE}, the best on the devset)")
     p.add_argument("--out", metavar="DIR", default="out/yamnet-int8", help="bundle folder (default: %(default)s)")
     p.add_argument("--labels", metavar="CSV", help="class map (default: the one beside the source)")
     p.add_argument("--calibration", metavar="WAV|DIR", action="append",
@@ -209,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "per class, else out/audio, else generated test signals; the choice is printed)")
     p.add_argument("--io", choices=("float", "int8"), default="float",
                    help="model input/output type (default: float, with QUANTIZE/DEQUANTIZE at the edges)")
-    p.add_argument("--percentile", type=float, default=99.9,
-                   help="activation bound percentile (default: %(default)s)")
-    p.add_argument("--bounds", choices=("layer", "channel"), default="layer",
-                   help="one activation bound per layer (default) or per output channel (closer to the float "
-                        "rebuild window by window; see the README for the measured trade-off)")
+    p.add_argument("--percentile", type=float,
+                   help="activation bound percentile (default: 99.99 for Coral's twin, 99.9 otherwise)")
+    p.add_argument("--bounds", choices=("layer", "channel"),
+                   help="one activation bound per layer or per output channel (default: channel for Coral's "
+                        "twin, layer otherwise; see the README for the measured trade-off)")
     p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds for calibration audio")
     p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
     p.add_argument("--keep-float", action="store_true",

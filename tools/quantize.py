@@ -68,9 +68,10 @@ def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bo
     layers = tf.keras.layers
     inp = layers.Input(shape=(96, 64), batch_size=1, name="log_mel_patch")
     x = layers.Reshape((96, 64, 1))(inp)
-    act = "relu6" if relu6 else "relu"
     acts = []
     for i, layer in enumerate(weights.layers):
+        cap = 6.0 if relu6 else weights.cap(i)  # a source that clips its activations (Coral's twin: ReLU6)
+        act = "relu6" if cap == 6.0 else "relu" if cap is None else None
         if layer.kind == "conv":
             k = layer.kernel
             conv = layers.Conv2D(k.shape[3], k.shape[:2], strides=layer.stride, padding="same", activation=act,
@@ -80,6 +81,8 @@ def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bo
                                           activation=act, name=layer.name)
         x = conv(x)
         conv.set_weights([layer.kernel, layer.bias])
+        if act is None:
+            x = layers.ReLU(max_value=cap, name=f"{layer.name}_clip")(x)
         acts.append(x)
     x = layers.GlobalAveragePooling2D(name="mean")(x)
     dense = layers.Dense(weights.dense_kernel.shape[1], name="logits")
@@ -106,13 +109,16 @@ def run_keras(model, patches: np.ndarray, batch: int = 1) -> list[np.ndarray] | 
 
 def activation_bounds(weights: YamnetWeights, patches: np.ndarray, percentile: float, per_channel: bool = False,
                       channel_floor: float = 0.5) -> list:
-    """For each conv layer, the `percentile` of its (ReLU) activations over all calibration patches: one number
-    per layer, or with per_channel one per output channel, kept between channel_floor x and 1 x the layer's."""
+    """For each conv layer, the `percentile` of its (ReLU) activations over all calibration patches (at most the
+    source's own clip): one number per layer, or with per_channel one per output channel, kept between
+    channel_floor x and 1 x the layer's."""
     probe = keras_body(weights, with_activations=True)
     values = run_keras(probe, patches)
     bounds = []
-    for a in values[2:]:
+    for i, a in enumerate(values[2:]):
         layer = max(float(np.percentile(a.reshape(-1), percentile)), 1e-3)
+        if weights.cap(i) is not None:  # never above where the source itself clips
+            layer = min(layer, weights.cap(i))
         if per_channel:
             channel = np.percentile(a.reshape(-1, a.shape[-1]), percentile, axis=0)
             bounds.append(np.clip(channel, channel_floor * layer, layer))

@@ -1,16 +1,20 @@
-"""YAMNet's network read out of the published waveform-input TFLite model.
+"""YAMNet's network read out of any of its published forms (SOURCE_KINDS).
 
-The published `yamnet_classification.tflite` holds the log-mel front end followed by the network body:
-27 convolutions (batch norm folded into weights and bias, ReLU fused), MEAN, FULLY_CONNECTED, LOGISTIC.
-Most weights are int8 with per-channel scales (dynamic-range quantization); the first layers are float.
-`read_yamnet_layers` returns every layer as float32 NumPy arrays in Keras layout, plus a NumPy reference
-forward pass used to measure activation ranges.
+- The published `yamnet_classification.tflite` holds the log-mel front end followed by the network body:
+  27 convolutions (batch norm folded into weights and bias, ReLU fused), MEAN, FULLY_CONNECTED, LOGISTIC.
+  Most weights are int8 with per-channel scales (dynamic-range quantization); the first layers are float.
+- Coral's `yamnet_spectra_in.tflite` is the same body with log-mel patch input, fully int8: per-channel int8
+  weights, int32 biases, ReLU6 fused and every activation held within [0, 6].
+- The Keras checkpoint `yamnet.h5` has the float weights with batch norm as separate layers (tools.yamnet_keras).
+
+`read_yamnet_layers` returns every layer as float32 NumPy arrays in Keras layout with batch norm folded, and
+where the source clips its activations (ReLU6, an int8 range), the clip per layer.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,23 @@ class YamnetWeights:
     source: Path
     int8_tensors: int  # how many weight tensors were dequantized from int8
     float_tensors: int
+    kind: str = "waveform_tflite"  # see SOURCE_KINDS
+    caps: list = field(default_factory=list)  # per layer: the activation's upper clip in its units, or None (ReLU)
+
+    def cap(self, i: int) -> float | None:
+        return self.caps[i] if self.caps else None
+
+
+# The published forms of YAMNet that `build` can read its network out of.
+SOURCE_KINDS = {
+    "waveform_tflite": "the published waveform-input TFLite model (log-mel front end inside, int8 weights)",
+    "patch_int8_tflite": "a full-int8 log-mel-patch-input model (Coral's int8 twin, or a bundle built by the kit)",
+    "keras_h5": "the original Keras checkpoint yamnet.h5 (float weights, batch norm not folded)",
+}
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# ActivationFunctionType in the conv options (schema.fbs): NONE 0, RELU 1, RELU_N1_TO_1 2, RELU6 3
+_FUSED_ACTIVATION_FIELD = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 4}
+RELU, RELU6 = 1, 3
 
 
 def _dequantize(data: np.ndarray, detail: dict) -> np.ndarray:
@@ -56,15 +77,55 @@ def _dequantize(data: np.ndarray, detail: dict) -> np.ndarray:
     return ((data.astype(np.float32) - np.reshape(zeros, shape)) * np.reshape(scales, shape).astype(np.float32))
 
 
-def read_yamnet_layers(path: str | Path) -> YamnetWeights:
-    """Dequantized weights of the 27 conv layers and the classifier of a YAMNet waveform-input model."""
+def source_kind(path: str | Path) -> str:
+    """Which published form of YAMNet `path` is (see SOURCE_KINDS); ModelError (one line) when it is none."""
     path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        return "keras_h5"
     info = read_model_info(path)  # one-line errors for missing/corrupt files before the interpreter sees it
     names = [op.name for op in info.operators]
-    if names.count("CONV_2D") + names.count("DEPTHWISE_CONV_2D") != 27 or "LOGISTIC" not in names or \
-            "LOG" not in names:
-        raise ModelError(f"{path}: not the YAMNet classification model (expected the waveform-input model: a "
-                         f"log-mel front end, 27 convolutions and a LOGISTIC output; found {info.op_histogram()})")
+    convs = sum(names.count(n) for n in CONV_OPS)
+    if info.is_edgetpu:
+        raise ModelError(f"{path}: compiled for the Edge TPU (its network is one opaque op); give its CPU twin")
+    if convs == 27 and "LOGISTIC" in names and "LOG" in names:
+        return "waveform_tflite"
+    shape = [d for d in info.inputs[0].shape if d != 1]
+    layer_types = {info.tensors[op.outputs[0]].dtype for op in info.operators if op.name in CONV_OPS}
+    if convs == 27 and "LOGISTIC" in names and shape == [96, 64] and layer_types == {"int8"}:
+        return "patch_int8_tflite"
+    raise ModelError(f"{path}: not a YAMNet model the build can read (expected the published waveform model, a "
+                     f"full-int8 log-mel patch model such as Coral's twin, or yamnet.h5; found "
+                     f"{info.op_histogram()})")
+
+
+def read_yamnet_layers(path: str | Path) -> YamnetWeights:
+    """Float32 weights of the 27 conv layers and the classifier of any published YAMNet form (SOURCE_KINDS)."""
+    path = Path(path)
+    kind = source_kind(path)
+    if kind == "keras_h5":
+        from .yamnet_keras import read_keras_h5
+        return read_keras_h5(path)
+    return _read_tflite(path, kind)
+
+
+def _activation_cap(info, op) -> float | None:
+    """Where a fused activation clips, in the layer's float units: 6 for RELU6, and for an int8 output the
+    largest value its range can hold (Coral's twin keeps every activation within [0, 6])."""
+    fused = op.option(_FUSED_ACTIVATION_FIELD[op.name], "<b", 0)
+    if fused not in (RELU, RELU6):
+        raise ModelError(f"{info.path}: a convolution with fused activation {fused} (expected ReLU or ReLU6)")
+    caps = [6.0] if fused == RELU6 else []
+    out = info.tensors[op.outputs[0]]
+    if out.dtype == "int8" and len(out.scale) == 1:
+        caps.append((127 - out.zero_point[0]) * out.scale[0])
+    return min(caps) if caps else None
+
+
+def _read_tflite(path: Path, kind: str) -> YamnetWeights:
+    info = read_model_info(path)
+    names = [op.name for op in info.operators]
     from edge.model.runtime import load_backend
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": that is what this is
@@ -80,24 +141,25 @@ def read_yamnet_layers(path: str | Path) -> YamnetWeights:
         return _dequantize(data, details[index])
 
     layers: list[ConvLayer] = []
+    caps: list = []
     dense = None
-    for op in info.operators[names.index("LOG"):]:
+    for op in info.operators[names.index("LOG") if kind == "waveform_tflite" else 0:]:
         t_in, t_out = info.tensors[op.inputs[0]], info.tensors[op.outputs[0]]
-        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if op.name in CONV_OPS:
             w, b = weight(op.inputs[1]), weight(op.inputs[2])
             stride = t_in.shape[1] // t_out.shape[1]
-            if op.name == "CONV_2D":  # TFLite [out, kh, kw, in] -> Keras [kh, kw, in, out]
-                kernel, kind = np.transpose(w, (1, 2, 3, 0)), "conv"
-            else:  # TFLite [1, kh, kw, channels] -> Keras [kh, kw, channels, 1]
-                kernel, kind = np.transpose(w, (1, 2, 3, 0)), "depthwise"
-            layers.append(ConvLayer(kind, np.ascontiguousarray(kernel), b.astype(np.float32), stride,
-                                    f"layer{len(layers)}_{kind}"))
+            # TFLite conv [out, kh, kw, in] -> Keras [kh, kw, in, out]; depthwise [1, kh, kw, c] -> [kh, kw, c, 1]
+            kind_of_layer = "conv" if op.name == "CONV_2D" else "depthwise"
+            layers.append(ConvLayer(kind_of_layer, np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0))),
+                                    b.astype(np.float32), stride, f"layer{len(layers)}_{kind_of_layer}"))
+            caps.append(_activation_cap(info, op))
         elif op.name == "FULLY_CONNECTED" and layers:
             w, b = weight(op.inputs[1]), weight(op.inputs[2])
             dense = (np.ascontiguousarray(w.T), b.astype(np.float32))
     if dense is None or len(layers) != 27:
         raise ModelError(f"{path}: could not find the network body's 27 convolutions and classifier")
-    return YamnetWeights(layers, dense[0], dense[1], path, counts["int8"], counts["float"])
+    return YamnetWeights(layers, dense[0], dense[1], path, counts["int8"], counts["float"], kind,
+                         caps if any(c is not None for c in caps) else [])
 
 
 def bounded(weights: YamnetWeights, bounds: list, relu_cap: float = 6.0) -> YamnetWeights:
@@ -122,4 +184,5 @@ def bounded(weights: YamnetWeights, bounds: list, relu_cap: float = 6.0) -> Yamn
                                 layer.stride, layer.name))
         previous = s
     return YamnetWeights(layers, (weights.dense_kernel / previous[:, None]).astype(np.float32), weights.dense_bias,
-                         weights.source, weights.int8_tensors, weights.float_tensors)
+                         weights.source, weights.int8_tensors, weights.float_tensors, weights.kind,
+                         [relu_cap] * len(layers))

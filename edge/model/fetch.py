@@ -50,13 +50,16 @@ YAMNET_WAVEFORM = Asset("yamnet_classification.tflite",
                         "https://www.kaggle.com/api/v1/models/google/yamnet/tfLite/classification-tflite/1/download",
                         "687f226c147a2caab4706fbbab5e9cecb14b9a368264bf61108078b1fddf68f5",
                         "models/yamnet_classification.tflite", member="1.tflite")
+# The original Keras checkpoint (float weights): one of the sources `python -m tools build` reads.
+YAMNET_KERAS = Asset("yamnet.h5", AUDIOSET + "yamnet.h5",
+                     "13c3308955bbfaef262f175ac9c40e47b134573a93984f009220dd7cc12a1744", "models/yamnet.h5")
 SAMPLES = (
     Asset("miaow_16k.wav", AUDIOSET + "miaow_16k.wav",
           "f2a00c3a3e7596f1541c4cbd59d6034a674b76ae9c53c8784882345c044da558", "audio/miaow_16k.wav"),
     Asset("speech_whistling2.wav", AUDIOSET + "speech_whistling2.wav",
           "1f9db96a719cbe6dd32073d05173d06e25e71050539552f2ea4a0a26e2197e33", "audio/speech_whistling2.wav"),
 )
-ASSETS = {a.name: a for a in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP, YAMNET_WAVEFORM, *SAMPLES)}
+ASSETS = {a.name: a for a in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP, YAMNET_WAVEFORM, YAMNET_KERAS, *SAMPLES)}
 
 
 def mirror_root() -> Path | None:
