@@ -1,5 +1,5 @@
-"""Clip-level accuracy on a labelled folder of recordings: a clip's score is the mean of its window scores;
-a hit is a labelled class among the clip's top-k. Labels CSV: file, then `audioset_indices` (';'-separated)
+"""Clip-level accuracy on a labelled folder of recordings: a clip's score is the mean (or max) of its window
+scores; a hit is a labelled class among the clip's top-k. Labels CSV: file, then `audioset_indices` (';'-separated)
 and optionally `lenient_indices` (the strict classes plus their parents)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.model.classifier import Classifier
-from edge.app.classify import classify_file
+from edge.app.classify import DEFAULT_POOL, classify_file, pool_scores
 
 
 @dataclass
@@ -34,16 +34,14 @@ def read_labels_csv(path: Path) -> list[LabelledClip]:
                          parse(r["audioset_indices"])) for r in rows]
 
 
-def clip_scores(classifier: Classifier, files: list[Path], hop_seconds: float, progress: bool = False
-                ) -> np.ndarray:
-    """[clips, classes]: mean window scores per file."""
+def clip_scores(classifier: Classifier, files: list[Path], hop_seconds: float, progress: bool = False,
+                pool: str = DEFAULT_POOL) -> np.ndarray:
+    """[clips, classes]: window scores pooled per file (mean or max)."""
     out = np.zeros((len(files), len(classifier.labels)), np.float32)
     for i, f in enumerate(files):
-        total, n = np.zeros(len(classifier.labels), np.float64), 0
-        for w in classify_file(f, classifier, hop_seconds):
-            total += w.scores
-            n += 1
-        out[i] = total / max(n, 1)
+        windows = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
+        if windows:
+            out[i] = pool_scores(np.stack(windows), pool)
         if progress:
             print(f"\r  {i + 1}/{len(files)} clips", end="", file=sys.stderr, flush=True)
     if progress:

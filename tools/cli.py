@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from edge.app.classify import CLIP_POOLS, DEFAULT_POOL
 from edge.app.cli import OneLineParser, run
 from edge.model import fetch
 from edge.core.stream import HOP_SECONDS
@@ -141,7 +142,7 @@ def cmd_evaluate(args) -> int:
     from edge.core.stream import hop_samples_for
     hop_samples_for(args.hop)
     result = evaluate(args.model, args.reference, args.audio, args.labels_csv, args.hop, args.held_out,
-                      args.delegate, args.labels)
+                      args.delegate, args.labels, args.pool)
     if args.json_out:
         Path(args.json_out).write_text(to_json(result) + "\n")
     print(to_json(result) if args.json else format_table(result))
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the files the bundles were calibrated on (from their manifests)")
     p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--delegate", default="cpu", help="delegate policy for every model (default: cpu)")
+    p.add_argument("--pool", choices=CLIP_POOLS, default=DEFAULT_POOL,
+                   help="clip score from its windows: mean or max per class (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
     p.set_defaults(func=cmd_evaluate)

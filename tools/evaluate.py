@@ -16,7 +16,7 @@ import numpy as np
 from edge.model.bundle import is_bundle, load_bundle
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
-from edge.app.classify import classify_file
+from edge.app.classify import DEFAULT_POOL, classify_file, pool_scores
 from edge.core.stream import HOP_SECONDS
 
 from .accuracy import hit_rates, read_labels_csv
@@ -28,17 +28,17 @@ from .compare import compare_scores
 class ModelRun:
     name: str
     windows: np.ndarray  # [windows, classes]
-    clips: np.ndarray  # [files, classes] mean window scores
+    clips: np.ndarray  # [files, classes] pooled window scores (mean or max)
 
 
 def run_model(model: str, files: list[Path], hop_seconds: float, delegate: str = "cpu", labels: str | None = None,
-              progress: bool = True) -> ModelRun:
+              progress: bool = True, pool: str = DEFAULT_POOL) -> ModelRun:
     classifier = Classifier.open(model, labels, delegate)
     rows, clips = [], []
     for i, f in enumerate(files):
         scores = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
         rows += scores
-        clips.append(np.mean(scores, axis=0))
+        clips.append(pool_scores(np.stack(scores), pool))
         if progress:
             print(f"\r  {Path(model).name}: {i + 1}/{len(files)} files", end="", file=sys.stderr, flush=True)
     if progress:
@@ -56,7 +56,7 @@ def calibration_files_of(model: str) -> set[str]:
 
 def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: str | None = None,
              hop_seconds: float = HOP_SECONDS, held_out: bool = False, delegate: str = "cpu",
-             class_map: str | None = None) -> dict:
+             class_map: str | None = None, pool: str = DEFAULT_POOL) -> dict:
     files = wav_files(audio)
     excluded: set[str] = set()
     if held_out:
@@ -80,10 +80,10 @@ def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: st
         raise InputError("no WAV files left to evaluate" + (" after holding out calibration files" if held_out else ""))
     print(f"evaluate: {len(files)} files" + (f" ({len(excluded)} calibration files held out)" if held_out else ""),
           file=sys.stderr, flush=True)
-    ref = run_model(reference, files, hop_seconds, delegate, class_map)
-    runs = [run_model(m, files, hop_seconds, delegate, class_map) for m in models]
+    ref = run_model(reference, files, hop_seconds, delegate, class_map, pool=pool)
+    runs = [run_model(m, files, hop_seconds, delegate, class_map, pool=pool) for m in models]
     result = {"reference": reference, "files": len(files), "windows": int(len(ref.windows)),
-              "hop_seconds": hop_seconds, "held_out": sorted(excluded) if held_out else [], "models": []}
+              "hop_seconds": hop_seconds, "pool": pool, "held_out": sorted(excluded) if held_out else [], "models": []}
     if clips is not None:
         rows = [label_index[c.file] for c in clips]
         result["reference_clip_hit_rates"] = hit_rates(ref.clips[rows], clips)
@@ -100,7 +100,7 @@ def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: st
 
 def format_table(result: dict) -> str:
     lines = [f"reference: {result['reference']}  ({result['files']} files, {result['windows']} windows, "
-             f"hop {result['hop_seconds']} s)"]
+             f"hop {result['hop_seconds']} s, clip score = {result['pool']} of its windows)"]
     if result.get("held_out"):
         lines.append(f"held out (calibration) files: {len(result['held_out'])}")
     head = f"{'model':<48} {'top1':>6} {'ref1@5':>7} {'top5ov':>7} {'meanΔ':>8} {'maxΔ':>6}"

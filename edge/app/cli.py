@@ -10,6 +10,7 @@ from dataclasses import fields
 from .. import __version__
 from ..config import ModelConfig, MqttConfig
 from ..core.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
+from .classify import CLIP_POOLS, DEFAULT_POOL
 
 MODEL = ModelConfig()  # the command line's defaults are the config file's
 MQTT = MqttConfig()
@@ -102,12 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="classify WAV files window by window",
                        description="Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
-                       epilog="example: edge-audio classify recording.wav --top-k 3 --json")
+                       epilog="examples:\n  edge-audio classify recording.wav --top-k 3 --json\n"
+                              "  edge-audio classify recording.wav --pool max --model out/my-sounds",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="WAV files (PCM 8/16/24/32-bit or float)")
     add_model_args(p)
     add_hop_arg(p)
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
+    p.add_argument("--pool", choices=CLIP_POOLS, default=DEFAULT_POOL,
+                   help=f"how a file's summary pools its windows: mean score or max score per class (default: "
+                        f"{DEFAULT_POOL}; the summary says which)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("doctor", help="what this machine has: runtime, Edge TPU, ALSA, model bundle",

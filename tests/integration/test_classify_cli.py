@@ -129,3 +129,19 @@ def test_bad_arguments_are_one_line(assets):
     assert_one_line_error(r, 2, "bad delegate")
     r = run_cli("classify", assets / "audio" / "dog_975ms.wav", "--hop", "abc")
     assert_one_line_error(r, 2, "--hop")
+
+
+def test_summary_pools_by_mean_or_max_and_says_which(assets):
+    model = assets / "models" / "coral" / "yamnet_spectra_in.tflite"
+    wav = assets / "audio" / "miaow_16k.wav"
+    mean, windows, _ = _classify(wav, "--model", model, "--top-k", "521")
+    peak, _, _ = _classify(wav, "--model", model, "--top-k", "521", "--pool", "max")
+    mean, peak = mean["miaow_16k.wav"], peak["miaow_16k.wav"]
+    assert mean["pool"] == "mean" and peak["pool"] == "max"
+    cat_per_window = [next(t["score"] for t in w["top"] if t["label"] == "Cat") for w in windows]
+    cat = {s["pool"]: next(t["score"] for t in s["top"] if t["label"] == "Cat") for s in (mean, peak)}
+    assert cat["max"] == pytest.approx(max(cat_per_window), abs=1e-6)
+    assert cat["mean"] == pytest.approx(np.mean(cat_per_window), abs=1e-5) and cat["mean"] < cat["max"]
+    r = run_cli("classify", wav, "--model", model, "--pool", "max")
+    assert r.code == 0 and "max summary" in r.out and "(max of 13 windows)" in r.out
+    assert_one_line_error(run_cli("classify", wav, "--model", model, "--pool", "median"), 2, "--pool")
