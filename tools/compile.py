@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge.core.errors import InputError, ModelError
 from edge.core.frontend import FrontEndParams
-from edge.model.bundle import resolve_model, write_manifest
+from edge.model.bundle import bundle_files, resolve_model, write_manifest
 from edge.model.classifier import input_kind_of
 from edge.model.tflite_file import EDGETPU_CUSTOM_OP, read_model_info
 
@@ -114,6 +114,7 @@ class CompileSource:
     cpu_model: Path
     labels: Path
     manifest: dict  # the source bundle's manifest, or a new one for a plain model
+    extra_files: list[Path] = field(default_factory=list)  # a bundle's other files: more labels, self-test clip
 
 
 def _source(model: Path, labels: Path | None) -> CompileSource:
@@ -121,7 +122,9 @@ def _source(model: Path, labels: Path | None) -> CompileSource:
     if src.bundle is not None:
         manifest = {k: v for k, v in src.bundle.manifest.items() if k not in ("files", "schema")}
         manifest["models"] = {"cpu": src.models.cpu.name}
-        return CompileSource(src.models.cpu, src.labels, manifest)
+        skip = {src.models.cpu.name, src.labels.name, src.bundle.manifest["models"].get("edgetpu")}
+        extra = [src.bundle.path / n for n in bundle_files(src.bundle.manifest) if n not in skip]
+        return CompileSource(src.models.cpu, src.labels, manifest, extra)
     info = read_model_info(model)
     if info.is_edgetpu:
         raise ModelError(f"{model}: already compiled for the Edge TPU; give its CPU model")
@@ -142,8 +145,9 @@ def compile_bundle(model: Path, out: Path, compiler: str | None = None, require_
     cpu = out / src.cpu_model.name
     if cpu.resolve() != src.cpu_model.resolve():
         shutil.copyfile(src.cpu_model, cpu)
-    if (out / src.labels.name).resolve() != src.labels.resolve():
-        shutil.copyfile(src.labels, out / src.labels.name)
+    for extra in [src.labels, *src.extra_files]:
+        if (out / extra.name).resolve() != extra.resolve():
+            shutil.copyfile(extra, out / extra.name)
     report = check_model(cpu)
     (out / "check.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     manifest = dict(src.manifest, labels=src.labels.name)

@@ -1,5 +1,6 @@
 """Rebuilding YAMNet's patch-input body in Keras and quantizing it to full int8 (TensorFlow: host only).
 
+    keras_trunk(weights, relu6)     [batch, 96, 64] log-mel -> 27 convs -> mean: the 1024-d embedding
     keras_body(weights, relu6)      [1, 96, 64] log-mel -> 27 convs -> mean -> dense -> sigmoid
     activation_bounds(...)          per-layer high percentile of what calibration patches produce
     to_tflite_float / to_tflite_int8
@@ -62,15 +63,17 @@ def _convert(converter, progress_stream: list | None = None) -> bytes:
                 progress_stream[0] = sys.stderr
 
 
-def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bool = False):
-    """The network as a Keras model with static batch 1. relu6=True fuses ReLU6 (for bounded weights)."""
+def keras_trunk(weights: YamnetWeights, relu6: bool = False, batch_size: int | None = 1):
+    """The 27 convolutions and the mean over time and frequency: (input [batch, 96, 64], the conv activations,
+    the 1024-d embedding). relu6=True fuses ReLU6 everywhere (for bounded weights); otherwise each layer clips
+    where the source clipped (Coral's twin: ReLU6) or not at all."""
     tf = load_tensorflow()
     layers = tf.keras.layers
-    inp = layers.Input(shape=(96, 64), batch_size=1, name="log_mel_patch")
+    inp = layers.Input(shape=(96, 64), batch_size=batch_size, name="log_mel_patch")
     x = layers.Reshape((96, 64, 1))(inp)
     acts = []
     for i, layer in enumerate(weights.layers):
-        cap = 6.0 if relu6 else weights.cap(i)  # a source that clips its activations (Coral's twin: ReLU6)
+        cap = 6.0 if relu6 else weights.cap(i)
         act = "relu6" if cap == 6.0 else "relu" if cap is None else None
         if layer.kind == "conv":
             k = layer.kernel
@@ -84,11 +87,24 @@ def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bo
         if act is None:
             x = layers.ReLU(max_value=cap, name=f"{layer.name}_clip")(x)
         acts.append(x)
-    x = layers.GlobalAveragePooling2D(name="mean")(x)
+    return inp, acts, layers.GlobalAveragePooling2D(name="mean")(x)
+
+
+def audioset_scores(weights: YamnetWeights, embedding, name: str = "scores"):
+    """(logits, sigmoid scores) of YAMNet's own 521-class classifier on an embedding tensor."""
+    layers = load_tensorflow().keras.layers
     dense = layers.Dense(weights.dense_kernel.shape[1], name="logits")
-    logits = dense(x)
+    logits = dense(embedding)
     dense.set_weights([weights.dense_kernel, weights.dense_bias])
-    scores = layers.Activation("sigmoid", name="scores")(logits)
+    return logits, layers.Activation("sigmoid", name=name)(logits)
+
+
+def keras_body(weights: YamnetWeights, relu6: bool = False, with_activations: bool = False):
+    """The network as a Keras model with static batch 1: [1, 96, 64] log-mel -> 521 scores (and with
+    with_activations, the logits and every conv activation after them)."""
+    tf = load_tensorflow()
+    inp, acts, embedding = keras_trunk(weights, relu6)
+    logits, scores = audioset_scores(weights, embedding)
     outputs = [scores, logits] + acts if with_activations else scores
     return tf.keras.Model(inp, outputs, name="yamnet_patch_body")
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import make_source
 from ..audio.capture import Capture
 from ..config import Config
-from ..core.detector import Detector, level_dbfs
+from ..core.detector import Detector, level_dbfs, with_model_thresholds
 from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
 from ..core.events import Event
 from ..core.stream import WindowLoop, hop_samples_for
@@ -76,13 +76,15 @@ class Daemon:
         self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout
         self.clock = clock
         self.device_id = cfg.device_id
+        # the bundle's own per-label thresholds (and, with no allow list, its labels) unless the config says
+        params = with_model_thresholds(cfg.detector, classifier.thresholds)
         try:
-            self.detector = Detector(classifier.labels, cfg.detector,
+            self.detector = Detector(classifier.labels, params,
                                      {"device_id": self.device_id, "model": classifier.model_name,
                                       "delegate": classifier.decision.delegate})
         except InputError as exc:  # an unknown label in [detector]
             raise ConfigError(f"{cfg.path}: {exc}") from None
-        self.state_labels = {classifier.labels[i] for i in self.detector.watched} if cfg.detector.allow else set()
+        self.state_labels = {classifier.labels[i] for i in self.detector.watched} if params.allow else set()
         self._stop = False
         self._loop: WindowLoop | None = None
         self._generation = -1

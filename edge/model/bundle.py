@@ -1,10 +1,17 @@
 """Model bundles: a folder with manifest.json naming the models, labels and front end, with sha256 pins.
 
     manifest.json        {"schema": 1, "name", "input_kind", "frontend", "models": {"edgetpu"?, "cpu"},
-                          "labels", "quantization", "compiler", "source", "files": {name: sha256}}
+                          "labels", "quantization", "compiler", "source", "files": {name: sha256},
+                          "thresholds"?: {label: start threshold}, "selftest"?: {"clip", "expected"},
+                          "outputs"?: [{"name", "labels"}, ...]}
     <cpu model>.tflite   always present: the fallback
     <name>_edgetpu.tflite  optional
-    labels file
+    labels file          for the model's first output (the one the runtime reads)
+    self-test clip       optional: a WAV the bundle's own model must classify as "expected"
+
+A bundle trained for its own sounds carries the start threshold of each label, chosen on held-out recordings;
+the daemon uses them for labels its configuration does not set. "outputs" describes a model with more than one
+output (the first is the one classified; the others, e.g. the 521 AudioSet scores, keep their own labels).
 """
 
 from __future__ import annotations
@@ -33,6 +40,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class SelfTest:
+    clip: Path  # a WAV file inside the bundle
+    expected: str  # the label the bundle's model gives it
+
+
 @dataclass
 class Bundle:
     path: Path
@@ -43,6 +56,37 @@ class Bundle:
     edgetpu_model: Path | None = None
     frontend: FrontEndParams = field(default_factory=FrontEndParams)
     manifest: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)  # {label: start threshold} tuned for this model
+    selftest: SelfTest | None = None
+
+
+def _thresholds(value, where: Path) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for k, v in value.items()):
+        raise ModelError(f"{where}: 'thresholds' must map label names to numbers between 0 and 1")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _selftest(value, path: Path, where: Path) -> SelfTest | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("clip"), str) or \
+            not isinstance(value.get("expected"), str) or not value["clip"] or not value["expected"]:
+        raise ModelError(f"{where}: 'selftest' must be {{\"clip\": \"<file in the bundle>\", \"expected\": "
+                         "\"<label>\"}")
+    return SelfTest(path / value["clip"], value["expected"])
+
+
+def bundle_files(manifest: dict) -> list[str]:
+    """Every file a manifest names (models, labels of each output, the self-test clip): what 'files' pins."""
+    models = manifest.get("models") or {}
+    names = [models.get("cpu"), models.get("edgetpu"), manifest.get("labels")]
+    names += [o.get("labels") for o in manifest.get("outputs") or [] if isinstance(o, dict)]
+    names.append((manifest.get("selftest") or {}).get("clip"))
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def is_bundle(path: Path) -> bool:
@@ -71,7 +115,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         bundle = Bundle(path=path, name=manifest.get("name", path.name), input_kind=kind,
                         cpu_model=path / models["cpu"], labels=path / manifest["labels"],
                         edgetpu_model=path / models["edgetpu"] if models.get("edgetpu") else None,
-                        frontend=frontend, manifest=manifest)
+                        frontend=frontend, manifest=manifest,
+                        thresholds=_thresholds(manifest.get("thresholds"), manifest_path),
+                        selftest=_selftest(manifest.get("selftest"), path, manifest_path))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{manifest_path}: malformed manifest ({exc.__class__.__name__}: {exc})") from None
     for name, expected in files.items():
@@ -80,17 +126,16 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             raise ModelError(f"{file}: missing from the bundle; reinstall it ('make model')")
         if verify and sha256_file(file) != expected:
             raise ModelError(f"{file}: sha256 does not match the manifest (corrupt or modified); reinstall it")
-    for required in filter(None, (bundle.cpu_model, bundle.edgetpu_model, bundle.labels)):
-        if required.name not in files:
-            raise ModelError(f"{manifest_path}: {required.name} has no sha256 in 'files'")
+    for required in bundle_files(manifest):
+        if required not in files:
+            raise ModelError(f"{manifest_path}: {required} has no sha256 in 'files'")
     return bundle
 
 
 def write_manifest(path: Path, manifest: dict) -> Path:
-    """Fill in 'files' with the sha256 of every model and label file named, and write manifest.json."""
-    names = [manifest["models"].get("cpu"), manifest["models"].get("edgetpu"), manifest["labels"]]
+    """Fill in 'files' with the sha256 of every file the manifest names, and write manifest.json."""
     manifest = dict(manifest, schema=SCHEMA)
-    manifest["files"] = {n: sha256_file(path / n) for n in names if n}
+    manifest["files"] = {n: sha256_file(path / n) for n in bundle_files(manifest)}
     out = path / MANIFEST
     out.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out

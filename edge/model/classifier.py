@@ -34,8 +34,10 @@ def input_kind_of(tensor: TensorInfo, params: FrontEndParams, where: Path) -> st
 
 class Classifier:
     def __init__(self, interpreter, info: ModelInfo, labels: list[str], decision: Decision, backend: Backend,
-                 frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1):
+                 frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1,
+                 thresholds: dict | None = None):
         self.interpreter = interpreter
+        self.thresholds = dict(thresholds or {})  # the bundle's per-label start thresholds, if it has them
         self.info = info
         self.decision = decision
         self.backend = backend
@@ -70,13 +72,18 @@ class Classifier:
         policy = DelegatePolicy.parse(delegate)  # argument errors first, before touching files
         source = resolve_model(model, labels)
         label_list = load_labels(source.labels)
+        thresholds = source.bundle.thresholds if source.bundle is not None else {}
+        unknown = sorted(set(thresholds) - set(label_list))
+        if unknown:
+            raise ModelError(f"{source.bundle.path}: the manifest's thresholds name labels the model does not have: "
+                             f"{', '.join(map(repr, unknown[:3]))}")
         be = backend if isinstance(backend, Backend) else load_backend(backend)
         kwargs = {"load_tpu": load_tpu} if load_tpu else {}
         decision = decide(policy, source.models, be, fresh_probe=fresh_probe, **kwargs)
         info = read_model_info(decision.model)
         input_kind_of(info.inputs[0], source.frontend, decision.model)  # reject before loading
         interpreter = _load_interpreter(be, decision, threads)
-        return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads)
+        return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads, thresholds)
 
     @classmethod
     def from_config(cls, m: ModelConfig, delegate: str | None = None, fresh_probe: bool = False) -> "Classifier":

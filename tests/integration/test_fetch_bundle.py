@@ -97,3 +97,34 @@ def test_malformed_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text('{"schema": 1, "models": {}}')
     with pytest.raises(ModelError, match="malformed manifest"):
         load_bundle(tmp_path)
+
+
+def _bundle_with(tmp_path, assets, **extra):
+    import shutil
+    from edge.model.bundle import write_manifest
+    shutil.copy(assets / "models/coral/yamnet_spectra_in.tflite", tmp_path / "m.tflite")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    write_manifest(tmp_path, {"name": "t", "input_kind": "logmel_patch", "models": {"cpu": "m.tflite"},
+                              "labels": "labels.txt", **extra})
+    return tmp_path
+
+
+def test_thresholds_and_selftest_are_read_and_the_clip_is_pinned(tmp_path, assets):
+    (tmp_path / "clip.wav").write_bytes(b"RIFF")
+    b = load_bundle(_bundle_with(tmp_path, assets, thresholds={"a": 0.7},
+                                 selftest={"clip": "clip.wav", "expected": "a"}))
+    assert b.thresholds == {"a": 0.7} and b.selftest.clip == tmp_path / "clip.wav" and b.selftest.expected == "a"
+    assert "clip.wav" in b.manifest["files"]
+    (tmp_path / "clip.wav").write_bytes(b"RIFX")
+    with pytest.raises(ModelError, match="clip.wav: sha256 does not match"):
+        load_bundle(tmp_path)
+
+
+@pytest.mark.parametrize("extra,needle", [({"thresholds": {"a": 2}}, "between 0 and 1"),
+                                          ({"thresholds": ["a"]}, "thresholds"),
+                                          ({"selftest": {"clip": "x.wav"}}, "selftest")])
+def test_bad_thresholds_or_selftest_are_one_line(tmp_path, assets, extra, needle):
+    if "selftest" in extra:
+        (tmp_path / "x.wav").write_bytes(b"RIFF")
+    with pytest.raises(ModelError, match=needle):
+        load_bundle(_bundle_with(tmp_path, assets, **extra))

@@ -87,3 +87,16 @@ def test_level_dbfs():
     t = np.arange(16000) / 16000
     assert level_dbfs(np.sin(2 * np.pi * 440 * t).astype(np.float32)) == pytest.approx(-3.01, abs=0.01)
     assert level_dbfs(np.zeros(100, np.float32)) == -120.0
+
+
+def test_bundle_thresholds_sit_beneath_the_config_and_name_the_watched_labels():
+    from edge.core.detector import with_model_thresholds
+    bundle = {"Dog": 0.8, "Cat": 0.3}
+    plain = with_model_thresholds(DetectorParams(), bundle)
+    assert plain.thresholds == bundle and plain.allow == ["Dog", "Cat"]
+    det = Detector(LABELS, plain)
+    assert det.on[1] == pytest.approx(0.8) and det.on[2] == pytest.approx(0.3) and det.on[0] == 0.5
+    assert sorted(det.watched.tolist()) == [1, 2]  # "Speech" and "Music" have no bundle threshold
+    configured = with_model_thresholds(DetectorParams(thresholds={"Dog": 0.6}, allow=["Dog", "Music"]), bundle)
+    assert configured.thresholds == {"Dog": 0.6, "Cat": 0.3} and configured.allow == ["Dog", "Music"]
+    assert with_model_thresholds(DetectorParams(), {}) == DetectorParams()

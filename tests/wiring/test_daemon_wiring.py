@@ -22,6 +22,7 @@ class UnpluggedTpu:
         self._real, self._good = real, good
         self.labels, self.params, self.frontend = real.labels, real.params, real.frontend
         self.model_name = real.model_name
+        self.thresholds = real.thresholds
         self.decision = dataclasses.replace(copy.copy(real.decision), delegate="edgetpu", reason="test TPU")
 
     def classify(self, window, start):
