@@ -1,4 +1,4 @@
-"""`python -m tools COMMAND`: host-side model work."""
+"""`python -m tools COMMAND`: host-side model work (train-head's parser lives in tools/train_head.py)."""
 
 from __future__ import annotations
 
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU interpreter threads (default: 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_speed)
+
+    from .train_head import add_parser as add_train_head_parser
+    add_train_head_parser(sub)
     return parser
 
 

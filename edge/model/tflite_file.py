@@ -284,3 +284,42 @@ def set_tensor_quantization(model: bytes, tensor_index: int, scale: float, zero_
     struct.pack_into("<f", data, scale_at, float(scale))
     struct.pack_into("<q", data, zero_at, int(zero_point))
     return bytes(data)
+
+
+def reorder_outputs(model: bytes, order: list[int]) -> bytes:
+    """A copy of `model` whose first subgraph lists its outputs in `order` (a permutation of the current
+    positions), edited in place. Tensors, operators and signatures are untouched; only the order in which an
+    interpreter reports the outputs changes."""
+    data = bytearray(model)
+    r = FlatReader(bytes(data))
+    try:
+        subgraph = r.table(r.deref(0)).tables(2)[0]
+        start, n = subgraph.vector_span(2)
+        current = subgraph.vector(2, "<i")
+    except (CorruptModel, struct.error, IndexError):
+        raise ModelError("model file is truncated or corrupt") from None
+    if sorted(order) != list(range(n)):
+        raise ModelError(f"output order {order} is not a permutation of the model's {n} outputs")
+    struct.pack_into(f"<{n}i", data, start, *[current[i] for i in order])
+    return bytes(data)
+
+
+def move_operators_to_end(model: bytes, indices: list[int]) -> bytes:
+    """A copy of `model` whose first subgraph runs the operators at `indices` last (in the order given), edited
+    in place. Only valid when no other operator reads their outputs (e.g. the DEQUANTIZE of a model output):
+    the caller checks that; the execution order of everything else is kept."""
+    data = bytearray(model)
+    r = FlatReader(bytes(data))
+    try:
+        subgraph = r.table(r.deref(0)).tables(2)[0]
+        start, n = subgraph.vector_span(3)
+        targets = [r.deref(start + 4 * i) for i in range(n)]  # absolute position of each operator table
+    except (CorruptModel, struct.error, IndexError):
+        raise ModelError("model file is truncated or corrupt") from None
+    if not set(indices) <= set(range(n)):
+        raise ModelError(f"operator indices {indices} out of range (the model has {n})")
+    order = [i for i in range(n) if i not in set(indices)] + list(indices)
+    for slot, i in enumerate(order):
+        position = start + 4 * slot
+        struct.pack_into("<I", data, position, targets[i] - position)
+    return bytes(data)
