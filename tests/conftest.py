@@ -76,11 +76,25 @@ class Result:
         return [l for l in self.err.splitlines() if l.strip() and not l.startswith("INFO: ")]
 
 
-def run_cli(*args, env: dict | None = None, module: str = "edge", timeout: float = 300) -> Result:
+def run_cli(*args, env: dict | None = None, module: str = "edge", timeout: float = 300, cwd: Path = ROOT) -> Result:
+    """`python -m module args...`, from the repository root or (the project still importable) from `cwd`."""
     full_env = dict(os.environ, **(env or {}))
+    if cwd != ROOT:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=full_env, timeout=timeout)
+                          cwd=cwd, env=full_env, timeout=timeout)
     return Result(proc)
+
+
+@pytest.fixture(scope="session")
+def own_build(assets, tensorflow, tmp_path_factory):
+    """The kit's own int8 YAMNet built once per session as a user builds it: `python -m tools build` with every
+    default (the source, Coral's int8 twin, fetched sha256-pinned from the mirror into ./out/models)."""
+    work = tmp_path_factory.mktemp("own-build")
+    r = run_cli("build", "--out", "yamnet-int8", "--keep-float", module="tools", cwd=work,
+                env={"EDGE_AUDIO_ASSETS": str(assets)})
+    assert r.code == 0, r.err
+    return work / "yamnet-int8", r
 
 
 def assert_one_line_error(r: Result, code: int = 2, *needles: str) -> str:

@@ -232,6 +232,7 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
     report = {"classes": classes, "pool": pool, "target_precision": target_precision,
               "float_head": evaluate(float_scores, held_labels, classes),
               "int8_export": evaluate(int8_scores, held_labels, classes),
+              "train": [{"file": str(p), "class": classes[c]} for p, c in train],
               "held_out": [{"file": str(p), "class": classes[c]} for p, c in held]}
     report["thresholds"] = choose_thresholds(int8_scores, held_labels, classes, target_precision, (BACKGROUND,))
     if audioset:
@@ -287,10 +288,12 @@ def cmd_train_head(args) -> int:
         raise InputError("--target-precision must be between 0 and 1")
     if args.augment < 0 or args.hidden < 0 or not 0.0 <= args.dropout < 1.0:
         raise InputError("--augment and --hidden must be 0 or more, --dropout between 0 and 1")
-    dataset = discover(Path(args.data), Path(args.background) if args.background else None)  # before TensorFlow
+    # every check on the recordings before the slow TensorFlow import (train_head checks again)
+    dataset = discover(Path(args.data), Path(args.background) if args.background else None)
     if len(dataset.classes) < 2:
         raise InputError(f"--data {args.data}: one class ({dataset.classes[0]}); give at least two classes, or one "
                          "and --background DIR")
+    check_readable([f for files in dataset.files.values() for f in files])
     base = Path(args.base) if args.base else DEFAULT_BASE
     if not base.exists():
         raise InputError(f"--base {base}: not found; build the kit's own YAMNet first (python -m tools build "

@@ -83,6 +83,9 @@ def source_kind(path: str | Path) -> str:
     if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ModelError(f"{path}: not a readable HDF5 file (no HDF5 signature)")
         return "keras_h5"
     info = read_model_info(path)  # one-line errors for missing/corrupt files before the interpreter sees it
     names = [op.name for op in info.operators]

@@ -1,7 +1,8 @@
-"""`build` and `evaluate` on the real published model and real recordings (needs TensorFlow: the tools extra).
+"""`build` and `evaluate` on the published waveform model and real recordings (needs TensorFlow: the tools extra).
 
-One bundle is built per session (about half a minute) and shared by the tests below. Calibration is the
-default: the sample recordings plus two devset clips per class; accuracy is measured on the held-out clips."""
+One bundle is built from the waveform model per session (about half a minute) and shared by the tests below.
+Calibration is the default: the sample recordings plus two devset clips per class; accuracy is measured on the
+held-out clips. The default source (Coral's twin) and the Keras checkpoint: test_tools_build_sources.py."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def test_bundle_is_complete_and_verified(built):
     m = b.manifest
     assert m["frontend"]["mel_bands"] == 64 and m["frontend"]["patch_frames"] == 96
     assert m["source"]["model"] == "yamnet_classification.tflite" and len(m["source"]["sha256"]) == 64
+    assert m["source"]["kind"] == "waveform_tflite" and "kaggle" in m["source"]["published"]
+    assert m["quantization"]["activation_bounds_per"] == "layer"  # this source's default
+    assert m["quantization"]["activation_bound_percentile"] == 99.9
     assert m["provenance"]["tensorflow"]
     cal = m["calibration"]
     assert cal["windows"] > 100 and "held out" in cal["description"]
@@ -179,8 +183,15 @@ def test_build_input_errors(assets, tensorflow, tmp_path):
     src = assets / "models/yamnet_classification.tflite"
     assert_one_line_error(run_cli("build", "--source", tmp_path / "x.tflite", "--out", tmp_path / "o",
                                   module="tools"), 2, "not found")
-    assert_one_line_error(run_cli("build", "--source", assets / "models/coral/yamnet_spectra_in.tflite",
-                                  "--out", tmp_path / "o", module="tools"), 2, "not the YAMNet classification")
+    assert_one_line_error(run_cli("build", "--source", assets / "models/coral/mobilenet_v1_0.25_128_quant.tflite",
+                                  "--out", tmp_path / "o", module="tools"), 2, "not a YAMNet model the build can read")
+    assert_one_line_error(run_cli("build", "--source", assets / "models/coral/yamnet_spectra_in_edgetpu.tflite",
+                                  "--out", tmp_path / "o", module="tools"), 2, "compiled for the Edge TPU")
+    assert_one_line_error(run_cli("build", "--source", tmp_path / "missing.h5", "--out", tmp_path / "o",
+                                  module="tools"), 2, "not found")
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    assert_one_line_error(run_cli("build", "--source", tmp_path / "bad.h5", "--out", tmp_path / "o",
+                                  module="tools"), 2, "not a readable HDF5 file")
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("build", "--source", src, "--out", tmp_path / "o", "--calibration",
                                   tmp_path / "empty", module="tools"), 2, "no .wav")
