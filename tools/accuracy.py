@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.model.classifier import Classifier
-from edge.app.classify import DEFAULT_POOL, classify_file, pool_scores
+from edge.app.classify import classify_file
+from edge.core.clip import DEFAULT_POOL, pool_scores
 
 
 @dataclass

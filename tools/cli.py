@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge.app.classify import CLIP_POOLS, DEFAULT_POOL
+from edge.core.clip import CLIP_POOLS, DEFAULT_POOL
 from edge.app.cli import OneLineParser, run
 from edge.model import fetch
 from edge.core.stream import HOP_SECONDS

@@ -4,7 +4,7 @@
                             float Keras network: log-mel patches -> the 1024-d embedding (mean of the last conv
                             layer), every activation clipped at 6 as in the int8 model
     Augmenter               time shift, gain and mixing with background audio, seeded per file and copy
-    EmbeddingStore          [windows, 1024] per (file content, backbone, hop, variant), as .npy files
+    EmbeddingStore          [windows, 1024] and each window's level per (file content, backbone, hop, variant)
 
 Windows are framed by the kit's window loop and patches made by its front end, as on the device.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.core.detector import level_dbfs
 from edge.core.errors import ModelError
 from edge.core.frontend import FrontEndParams
 from edge.core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
@@ -127,8 +128,15 @@ class Augmenter:
         return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
 
+@dataclass
+class Embedded:
+    embeddings: np.ndarray  # [windows, 1024]
+    levels_dbfs: np.ndarray  # [windows]: each window's RMS level (digital silence: -120)
+
+
 class EmbeddingStore:
-    """Embeddings computed once per (file content, backbone, hop, variant) and kept as .npy files."""
+    """Embeddings computed once per (file content, backbone, hop, variant) and kept as .npy files, with each
+    window's level beside them (a silent window says nothing about the class of its recording)."""
 
     def __init__(self, folder: Path, backbone: Backbone, hop_seconds: float = HOP_SECONDS):
         self.folder = folder
@@ -139,28 +147,44 @@ class EmbeddingStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, digest: str, variant: str) -> Path:
-        return self.folder / f"{digest}-{self.backbone.identity}-h{self.hop_seconds:g}-{variant}.npy"
+        return self.folder / f"{digest}-{self.backbone.identity}-h{self.hop_seconds:g}-{variant}-e2.npy"
 
-    def get(self, path: Path, variant: str = "orig", make_signal=None) -> np.ndarray:
-        """[windows, 1024] for one file as it is ("orig"), or for a variant whose signal make_signal(int16 16 kHz
-        mono) returns; `variant` must name everything that changes that signal."""
+    def get(self, path: Path, variant: str = "orig", make_signal=None) -> Embedded:
+        """The embeddings of one file as it is ("orig"), or of a variant whose signal make_signal(int16 16 kHz
+        mono, file digest) returns; `variant` must name everything that changes that signal."""
         digest = file_digest(path)
+        return self.of_signal(lambda: make_signal(mono_16k(path), digest) if make_signal else mono_16k(path),
+                              digest, variant)
+
+    def of_signal(self, make, digest: str, variant: str) -> Embedded:
+        """Cached embeddings of the signal make() returns (16 kHz mono int16), keyed by digest and variant."""
         cached = self._path(digest, variant)
         if cached.is_file():
             try:
+                both = np.load(cached)
                 self.reused += 1
-                return np.load(cached)
-            except (OSError, ValueError):
-                self.reused -= 1  # unreadable: compute it again
-        signal = mono_16k(path)
-        if make_signal is not None:
-            signal = make_signal(signal, digest)
-        embeddings = self.backbone.embed(patches_of(signal_windows(signal, self.hop_seconds)))
+                return Embedded(both[:, :EMBEDDING_SIZE], both[:, EMBEDDING_SIZE])
+            except (OSError, ValueError, IndexError):
+                pass  # unreadable: compute it again
+        windows = signal_windows(make(), self.hop_seconds)
+        both = np.concatenate([self.backbone.embed(patches_of(windows)),
+                               np.array([[level_dbfs(w)] for w in windows], np.float32).reshape(-1, 1)], axis=1)
         tmp = cached.with_suffix(".tmp.npy")
-        np.save(tmp, embeddings)
+        np.save(tmp, both)
         tmp.replace(cached)
         self.computed += 1
-        return embeddings
+        return Embedded(both[:, :EMBEDDING_SIZE], both[:, EMBEDDING_SIZE])
+
+
+def quiet_signals(seconds: float = 2.0) -> dict[str, np.ndarray]:
+    """Digital silence and white noise at -80, -70 and -60 dBFS: what a microphone hears when nothing happens."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * RATE_HZ)
+    out = {"silence": np.zeros(n, np.int16)}
+    for level in (-80, -70, -60):
+        out[f"noise{level}"] = np.rint(rng.normal(0, 32768 * 10 ** (level / 20), n)).clip(-32768, 32767) \
+            .astype(np.int16)
+    return out
 
 
 def progress(done: int, total: int, what: str) -> None:

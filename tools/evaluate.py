@@ -16,7 +16,8 @@ import numpy as np
 from edge.model.bundle import is_bundle, load_bundle
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
-from edge.app.classify import DEFAULT_POOL, classify_file, pool_scores
+from edge.app.classify import classify_file
+from edge.core.clip import DEFAULT_POOL, pool_scores
 from edge.core.stream import HOP_SECONDS
 
 from .accuracy import hit_rates, read_labels_csv

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from edge.app.classify import CLIP_POOLS, pool_scores
+from edge.core.clip import CLIP_POOLS, pool_scores
 
 THRESHOLD_FLOOR = 0.25  # a start threshold below this would fire on scores that are not an answer
 
@@ -106,14 +106,16 @@ def format_report(report: dict) -> str:
     classes = report["classes"]
     pool = report["pool"]
     f, q = report["float_head"], report["int8_export"]
-    lines = [f"held-out files: {f['files']} ({f['windows']} windows); clip score = {pool} of its windows",
+    chosen = "measured best" if report.get("pool_chosen") == "measured" else "as given"
+    lines = [f"held-out files: {f['files']} ({f['windows']} windows); clip score = {pool} of its windows "
+             f"({chosen}; the bundle's default)",
              f"{'':<22} {'clip accuracy':>14} {'(max pooling)' if pool == 'mean' else '(mean pooling)':>15} "
              f"{'window accuracy':>16}"]
     other = "max" if pool == "mean" else "mean"
     for name, r in (("float head", f), ("int8 export", q)):
         lines.append(f"{name:<22} {r['clip'][pool]['accuracy']:>14.3f} {r['clip'][other]['accuracy']:>15.3f} "
                      f"{r['window_accuracy']:>16.3f}")
-    lines.append(f"int8 export minus float head, clip accuracy: "
+    lines.append(f"clip accuracy change from the float head to the int8 export: "
                  f"{q['clip'][pool]['accuracy'] - f['clip'][pool]['accuracy']:+.3f}")
     lines.append(f"int8 export, per class (clips, {pool} pooling):")
     lines += _table(q["clip"][pool]["per_class"])

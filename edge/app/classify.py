@@ -10,24 +10,11 @@ from typing import Iterator
 import numpy as np
 
 from ..config import ModelConfig, MqttConfig
+from ..core.clip import DEFAULT_POOL, pool_scores
 from ..core.errors import EXIT_BAD_INPUT, InputError
 from ..core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
 from ..core.wavfile import WavAudio, read_wav
 from ..model.classifier import Classifier
-
-
-# How a file's window scores become its clip score: "mean" (the default) or "max" (the loudest moment of each
-# class). Measured on the labelled devset (README "Classify recordings"): max raises clip top-5 hits a little
-# and lowers top-1 hits more, so mean stays the default.
-CLIP_POOLS = ("mean", "max")
-DEFAULT_POOL = "mean"
-
-
-def pool_scores(window_scores, pool: str = DEFAULT_POOL) -> np.ndarray:
-    """[windows, classes] -> [classes]: one clip score per class."""
-    if pool not in CLIP_POOLS:
-        raise InputError(f"pool must be one of {', '.join(CLIP_POOLS)}, not {pool!r}")
-    return np.max(window_scores, axis=0) if pool == "max" else np.mean(window_scores, axis=0)
 
 
 @dataclass
@@ -58,6 +45,8 @@ def cmd_classify(args, say) -> int:
     in_bounds("--top-k", args.top_k, MqttConfig, "scores_top_k")
     classifier = Classifier.open(args.model, args.labels, args.delegate, args.threads, args.backend)
     say(classifier.describe())
+    pool = args.pool or classifier.clip_pool or DEFAULT_POOL  # a trained bundle records the one it measured best
+    why = "; the bundle's choice" if not args.pool and classifier.clip_pool else ""
     status = 0
     for name in args.files:
         try:
@@ -66,13 +55,13 @@ def cmd_classify(args, say) -> int:
             say(f"error: {exc}")
             status = EXIT_BAD_INPUT
             continue
-        clip = pool_scores(windows, args.pool) if windows else np.zeros_like(classifier.scores)
+        clip = pool_scores(windows, pool) if windows else np.zeros_like(classifier.scores)
         top = classifier.top(clip, args.top_k)
         if args.json:
-            print(json.dumps({"file": name, "summary": True, "pool": args.pool, "windows": len(windows),
+            print(json.dumps({"file": name, "summary": True, "pool": pool, "windows": len(windows),
                               "top": top}), flush=True)
         else:
-            print(f"{args.pool + ' summary':>17}  " + _row(top) + f"   ({args.pool} of {len(windows)} windows)\n",
+            print(f"{pool + ' summary':>17}  " + _row(top) + f"   ({pool} of {len(windows)} windows{why})\n",
                   flush=True)
     return status
 

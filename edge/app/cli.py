@@ -9,8 +9,8 @@ from dataclasses import fields
 
 from .. import __version__
 from ..config import ModelConfig, MqttConfig
+from ..core.clip import CLIP_POOLS, DEFAULT_POOL
 from ..core.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
-from .classify import CLIP_POOLS, DEFAULT_POOL
 
 MODEL = ModelConfig()  # the command line's defaults are the config file's
 MQTT = MqttConfig()
@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_hop_arg(p)
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
-    p.add_argument("--pool", choices=CLIP_POOLS, default=DEFAULT_POOL,
-                   help=f"how a file's summary pools its windows: mean score or max score per class (default: "
-                        f"{DEFAULT_POOL}; the summary says which)")
+    p.add_argument("--pool", choices=CLIP_POOLS,
+                   help=f"how a file's summary pools its windows: mean or max score per class (default: the "
+                        f"bundle's measured choice, else {DEFAULT_POOL}; the summary says which)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("doctor", help="what this machine has: runtime, Edge TPU, ALSA, model bundle",

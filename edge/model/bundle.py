@@ -3,7 +3,7 @@
     manifest.json        {"schema": 1, "name", "input_kind", "frontend", "models": {"edgetpu"?, "cpu"},
                           "labels", "quantization", "compiler", "source", "files": {name: sha256},
                           "thresholds"?: {label: start threshold}, "selftest"?: {"clip", "expected"},
-                          "outputs"?: [{"name", "labels"}, ...]}
+                          "outputs"?: [{"name", "labels"}, ...], "clip_pool"?: "mean" | "max"}
     <cpu model>.tflite   always present: the fallback
     <name>_edgetpu.tflite  optional
     labels file          for the model's first output (the one the runtime reads)
@@ -12,6 +12,7 @@
 A bundle trained for its own sounds carries the start threshold of each label, chosen on held-out recordings;
 the daemon uses them for labels its configuration does not set. "outputs" describes a model with more than one
 output (the first is the one classified; the others, e.g. the 521 AudioSet scores, keep their own labels).
+"clip_pool" is how `classify` summarizes a file with this model unless told otherwise (measured when trained).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.clip import CLIP_POOLS
 from ..core.errors import InputError, ModelError
 from ..core.frontend import FrontEndParams
 from .labels import find_labels_near
@@ -58,6 +60,7 @@ class Bundle:
     manifest: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)  # {label: start threshold} tuned for this model
     selftest: SelfTest | None = None
+    clip_pool: str | None = None  # how `classify` pools windows for this model by default (edge.core.clip)
 
 
 def _thresholds(value, where: Path) -> dict:
@@ -78,6 +81,12 @@ def _selftest(value, path: Path, where: Path) -> SelfTest | None:
         raise ModelError(f"{where}: 'selftest' must be {{\"clip\": \"<file in the bundle>\", \"expected\": "
                          "\"<label>\"}")
     return SelfTest(path / value["clip"], value["expected"])
+
+
+def _clip_pool(value, where: Path) -> str | None:
+    if value is not None and value not in CLIP_POOLS:
+        raise ModelError(f"{where}: 'clip_pool' must be one of {', '.join(CLIP_POOLS)}")
+    return value
 
 
 def bundle_files(manifest: dict) -> list[str]:
@@ -117,7 +126,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
                         edgetpu_model=path / models["edgetpu"] if models.get("edgetpu") else None,
                         frontend=frontend, manifest=manifest,
                         thresholds=_thresholds(manifest.get("thresholds"), manifest_path),
-                        selftest=_selftest(manifest.get("selftest"), path, manifest_path))
+                        selftest=_selftest(manifest.get("selftest"), path, manifest_path),
+                        clip_pool=_clip_pool(manifest.get("clip_pool"), manifest_path))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{manifest_path}: malformed manifest ({exc.__class__.__name__}: {exc})") from None
     for name, expected in files.items():

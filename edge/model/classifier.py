@@ -35,9 +35,10 @@ def input_kind_of(tensor: TensorInfo, params: FrontEndParams, where: Path) -> st
 class Classifier:
     def __init__(self, interpreter, info: ModelInfo, labels: list[str], decision: Decision, backend: Backend,
                  frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1,
-                 thresholds: dict | None = None):
+                 thresholds: dict | None = None, clip_pool: str | None = None):
         self.interpreter = interpreter
         self.thresholds = dict(thresholds or {})  # the bundle's per-label start thresholds, if it has them
+        self.clip_pool = clip_pool  # the bundle's measured clip pooling, if it has one
         self.info = info
         self.decision = decision
         self.backend = backend
@@ -83,7 +84,8 @@ class Classifier:
         info = read_model_info(decision.model)
         input_kind_of(info.inputs[0], source.frontend, decision.model)  # reject before loading
         interpreter = _load_interpreter(be, decision, threads)
-        return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads, thresholds)
+        return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads, thresholds,
+                   source.bundle.clip_pool if source.bundle is not None else None)
 
     @classmethod
     def from_config(cls, m: ModelConfig, delegate: str | None = None, fresh_probe: bool = False) -> "Classifier":

@@ -122,7 +122,8 @@ def test_thresholds_and_selftest_are_read_and_the_clip_is_pinned(tmp_path, asset
 
 @pytest.mark.parametrize("extra,needle", [({"thresholds": {"a": 2}}, "between 0 and 1"),
                                           ({"thresholds": ["a"]}, "thresholds"),
-                                          ({"selftest": {"clip": "x.wav"}}, "selftest")])
+                                          ({"selftest": {"clip": "x.wav"}}, "selftest"),
+                                          ({"clip_pool": "median"}, "clip_pool")])
 def test_bad_thresholds_or_selftest_are_one_line(tmp_path, assets, extra, needle):
     if "selftest" in extra:
         (tmp_path / "x.wav").write_bytes(b"RIFF")
