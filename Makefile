@@ -82,15 +82,14 @@ bench-peers: model
 clean:
 	rm -rf $(VENV) out .pytest_cache
 
-# the int8 YAMNet built by `python -m tools build` beside Coral's int8 twin: per-invoke time side by side, then
+# the int8 YAMNet built by `python -m tools build` (its default source: Coral's twin, fetched into out/models)
+# beside Coral's int8 twin: per-invoke time side by side, then
 # the whole pipeline for the built bundle (builds it first if out/yamnet-int8 is missing; needs the tools extra)
 INT8_BUNDLE = out/yamnet-int8
 .PHONY: bench-int8
 bench: bench-int8
 bench-int8: model $(VENV)/.all
-	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
-	@test -f $(INT8_BUNDLE)/manifest.json || \
-	  $(BIN)/python -m tools build --source $(MODELS)/yamnet_classification.tflite --out $(INT8_BUNDLE)
+	@test -f $(INT8_BUNDLE)/manifest.json || $(BIN)/python -m tools build --out $(INT8_BUNDLE)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools speed $(INT8_BUNDLE) \
 	  $$($(BIN)/python -c 'from edge.model.bundle import default_bundle_path as p; print(p())') --seconds 10
 	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --bundle $(INT8_BUNDLE) --delegate cpu --seconds 5

@@ -155,7 +155,7 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
     if labels is None:
         raise InputError(f"{source}: no class map beside the model (yamnet_class_map.csv); pass --labels")
     label_list = load_labels(labels)
-    say(f"reading weights from {source} ({SOURCE_KINDS[source_kind(source)]})")
+    say(f"reading weights from {source}: {SOURCE_KINDS[source_kind(source)]}")
     weights = read_yamnet_layers(source)
     if len(label_list) != weights.dense_bias.shape[0]:
         raise InputError(f"{labels}: {len(label_list)} labels but the model has {weights.dense_bias.shape[0]} "
