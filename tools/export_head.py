@@ -46,7 +46,8 @@ def audioset_logit_range(backbone: Backbone, logits_model, patches: np.ndarray) 
     return LOGIT_FLOOR, float(np.max(q.run_keras(logits_model, patches)[0]))
 
 
-def export_int8(backbone: Backbone, head, n_classes: int, patches: np.ndarray, with_audioset: bool) -> tuple[bytes, dict]:
+def export_int8(backbone: Backbone, head, n_classes: int, patches: np.ndarray,
+                with_audioset: bool) -> tuple[bytes, dict]:
     """The int8 model's bytes and a description of its quantization and outputs."""
     from . import quantize as q
     model, logits_model = keras_export_model(backbone, head, with_audioset)

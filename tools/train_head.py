@@ -20,7 +20,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,19 +30,19 @@ from edge.core.clip import CLIP_POOLS, pool_scores
 from edge.core.errors import InputError
 from edge.core.frontend import FrontEndParams
 from edge.core.stream import HOP_SECONDS
-from edge.core.wavfile import read_wav, write_wav
+from edge.core.wavfile import write_wav
 from edge.model.bundle import sha256_file, write_manifest
 from edge.model.classifier import Classifier
 
-from .audio_windows import file_windows, patches_of, wav_files
+from .audio_windows import file_windows, patches_of
 from .check import check_model
 from .compare import compare_scores
 from .embeddings import AUGMENT_RECIPE, Augmenter, Backbone, EmbeddingStore, mono_16k, progress, quiet_signals
 from .head_model import HeadParams, fit_head, predict
 from .head_report import choose_thresholds, evaluate, format_report
 from .png_chart import confusion_png
+from .sound_folders import BACKGROUND, check_readable, discover, split
 
-BACKGROUND = "background"
 DEFAULT_BASE = Path("out/yamnet-int8")
 DEFAULT_CACHE = Path("out/embeddings")
 MODEL_FILE = "sounds_int8.tflite"
@@ -57,64 +56,6 @@ SILENT_DBFS = -70.0  # a window quieter than this is silence, whatever folder it
 
 def say(message: str) -> None:
     print(f"train-head: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Dataset:
-    files: dict[str, list[Path]]  # class name -> recordings
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted(self.files, key=lambda c: (c == BACKGROUND, c))
-
-
-def discover(data: Path, background: Path | None = None, option: str = "--data") -> Dataset:
-    """Class folders under `data` (and the background recordings), or InputError with one line."""
-    if not data.is_dir():
-        raise InputError(f"{option} {data}: no such folder")
-    loose = sorted(p.name for p in data.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
-    if loose:
-        raise InputError(f"{option} {data}: recordings go in one folder per class ({data}/<class name>/*.wav); "
-                         f"found {loose[0]} at the top")
-    files: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        wavs = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() == ".wav")
-        if not wavs:
-            raise InputError(f"{folder}: class folder holds no .wav files")
-        files[folder.name] = wavs
-    if background is not None:
-        files[BACKGROUND] = files.get(BACKGROUND, []) + wav_files([background])
-    if not files:
-        raise InputError(f"{option} {data}: no class folders ({data}/<class name>/*.wav)")
-    return Dataset(files)
-
-
-def check_readable(files: list[Path]) -> None:
-    bad = []
-    for f in files:
-        try:
-            read_wav(f)
-        except InputError as exc:
-            bad.append(str(exc))
-    if bad:
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise InputError(f"{len(bad)} unreadable WAV file{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}")
-
-
-def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held out): [(file, class index)], each class split by file with a seeded shuffle."""
-    train, held = [], []
-    for c, name in enumerate(dataset.classes):
-        files = dataset.files[name]
-        if len(files) < 2:
-            raise InputError(f"class {name!r} has one recording ({files[0].name}); it needs at least two (one is "
-                             "held out for measuring), or pass --val DIR")
-        order = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)]) \
-            .permutation(len(files))
-        n_held = min(len(files) - 1, max(1, round(len(files) * val_fraction)))
-        held += [(files[i], c) for i in sorted(order[:n_held])]
-        train += [(files[i], c) for i in sorted(order[n_held:])]
-    return train, held
 
 
 def training_set(train: list, store: EmbeddingStore, augmenter: Augmenter, copies: int,
@@ -192,6 +133,34 @@ def choose_pool(int8_eval: dict) -> str:
     return "mean" if accuracy["mean"] > accuracy["max"] else "max"
 
 
+def trained_manifest(report: dict, check, backbone: Backbone, train: list, held: list, x: np.ndarray,
+                     params: HeadParams, augmenter: Augmenter, copies: int, held_out: str, val_fraction: float,
+                     hop: float) -> dict:
+    """What the bundle records about its training and measurement (beside models, labels and hashes)."""
+    import tensorflow as tf
+    classes, pool = report["classes"], report["pool"]
+    return {
+        "thresholds": {k: v["threshold"] for k, v in report["thresholds"].items()},
+        "check": {"predicted_tpu_ops": len(check.predicted_tpu_ops), "predicted_cpu_ops": len(check.predicted_cpu_ops),
+                  "parameter_bytes": check.parameter_bytes},
+        "size_bytes": check.size_bytes,
+        "base": {"name": backbone.name, "model": backbone.model_path.name, "sha256": sha256_file(backbone.model_path)},
+        "training": {"classes": classes, "background_class": BACKGROUND in classes,
+                     "train_files": {c: sum(1 for _, k in train if classes[k] == c) for c in classes},
+                     "held_out_files": {c: sum(1 for _, k in held if classes[k] == c) for c in classes},
+                     "held_out": held_out, "val_fraction": val_fraction, "windows": int(len(x)),
+                     "augmented_copies": copies,
+                     "augmentation": vars(augmenter) | {"recipe": AUGMENT_RECIPE, "time_shift": "up to one hop"},
+                     "silent_dbfs": SILENT_DBFS, "head": params.to_dict()},
+        "evaluation": {"pool": pool, "float_head_clip_accuracy": report["float_head"]["clip"][pool]["accuracy"],
+                       "int8_clip_accuracy": report["int8_export"]["clip"][pool]["accuracy"],
+                       "int8_window_accuracy": report["int8_export"]["window_accuracy"],
+                       "target_precision": report["target_precision"], "thresholds": report["thresholds"]},
+        "provenance": {"tool": "python -m tools train-head", "tensorflow": tf.__version__,
+                       "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "hop_seconds": hop},
+    }
+
+
 def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None = None,
                background: Path | None = None, params: HeadParams = HeadParams(), copies: int = 2,
                val_fraction: float = 0.25, target_precision: float = 0.9, audioset: bool = False,
@@ -263,25 +232,8 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
     selftest = pick_selftest(out, held, int8_scores, classes, pool)
     check = check_model(out / MODEL_FILE)
     (out / "check.json").write_text(json.dumps(check.to_dict(), indent=2) + "\n")
-    import tensorflow as tf
-    manifest.update(
-        thresholds={k: v["threshold"] for k, v in report["thresholds"].items()},
-        check={"predicted_tpu_ops": len(check.predicted_tpu_ops), "predicted_cpu_ops": len(check.predicted_cpu_ops),
-               "parameter_bytes": check.parameter_bytes}, size_bytes=check.size_bytes,
-        base={"name": backbone.name, "model": backbone.model_path.name, "sha256": sha256_file(backbone.model_path)},
-        training={"classes": classes, "background_class": BACKGROUND in classes,
-                  "train_files": {c: sum(1 for _, k in train if classes[k] == c) for c in classes},
-                  "held_out_files": {c: sum(1 for _, k in held if classes[k] == c) for c in classes},
-                  "held_out": "split by file" if val is None else str(val), "val_fraction": val_fraction,
-                  "windows": int(len(x)), "augmented_copies": copies, "augmentation": vars(augmenter) | {
-                      "recipe": AUGMENT_RECIPE, "time_shift": "up to one hop"}, "head": params.to_dict()},
-        evaluation={"pool": pool, "float_head_clip_accuracy": report["float_head"]["clip"][pool]["accuracy"],
-                    "int8_clip_accuracy": report["int8_export"]["clip"][pool]["accuracy"],
-                    "int8_window_accuracy": report["int8_export"]["window_accuracy"],
-                    "target_precision": target_precision,
-                    "thresholds": report["thresholds"]},
-        provenance={"tool": "python -m tools train-head", "tensorflow": tf.__version__,
-                    "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "hop_seconds": hop})
+    manifest.update(trained_manifest(report, check, backbone, train, held, x, params, augmenter, copies,
+                                     "split by file" if val is None else str(val), val_fraction, hop))
     manifest["clip_pool"] = pool
     if selftest:
         manifest["selftest"] = selftest
