@@ -121,7 +121,7 @@ def pick_selftest(out: Path, held: list, scores: list, classes: list[str], pool:
         write_wav(out / SELFTEST_FILE, mono_16k(path)[:int(SELFTEST_SECONDS * 16000)], 16000)
         check = runtime_scores(out, [out / SELFTEST_FILE], HOP_SECONDS)[0]
         if int(np.argmax(pool_scores(check, pool))) == c:
-            return {"clip": SELFTEST_FILE, "expected": classes[c], "source": path.name}
+            return {"clip": SELFTEST_FILE, "expected": classes[c], "recording": path.name}
     (out / SELFTEST_FILE).unlink(missing_ok=True)
     return None
 
@@ -235,8 +235,9 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
     manifest.update(trained_manifest(report, check, backbone, train, held, x, params, augmenter, copies,
                                      "split by file" if val is None else str(val), val_fraction, hop))
     manifest["clip_pool"] = pool
-    if selftest:
-        manifest["selftest"] = selftest
+    if selftest:  # exactly the keys a self-test reads; where the clip came from goes with the training record
+        manifest["selftest"] = {"clip": selftest["clip"], "expected": selftest["expected"]}
+        manifest["training"]["selftest_recording"] = selftest["recording"]
     write_manifest(out, manifest)
     report.update(bundle=str(out), selftest=selftest, single_tpu_subgraph=check.single_tpu_subgraph)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -80,6 +80,7 @@ def test_bundle_carries_labels_thresholds_and_a_self_test_clip(trained):
     assert set(b.thresholds) == set(CLASSES) and all(0.25 <= v <= 1.0 for v in b.thresholds.values())
     assert b.thresholds == {k: v["threshold"] for k, v in report["thresholds"].items()}
     assert b.selftest is not None and b.selftest.expected in CLASSES and b.selftest.clip.is_file()
+    assert set(b.manifest["selftest"]) == {"clip", "expected"}
     r = run_cli("classify", b.selftest.clip, "--model", out, "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out.splitlines()[-1])["top"][0]["label"] == b.selftest.expected
