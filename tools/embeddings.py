@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ class Backbone:
     identity: str  # sha256 prefix of the base model file: part of every cache key
     name: str
     manifest: dict
+    _embed: object = field(default=None, init=False, repr=False)  # the compiled Keras call, made on first use
 
     @classmethod
     def open(cls, base: str | Path) -> "Backbone":
@@ -81,22 +82,17 @@ class Backbone:
         manifest = source.bundle.manifest if source.bundle is not None else {}
         return cls(weights, cpu, sha256_file(cpu)[:16], source.name, manifest)
 
-    def keras(self):
-        """[batch, 96, 64] -> [batch, 1024]."""
-        from . import quantize as q
-        tf = q.load_tensorflow()
-        if not hasattr(self, "_model"):
+    def embed(self, patches: np.ndarray, batch: int = 64) -> np.ndarray:
+        """[patches, 96, 64] log-mel -> [patches, 1024]."""
+        if self._embed is None:
+            from . import quantize as q
+            tf = q.load_tensorflow()
             inp, _, embedding = q.keras_trunk(self.weights, relu6=True, batch_size=None)
             model = tf.keras.Model(inp, embedding, name="yamnet_embedding")
-            self._model = model
-            self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return self._model
-
-    def embed(self, patches: np.ndarray, batch: int = 64) -> np.ndarray:
-        self.keras()
+            self._embed = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         out = np.zeros((len(patches), EMBEDDING_SIZE), np.float32)
         for i in range(0, len(patches), batch):
-            out[i:i + batch] = self._fn(patches[i:i + batch].astype(np.float32)).numpy()
+            out[i:i + batch] = self._embed(patches[i:i + batch].astype(np.float32)).numpy()
         return out
 
 
