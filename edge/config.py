@@ -99,6 +99,12 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    file: str = param("", "site calibration written by 'edge-audio calibrate' ([detector.thresholds]); empty: "
+                          "calibration.toml in the state directory if it is there; 'none': do not load one")
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     device: DeviceConfig
@@ -108,6 +114,7 @@ class Config:
     mqtt: MqttConfig
     jsonl: JsonlConfig
     metrics: MetricsConfig
+    calibration: CalibrationConfig = CalibrationConfig()
 
     @property
     def device_id(self) -> str:
@@ -115,7 +122,7 @@ class Config:
 
 
 SECTIONS = {"device": DeviceConfig, "audio": AudioConfig, "model": ModelConfig, "detector": DetectorParams,
-            "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig}
+            "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig, "calibration": CalibrationConfig}
 
 
 def _check(value, f, where: str):
@@ -220,6 +227,83 @@ def _check_mqtt(path: str, m: "MqttConfig") -> None:
         if value and not os.access(value, os.R_OK):
             why = "not found" if not os.path.exists(value) else "not readable"
             raise ConfigError(f"{path}: mqtt.{key} {value}: {why}")
+
+
+def state_directory() -> Path:
+    """Where the daemon keeps state that outlives a release (the spool, the site calibration): systemd's
+    $STATE_DIRECTORY (the unit's StateDirectory=), else $EDGE_AUDIO_HOME, else $XDG_STATE_HOME/edge-audio or
+    ~/.local/state/edge-audio."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    if os.environ.get("EDGE_AUDIO_HOME"):
+        return Path(os.environ["EDGE_AUDIO_HOME"])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "edge-audio"
+
+
+CALIBRATION_FILE = "calibration.toml"
+CALIBRATION_INFO = {"target_false_starts_per_day": (int, float), "background_minutes": (int, float),
+                    "written": str, "model": str, "method": str}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A site calibration file: per-label start thresholds and what they were measured on."""
+
+    path: str
+    thresholds: dict
+    info: dict
+
+
+def calibration_path(cfg: CalibrationConfig) -> Path | None:
+    """The calibration file to load: the configured one, or the state directory's if it exists, or None."""
+    setting = cfg.file.strip()
+    if setting.lower() == "none":
+        return None
+    if setting:
+        return Path(setting)
+    default = state_directory() / CALIBRATION_FILE
+    return default if default.is_file() else None
+
+
+def parse_calibration(text: str, path: str) -> Calibration:
+    """A calibration file's [detector.thresholds] (numbers between 0 and 1) and its [calibration] figures.
+    ConfigError naming the file for anything else."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    extra = sorted(set(data) - {"detector", "calibration"})
+    detector = data.get("detector", {})
+    if extra or not isinstance(detector, dict) or set(detector) - {"thresholds"}:
+        what = extra[0] if extra else "detector." + next(iter(set(detector) - {"thresholds"}), "")
+        raise ConfigError(f"{path}: a calibration file holds [detector.thresholds] and [calibration] only "
+                          f"(found '{what}')")
+    thresholds = detector.get("thresholds", {})
+    for name, value in thresholds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{path}: detector.thresholds.{name!r} must be a number between 0 and 1")
+    info = data.get("calibration", {})
+    for key, value in info.items():
+        if key not in CALIBRATION_INFO or not isinstance(value, CALIBRATION_INFO[key]):
+            raise ConfigError(f"{path}: calibration.{key} is not one of {', '.join(CALIBRATION_INFO)} "
+                              "with a value of its kind")
+    return Calibration(path, {k: float(v) for k, v in thresholds.items()}, dict(info))
+
+
+def load_calibration(cfg: CalibrationConfig, config_path: str = "") -> Calibration | None:
+    """The site calibration the [calibration] section points at (None when there is none to load)."""
+    path = calibration_path(cfg)
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: calibration.file {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: calibration.file {path}: cannot read it ({exc})") from None
+    return parse_calibration(text, str(path))
 
 
 def load_config(path: str | Path) -> Config:

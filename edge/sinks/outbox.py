@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import state_directory
+
 log = logging.getLogger("edge.sinks")
 
 SCHEMA = """
@@ -31,15 +33,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def default_spool_path() -> Path:
-    """spool.db in the state directory: systemd's $STATE_DIRECTORY (the unit's StateDirectory=), else
-    $EDGE_AUDIO_HOME, else $XDG_STATE_HOME/edge-audio or ~/.local/state/edge-audio."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "spool.db"
-    if os.environ.get("EDGE_AUDIO_HOME"):
-        return Path(os.environ["EDGE_AUDIO_HOME"]) / "spool.db"
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "edge-audio" / "spool.db"
+    """spool.db in the state directory (edge.config.state_directory: $STATE_DIRECTORY, $EDGE_AUDIO_HOME,
+    $XDG_STATE_HOME/edge-audio or ~/.local/state/edge-audio)."""
+    return state_directory() / "spool.db"
 
 
 def spool_path(setting: str) -> str | None:
