@@ -78,12 +78,33 @@ def cmd_run(args) -> int:
         return 0
     if not args.config:
         raise InputError("--config FILE is required (see firmware_configs/*.toml, or --show-keys)")
+    if args.show_config:
+        return show_config(args.config)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edge-audio: %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config)
     daemon = build(cfg)
     install_signal_handlers(daemon)
     return daemon.run()
+
+
+def show_config(path: str) -> int:
+    from ..config import load_config
+    from ..core.errors import ConfigError
+    from ..model.classifier import Classifier
+    from .thresholds import show_config as describe_thresholds
+    cfg = load_config(path)
+    try:
+        classifier = Classifier.from_config(cfg.model)
+    except InputError as exc:
+        raise ConfigError(f"{cfg.path}: model: {exc}") from None
+    print(describe_thresholds(cfg, classifier))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import cmd_calibrate as calibrate
+    return calibrate(args, say)
 
 
 def cmd_monitor(args) -> int:
@@ -135,7 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML configuration (a board profile from firmware_configs/)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--show-keys", action="store_true", help="print every configuration key and exit")
+    p.add_argument("--show-config", action="store_true",
+                   help="print each watched label's start threshold and where it comes from (user override, "
+                        "calibration, bundle, profile default) and exit")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("calibrate", help="per-label thresholds from this site's background audio",
+                       description="Listen to the site's background (the configured source, or WAV recordings) "
+                                   "through the daemon's own path, fit the tail of each watched label's smoothed "
+                                   "score and choose the lowest start threshold that keeps the expected false "
+                                   "starts under the target. Writes a TOML file the daemon loads beside its config "
+                                   "(default: calibration.toml in the state directory) and a plot per label.",
+                       epilog="examples:\n"
+                              "  edge-audio calibrate --config /etc/edge-audio/pi4-usb-coral.toml --minutes 60\n"
+                              "  edge-audio calibrate --config site.toml --wav quiet-evening.wav quiet-morning.wav "
+                              "--positives clips/\n"
+                              "  (clips/<label>/*.wav: recordings of each watched sound, for the recall figures)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, metavar="FILE", help="the daemon's TOML configuration")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--minutes", type=float, metavar="M", help="listen to the configured source for M minutes")
+    src.add_argument("--wav", nargs="+", metavar="FILE", help="background recordings instead of listening")
+    p.add_argument("--positives", metavar="DIR", help="DIR/<label>/*.wav: the watched sounds, for recall figures")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="calibrate this label (repeatable; default: detector.allow)")
+    p.add_argument("--false-starts-per-day", type=float, default=1.0, metavar="N",
+                   help="target per label (default: 1)")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: calibration.file, else "
+                                                 "calibration.toml in the state directory)")
+    p.add_argument("--plots", metavar="DIR", help="folder for the PNGs (default: beside --out)")
+    p.add_argument("--no-plots", action="store_true", help="draw no plots")
+    p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("monitor", help="print events and status from a broker",
                        description="Subscribe to a broker and print the events, status and state of one device or "

@@ -22,11 +22,13 @@ from ..core.detector import Detector, level_dbfs, with_model_thresholds
 from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
 from ..core.events import Event
 from ..core.stream import WindowLoop, hop_samples_for
+from ..core.thresholds import ThresholdLayers
 from ..model.classifier import Classifier
 from ..model.delegate import DelegateSupervisor
 from ..sinks import make_sinks
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
+from .thresholds import bundle_thresholds, layers_for, threshold_layers
 
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
@@ -68,7 +70,10 @@ class SystemdNotifier:
 
 class Daemon:
     def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink: Sink | None = None,
-                 clock=time.time, open_classifier=None):
+                 clock=time.time, open_classifier=None, thresholds: ThresholdLayers | None = None,
+                 observer=None):
+        """`thresholds`: the per-label layers (default: the config's own and the bundle's, no calibration file);
+        `observer(daemon, level_dbfs, gated)` is called after every window, once the detector has seen it."""
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
         self.delegates = DelegateSupervisor(classifier, open_classifier or self.reopen_classifier, self._switched)
@@ -76,8 +81,10 @@ class Daemon:
         self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout
         self.clock = clock
         self.device_id = cfg.device_id
-        # the bundle's own per-label thresholds (and, with no allow list, its labels) unless the config says
-        params = with_model_thresholds(cfg.detector, classifier.thresholds)
+        self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
+        self.observer = observer
+        # with no allow list a trained bundle's own labels are the ones watched; the thresholds are the layers'
+        params = self.thresholds.apply(with_model_thresholds(cfg.detector, classifier.thresholds))
         try:
             self.detector = Detector(classifier.labels, params,
                                      {"device_id": self.device_id, "model": classifier.model_name,
@@ -213,6 +220,8 @@ class Daemon:
             self.windows += 1
             for event in self.detector.update(scores, t_start, t_start + window_s, level):
                 self._emit(event)
+            if self.observer is not None:
+                self.observer(self, level, gated)
             if gated:
                 self._set_top(GATED_TOP)
             else:
@@ -280,7 +289,7 @@ def build(cfg: Config) -> Daemon:
         capture = Capture(make_source(cfg.audio), cfg.audio)
     except InputError as exc:
         raise ConfigError(f"{cfg.path}: audio: {exc}") from None
-    daemon = Daemon(cfg, classifier, capture)
+    daemon = Daemon(cfg, classifier, capture, thresholds=layers_for(cfg, classifier))
     daemon.sink = make_sinks(cfg, sorted(daemon.state_labels), classifier.model_name)
     return daemon
 

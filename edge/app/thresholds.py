@@ -1,0 +1,75 @@
+"""The start threshold of every watched label, and where it came from: user override > site calibration > model
+bundle > profile default (the layers are edge/core/thresholds.py; this file finds them for a config)."""
+
+from __future__ import annotations
+
+from ..config import CALIBRATION_FILE, Calibration, Config, calibration_path, load_calibration, state_directory
+from ..core.detector import resolve_labels, with_model_thresholds
+from ..core.errors import ConfigError, InputError
+from ..core.thresholds import ThresholdLayers, canonical
+
+
+def bundle_thresholds(classifier) -> dict:
+    """The model bundle's own per-label thresholds (manifest key "thresholds"), beneath the site calibration.
+    Hook: bundles on this base carry none (edge/model/bundle.py has no such key yet); a classifier that carries a
+    `thresholds` mapping from its bundle is read here, and nothing else needs to change."""
+    return dict(getattr(classifier, "thresholds", None) or {})
+
+
+def threshold_layers(cfg: Config, labels: list[str], bundle: dict,
+                     calibration: Calibration | None = None) -> ThresholdLayers:
+    """Every layer, label names spelled as the model spells them. An unknown label is a ConfigError naming the
+    file it is in (the config or the calibration file)."""
+    def spelled(layer: dict, where: str, key: str) -> dict:
+        try:
+            return canonical(layer, labels, key)
+        except InputError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    user = spelled(cfg.detector.thresholds, cfg.path, "detector.thresholds")
+    cal = spelled(calibration.thresholds, calibration.path, "detector.thresholds") if calibration else {}
+    return ThresholdLayers(user, cal, spelled(bundle, "model bundle", "thresholds"), cfg.detector.threshold,
+                           calibration.path if calibration else "")
+
+
+def layers_for(cfg: Config, classifier) -> ThresholdLayers:
+    """The layers the daemon runs with: the calibration file the config points at is read here."""
+    return threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier),
+                            load_calibration(cfg.calibration, cfg.path))
+
+
+def watched_labels(cfg: Config, labels: list[str], bundle: dict | None = None) -> list[str]:
+    """The labels the detector watches, as the model spells them (with no `allow` list: a trained bundle's own
+    labels, else every label)."""
+    d = with_model_thresholds(cfg.detector, bundle or {})
+    try:
+        deny = set(resolve_labels(d.deny, labels, "detector.deny"))
+        allow = resolve_labels(d.allow, labels, "detector.allow") if d.allow else range(len(labels))
+    except InputError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
+    return [labels[i] for i in allow if i not in deny]
+
+
+def show_config(cfg: Config, classifier) -> str:
+    """What `edge-audio run --show-config` prints: each watched label's start and end threshold and its source."""
+    layers = layers_for(cfg, classifier)
+    watched = watched_labels(cfg, classifier.labels, bundle_thresholds(classifier))
+    where = calibration_path(cfg.calibration)
+    if layers.calibration_file:
+        cal = f"calibration: {layers.calibration_file}"
+    elif cfg.calibration.file.strip().lower() == "none":
+        cal = "calibration: none (calibration.file = 'none')"
+    else:
+        cal = f"calibration: none ({where or state_directory() / CALIBRATION_FILE} is not there)"
+    lines = [f"config: {cfg.path}", f"model: {classifier.model_name} ({classifier.decision.delegate})", cal,
+             f"precedence: user override > calibration > bundle > profile default ({cfg.detector.threshold})",
+             f"{'label':<40} {'on':>6} {'off':>6}  from"]
+    shown = watched if cfg.detector.allow else [l for l in classifier.labels if l in layers.merged()]
+    for label in shown:
+        value, source = layers.source(label)
+        lines.append(f"{label:<40} {value:>6.3f} {value * cfg.detector.off_ratio:>6.3f}  {source}")
+    if not cfg.detector.allow:
+        lines.append(f"{'every other label (' + str(len(watched) - len(shown)) + ')':<40} "
+                     f"{cfg.detector.threshold:>6.3f} {cfg.detector.threshold * cfg.detector.off_ratio:>6.3f}  "
+                     "profile default")
+    return "\n".join(lines)
