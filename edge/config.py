@@ -293,14 +293,15 @@ def parse_calibration(text: str, path: str) -> Calibration:
 
 
 def load_calibration(cfg: CalibrationConfig, config_path: str = "") -> Calibration | None:
-    """The site calibration the [calibration] section points at (None when there is none to load)."""
+    """The site calibration the [calibration] section points at; None when there is none to load (also a named
+    file that is not there yet: a device runs on its other thresholds until it has been calibrated)."""
     path = calibration_path(cfg)
     if path is None:
         return None
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{config_path}: calibration.file {path}: not found") from None
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: calibration.file {path}: cannot read it ({exc})") from None
     return parse_calibration(text, str(path))

@@ -289,7 +289,11 @@ def build(cfg: Config) -> Daemon:
         capture = Capture(make_source(cfg.audio), cfg.audio)
     except InputError as exc:
         raise ConfigError(f"{cfg.path}: audio: {exc}") from None
-    daemon = Daemon(cfg, classifier, capture, thresholds=layers_for(cfg, classifier))
+    layers = layers_for(cfg, classifier)
+    if not layers.calibration_file and cfg.calibration.file.strip().lower() not in ("", "none"):
+        log.warning("calibration.file %s is not there yet: running on the other thresholds (edge-audio calibrate "
+                    "writes it)", cfg.calibration.file)
+    daemon = Daemon(cfg, classifier, capture, thresholds=layers)
     daemon.sink = make_sinks(cfg, sorted(daemon.state_labels), classifier.model_name)
     return daemon
 
