@@ -16,7 +16,8 @@ import numpy as np
 from ..config import CALIBRATION_FILE, Config, load_config, state_directory
 from ..core.errors import InputError
 from ..core.falsestarts import TailFit, fit_tail, start_statistic, windows_to_start
-from ..core.thresholds import CALIBRATION
+from ..core.frontend import FrontEndParams
+from ..core.thresholds import USER
 from ..model.classifier import Classifier
 from .listen import Heard, check_wavs, hear_files, hear_live
 from .thresholds import layers_for, watched_labels
@@ -53,7 +54,8 @@ def target_per_day(value: float) -> float:
 def statistics(cfg: Config, heard: Heard, label: str) -> list[np.ndarray]:
     """The start statistic per segment: what an on-threshold is compared with (falsestarts.py, step 1)."""
     d, hop = cfg.detector, cfg.model.hop_seconds
-    extra = windows_to_start(d.min_duration_seconds, 15600 / 16000, hop)
+    p = FrontEndParams()
+    extra = windows_to_start(d.min_duration_seconds, p.window_samples / p.sample_rate_hz, hop)
     return [start_statistic(s, d.off_ratio, extra) for s in heard.series(label)]
 
 
@@ -229,7 +231,7 @@ def cmd_calibrate(args, say) -> int:
         if r.fit.contaminated:
             say("warning: " + contamination_note(r, heard, cfg.model.hop_seconds))
         value, layer = layers.source(r.label)
-        if layer not in (CALIBRATION, "profile default", "bundle"):
+        if layer == USER:
             say(f"{r.label}: the config's detector.thresholds sets {value:g}, which overrides this calibration")
     if args.dry_run:
         return 0
