@@ -10,9 +10,8 @@ from ..core.thresholds import ThresholdLayers, canonical
 
 
 def bundle_thresholds(classifier) -> dict:
-    """The model bundle's own per-label thresholds (manifest key "thresholds"), beneath the site calibration.
-    Hook: bundles on this base carry none (edge/model/bundle.py has no such key yet); a classifier that carries a
-    `thresholds` mapping from its bundle is read here, and nothing else needs to change."""
+    """The model bundle's own per-label thresholds (manifest key "thresholds", set by `tools train-head` from its
+    validation split), beneath the site calibration."""
     return dict(getattr(classifier, "thresholds", None) or {})
 
 
