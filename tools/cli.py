@@ -7,60 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from edge.app.command import OneLineParser, run
 from edge.core.clip import CLIP_POOLS, DEFAULT_POOL
-from edge.app.cli import OneLineParser, run
 from edge.model import fetch
 from edge.core.stream import HOP_SECONDS
 
 PROG = "python -m tools"
-
-
-def cmd_fetch(args) -> int:
-    from edge.model.bundle import default_bundle_path
-
-    if args.what == "edgetpu-runtime":
-        return _edgetpu_runtime(Path(args.dest or "out/edgetpu-runtime"))
-    mirror = Path(args.mirror) if args.mirror else fetch.mirror_root()
-    where = f"offline mirror {mirror}" if mirror else "the official sources"
-    if args.what == "bundle":
-        dest = Path(args.dest) if args.dest else default_bundle_path()
-        print(f"installing the default model bundle (Coral's split YAMNet) from {where} into {dest}",
-              file=sys.stderr)
-        fetch.install_default_bundle(dest, mirror)
-        print(dest)
-    else:
-        assets = fetch.SAMPLES if args.what == "samples" else (SOURCE_ASSETS[args.what], fetch.CLASS_MAP)
-        dest = Path(args.dest) if args.dest else Path("out/audio" if args.what == "samples" else "out/models")
-        print(f"fetching {args.what} from {where} into {dest}", file=sys.stderr)
-        for asset in assets:
-            print(fetch.fetch(asset, dest, mirror))
-    return 0
-
-
-def _edgetpu_runtime(dest: Path) -> int:
-    """The matched Edge TPU runtime pair for this OS, Python and machine: the pip requirements (hash-pinned where
-    the hash is known) and the install line, written to dest; nothing is installed."""
-    import platform
-
-    from edge.model import compat, edgetpu
-    codename = edgetpu.os_release().get("VERSION_CODENAME", "")
-    python, machine = ".".join(platform.python_version_tuple()[:2]), platform.machine()
-    lines = compat.pip_requirements(codename, python, machine)
-    line = compat.install_line(codename, python, machine)
-    if not lines:
-        print(f"{PROG}: {line}", file=sys.stderr)
-        return 2
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "requirements-edgetpu.txt").write_text("\n".join(lines) + "\n")
-    (dest / "install.txt").write_text(line + "\n")
-    pinned = "--require-hashes " if any("--hash=" in l for l in lines) else ""
-    numpy = compat.matched_pair(codename, python).numpy
-    print(f"matched Edge TPU pair for {codename} + Python {python} on {machine} (firmware_configs/README.md):\n"
-          f"  1. the runtime library: {line.split(' && pip install')[0]}\n"
-          f"  2. the interpreter:     pip install '{numpy}' && pip install --no-deps {pinned}"
-          f"-r {dest / 'requirements-edgetpu.txt'}\n"
-          f"  3. backend = \"tflite_runtime\" under [model] in the config")
-    return 0
 
 
 def _model_file(path: str) -> Path:
@@ -71,7 +23,7 @@ def _model_file(path: str) -> Path:
 
 
 # `build --source NAME` and `fetch NAME`: the published YAMNet forms, fetched with sha256 pins
-SOURCE_ASSETS = {"coral": fetch.CORAL_CPU, "waveform": fetch.YAMNET_WAVEFORM, "keras": fetch.YAMNET_KERAS}
+SOURCE_ASSETS = fetch.SOURCES
 DEFAULT_SOURCE = "coral"  # the best labelled accuracy on the devset (README "Host tools")
 
 
@@ -170,24 +122,12 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Host tools for the edge audio kit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    p = sub.add_parser("fetch", help="install the default model bundle or sample audio (sha256-pinned)",
-                       description="Download pinned assets from their official sources, or copy them from an "
-                                   "offline mirror ($EDGE_AUDIO_ASSETS or --mirror). Every file is checked "
-                                   "against its sha256 before it is installed.",
-                       epilog="examples:\n  python -m tools fetch bundle\n"
-                              "  EDGE_AUDIO_ASSETS=../shared python -m tools fetch samples --dest out/audio",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("bundle", *SOURCE_ASSETS, "samples", "edgetpu-runtime"), nargs="?",
-                   default="bundle",
-                   help="bundle: the default model bundle (default); coral, waveform, keras: a published YAMNet "
-                        "(Coral's int8 twin, the waveform-input TFLite model, the Keras checkpoint yamnet.h5) and "
-                        "the class map, sources for 'build'; samples: demo recordings; edgetpu-runtime: the matched "
-                        "Edge TPU runtime pair for this OS and Python (pip requirements, hash-pinned where the hash "
-                        "is known, and the runtime's install line)")
-    p.add_argument("--dest", metavar="DIR", help="where to put it (bundle default: ~/.local/share/edge-audio/"
-                                                  "models/yamnet-coral or $EDGE_AUDIO_HOME/models/yamnet-coral)")
-    p.add_argument("--mirror", metavar="DIR", help="offline mirror laid out like the asset share (models/, audio/)")
-    p.set_defaults(func=cmd_fetch)
+    from edge.app.fetch import add_parser as add_fetch_parser
+    add_fetch_parser(sub, PROG)
+    from .deploy import add_parser as add_deploy_parser
+    add_deploy_parser(sub)
+    from .wheelhouse import add_parser as add_wheelhouse_parser
+    add_wheelhouse_parser(sub)
 
     p = sub.add_parser("demo", help="the whole chain: local broker, daemon on sample audio, monitor",
                        description="Start a local Mosquitto on a free loopback port, run the daemon on sample "

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import fields
 
 from .. import __version__
 from ..config import ModelConfig, MqttConfig
 from ..core.clip import CLIP_POOLS, DEFAULT_POOL
-from ..core.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError, InputError
+from ..core.errors import InputError
+from .command import OneLineParser, run
 
 MODEL = ModelConfig()  # the command line's defaults are the config file's
 MQTT = MqttConfig()
 
 PROG = "edge-audio"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the usage block first)
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def say(message: str) -> None:
@@ -77,7 +71,7 @@ def cmd_run(args) -> int:
         print(describe())
         return 0
     if not args.config:
-        raise InputError("--config FILE is required (see firmware_configs/*.toml, or --show-keys)")
+        raise InputError("--config FILE is required (start from a board profile: edge-audio profiles; or --show-keys)")
     if args.show_config:
         return show_config(args.config)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -150,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture audio continuously (ALSA, a WAV replay or raw PCM on stdin), classify "
                                    "every hop, turn scores into start/end events and publish them over MQTT. "
                                    "Stops cleanly on SIGTERM/SIGINT. A configuration problem exits 78.",
-                       epilog="example: edge-audio run --config firmware_configs/pi4-usb-coral.toml\n"
+                       epilog="example: edge-audio profiles pi4-usb-coral > config.toml\n"
+                              "         edge-audio run --config config.toml\n"
                               "         edge-audio run --show-keys   (every key, its default and meaning)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="TOML configuration (a board profile from firmware_configs/)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (see 'edge-audio profiles')")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--show-keys", action="store_true", help="print every configuration key and exit")
     p.add_argument("--show-config", action="store_true",
@@ -209,30 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import add_parser as add_bench_parser
     add_bench_parser(sub)
+    from .selftest import add_parser as add_selftest_parser
+    add_selftest_parser(sub)
+    from .fetch import add_parser as add_fetch_parser
+    add_fetch_parser(sub, PROG)
+    from .release import add_subcommands as add_release_parser
+    add_release_parser(sub)
+
+    p = sub.add_parser("profiles", help="list the board profiles shipped with the kit, or print one",
+                       description="Board profiles are complete daemon configs for each supported board. Print one "
+                                   "to start your own config from it.",
+                       epilog="example: edge-audio profiles pi4-usb-coral > config.toml")
+    p.add_argument("name", nargs="?", help="a profile to print (default: list them)")
+    p.set_defaults(func=cmd_profiles)
     return parser
 
 
-def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PROG) -> int:
-    """Parse, dispatch to args.func, and turn the project's errors into one line and an exit status."""
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
-    try:
-        return args.func(args)
-    except EdgeAudioError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `edge-audio classify ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception:
-        import traceback
-        traceback.print_exc()
-        print(f"{prog}: unexpected error (a bug: please report it with the traceback above)", file=sys.stderr)
-        return EXIT_UNEXPECTED
+def cmd_profiles(args) -> int:
+    from .. import firmware
+    print(firmware.profile_text(args.name) if args.name else "\n".join(firmware.profile_names()), end="\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,9 @@ SAMPLES = (
     Asset("speech_whistling2.wav", AUDIOSET + "speech_whistling2.wav",
           "1f9db96a719cbe6dd32073d05173d06e25e71050539552f2ea4a0a26e2197e33", "audio/speech_whistling2.wav"),
 )
+# the published YAMNet forms by name (`fetch NAME`, `python -m tools build --source NAME`)
+SOURCES = {"coral": CORAL_CPU, "waveform": YAMNET_WAVEFORM, "keras": YAMNET_KERAS}
+SELFTEST_CLIP = SAMPLES[0]  # miaow_16k.wav: Cat is the int8 twin's top class on it (0.73 here)
 ASSETS = {a.name: a for a in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP, YAMNET_WAVEFORM, YAMNET_KERAS, *SAMPLES)}
 
 
@@ -134,11 +137,12 @@ def _extract(archive: bytes, member: str, url: str) -> bytes:
 
 
 def install_default_bundle(dest: Path, mirror: Path | None) -> Path:
-    """Coral's split YAMNet (Edge TPU model + int8 CPU twin + class map) as a bundle at `dest`."""
+    """Coral's split YAMNet (Edge TPU model + int8 CPU twin + class map) as a bundle at `dest`, with a known clip
+    (miaow_16k.wav, expected class Cat) that `edge-audio selftest` classifies before a release goes live."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=dest.parent))
     try:
-        for asset in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP):
+        for asset in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP, SELFTEST_CLIP):
             cached = dest / asset.name
             if cached.is_file():
                 shutil.copy2(cached, staging / asset.name)
@@ -154,6 +158,7 @@ def install_default_bundle(dest: Path, mirror: Path | None) -> Path:
             "compiler": None,
             "source": {"name": "google-coral/coralmicro yamnet_spectra_in",
                        "urls": [CORAL_EDGETPU.url, CORAL_CPU.url, CLASS_MAP.url]},
+            "selftest": {"clip": SELFTEST_CLIP.name, "expected": "Cat"},
         })
         if dest.exists():
             shutil.rmtree(dest)

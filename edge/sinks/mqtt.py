@@ -73,18 +73,7 @@ class MqttSink(Sink):
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _make_client(self, password):
-        paho, cfg = self._paho, self.cfg
-        v5 = cfg.protocol == "5"
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-audio-{self.device_id}",
-                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            try:
-                client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
-                               keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt TLS files: {exc}") from None
+        client = new_client(self._paho, self.cfg, self.cfg.client_id or f"edge-audio-{self.device_id}", password)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.max_queued_messages_set(64)  # paho's own queue: we only hand it what we can track
         client.on_connect = self._guard(self._on_connect)
@@ -181,7 +170,7 @@ class MqttSink(Sink):
                 self._awaiting_connack = True
                 self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **self._connect_kwargs())
             except (OSError, ssl.SSLError, ValueError, UnicodeError) as exc:
-                self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {_describe(exc)}")
+                self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {describe_error(exc)}")
                 delay = self._backoff(delay)
                 continue
             while not self._stop.is_set():
@@ -332,7 +321,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _describe(exc: BaseException) -> str:
+def new_client(paho, cfg: MqttConfig, client_id: str, password: str | None):
+    """A paho client with the config's protocol, credentials and TLS settings (no callbacks, no will)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311, reconnect_on_failure=False)
+    if cfg.username:
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls:
+        try:
+            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                           keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"mqtt TLS files: {exc}") from None
+    return client
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed connection attempt."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}); check mqtt.ca_file"
     if isinstance(exc, ssl.SSLError):

@@ -8,7 +8,7 @@ from conftest import ROOT, assert_one_line_error, run_cli
 from edge.config import load_config, mqtt_password, parse_config
 from edge.core.errors import ConfigError
 
-PROFILES = sorted((ROOT / "firmware_configs").glob("*.toml"))
+PROFILES = sorted((ROOT / "edge" / "firmware" / "profiles").glob("*.toml"))
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
@@ -88,17 +88,30 @@ def test_wav_replay_without_mqtt_prints_events(tmp_path, assets, coral_twin):
     assert [e["type"] for e in events] == ["start", "end"] and events[0]["label"] == "Cat"
 
 
-def test_systemd_unit_verifies(tmp_path):
+@pytest.mark.parametrize("mode", ["system", "user"])
+def test_systemd_units_verify_as_rendered_for_a_prefix(tmp_path, mode):
+    """The units a release installs, written for its prefix, pass `systemd-analyze verify` (offline)."""
     import shutil
     import subprocess
+    from edge.app.release_store import Layout
+    from edge.app.service import Service
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
-    unit = (ROOT / "firmware_configs" / "systemd" / "edge-audio.service").read_text()
+    layout = Layout.at(str(tmp_path / "prefix"))
+    layout.create()
+    (layout.secrets / "mqtt_password").write_text("pw")
+    unit = Service.choose(mode, layout).unit_text()
     assert "RestartPreventExitStatus=78" in unit and "Type=notify" in unit and "WatchdogSec=" in unit
+    assert f"LoadCredential=mqtt_password:{layout.secrets}/mqtt_password" in unit
     # verify needs the ExecStart binary to exist: point it at one that does
-    (tmp_path / "edge-audio.service").write_text(unit.replace("/opt/edge-audio/venv/bin/edge-audio", "/bin/true"))
-    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "edge-audio.service")], capture_output=True,
-                       text=True)
+    folder = tmp_path / "units"
+    folder.mkdir()
+    (folder / "edge-audio.service").write_text(unit.replace(f"{layout.current}/venv/bin/edge-audio", "/bin/true"))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    r = subprocess.run(["systemd-analyze", *(["--user"] if mode == "user" else []), "verify",
+                        str(folder / "edge-audio.service")], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(runtime)})
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
 
 

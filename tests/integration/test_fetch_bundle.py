@@ -71,7 +71,8 @@ def test_make_model_from_the_mirror_then_classify_with_the_default(assets, tmp_p
     assert bundle.edgetpu_model.name == "yamnet_spectra_in_edgetpu.tflite" and bundle.input_kind == "logmel_patch"
     manifest = json.loads((bundle.path / "manifest.json").read_text())
     assert set(manifest["files"]) == {"yamnet_spectra_in_edgetpu.tflite", "yamnet_spectra_in.tflite",
-                                      "yamnet_class_map.csv"}
+                                      "yamnet_class_map.csv", "miaow_16k.wav"}
+    assert manifest["selftest"] == {"clip": "miaow_16k.wav", "expected": "Cat"}
     r = run_cli("classify", "--json", assets / "audio" / "dog_975ms.wav")
     assert r.code == 0 and "Dog" in r.out
     assert any("using the CPU twin yamnet_spectra_in.tflite" in l for l in r.err_lines)

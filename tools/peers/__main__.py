@@ -36,7 +36,7 @@ def say(message: str) -> None:
 
 
 def parse_args(argv):
-    from edge.app.cli import OneLineParser
+    from edge.app.command import OneLineParser
     p = OneLineParser(prog="python -m tools.peers",
                       description="The kit and its peers (MediaPipe, the TFLite Task Library) side by side on the "
                                   "same audio and the same model file: windows/s, ms per window, CPU per audio "

@@ -58,7 +58,8 @@ def test_ansible_drives_the_devices_through_the_same_ssh_config(rig, tmp_path):
     inventory.write_text(rig.inventory({"dev2": {"edge_audio_device_id": "hall"}}))
     r = subprocess.run([ansible_bin("ansible"), "-i", str(inventory), "all", "-o", "-m", "ansible.builtin.command",
                         "-a", "echo {{ inventory_hostname }} {{ edge_audio_device_id | default('-') }}"],
-                       capture_output=True, text=True, timeout=180, env={"ANSIBLE_NOCOLOR": "1", "PATH": "/usr/bin:/bin"})
+                       capture_output=True, text=True, timeout=180,
+                       env={"ANSIBLE_NOCOLOR": "1", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = {l.split(" | ")[0]: l for l in r.stdout.splitlines() if " | " in l}
     assert set(lines) == {"dev1", "dev2", "dev3"}
