@@ -73,7 +73,7 @@ class Remote:
         def pump():
             for line in proc.stderr:
                 err_lines.append(line.rstrip("\n"))
-                if stream:
+                if stream and ": error: " not in line:  # the device's error line becomes this command's own
                     print(f"  {self.label}: {line.rstrip()}", file=sys.stderr, flush=True)
 
         reader = threading.Thread(target=pump, daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+from importlib import resources
 from pathlib import Path
 
 from ..core.errors import InputError, read_input_file
@@ -15,7 +16,7 @@ PROFILE_KIND = "edge-audio.bench-reference"
 # the figures --compare and --check look at: (json path, direction) -- "lower" means lower is better
 CHECKED = (("invoke_ms.p50", "lower"), ("e2e_ms.p50", "lower"), ("frontend_ms.p50", "lower"))
 DEFAULT_TOLERANCE = 0.15
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"  # package data: installed with the wheel
+PROFILE_DIR = Path(str(resources.files(__package__).joinpath("profiles")))  # package data, installed with the wheel
 
 _NUM = {"type": ["number", "null"]}
 _STATS = {"type": ["object", "null"], "required": ["n", "mean", "std", "min", "p50", "p90", "p99", "max"],
@@ -207,8 +208,12 @@ def load_profile(path: Path) -> dict:
     return doc
 
 
+def _json_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".json"))
+
+
 def profile_names(folder: Path = PROFILE_DIR) -> list[str]:
-    return sorted(p.stem for p in folder.glob("*.json"))
+    return sorted(p.stem for p in _json_files(folder))
 
 
 def find_profile(name: str | None, board: str | None, machine: str | None = None,
@@ -225,7 +230,7 @@ def find_profile(name: str | None, board: str | None, machine: str | None = None
     machine = machine or platform.machine()
     if not folder.is_dir():
         raise InputError(f"no reference profiles at {folder}: pass --profile path/to/profile.json")
-    profiles = [load_profile(p) for p in sorted(folder.glob("*.json"))]
+    profiles = [load_profile(p) for p in _json_files(folder)]
     for prof in profiles:
         if board and any(s.lower() in board.lower() for s in prof.get("match", {}).get("board", [])):
             return prof
