@@ -104,7 +104,8 @@ def fill(wheelhouse: Path, wheel: Path, extras: tuple[str, ...], target: Platfor
     say(f"binary wheels for {target.tag} (glibc {target.glibc}) from this host's package index")
     platforms = [a for p in target.pip_platforms() for a in ("--platform", p)]
     _pip(["download", "-q", "--only-binary=:all:", *platforms, "--python-version", target.python,
-          "--implementation", "cp", "-d", str(wheelhouse), requirement], f"downloading wheels for {target.tag}")
+          "--implementation", "cp", "-d", str(wheelhouse), requirement, *_version_marked(wheel, target)],
+         f"downloading wheels for {target.tag}")
     for extra in extras:
         if extra in SOURCE_ONLY:
             _source_only(SOURCE_ONLY[extra], wheelhouse, target)
@@ -118,13 +119,32 @@ def _refresh(wheelhouse: Path, wheel: Path) -> list[Path]:
     return sorted(p for p in wheelhouse.iterdir() if not p.name.startswith("."))
 
 
-def _requirements_key(wheel: Path, extras: tuple[str, ...], target: Platform) -> str:
-    """What decides the wheelhouse's content: the wheel's declared requirements, the extras and the platform."""
+def _requires_dist(wheel: Path) -> list[str]:
     import zipfile
     with zipfile.ZipFile(wheel) as z:
         metadata = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        requires = sorted(l for l in z.read(metadata).decode().splitlines() if l.startswith("Requires-Dist:"))
-    return "\n".join([target.tag, target.glibc, ",".join(sorted(extras)), *requires]) + "\n"
+        lines = z.read(metadata).decode().splitlines()
+    return sorted(l.split(":", 1)[1].strip() for l in lines if l.startswith("Requires-Dist:"))
+
+
+def _version_marked(wheel: Path, target: Platform) -> list[str]:
+    """Requirements that depend on the Python version (tomli below 3.11). pip download judges markers by the
+    Python running it, not by --python-version, so these are asked for by name."""
+    from packaging.requirements import Requirement
+    env = {"python_version": target.python, "python_full_version": f"{target.python}.0", "extra": "",
+           "platform_machine": target.machine, "sys_platform": "linux", "platform_system": "Linux",
+           "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    wanted = []
+    for line in _requires_dist(wheel):
+        req = Requirement(line)
+        if req.marker is not None and "python_" in str(req.marker) and req.marker.evaluate(env):
+            wanted.append(f"{req.name}{req.specifier}")
+    return wanted
+
+
+def _requirements_key(wheel: Path, extras: tuple[str, ...], target: Platform) -> str:
+    """What decides the wheelhouse's content: the wheel's declared requirements, the extras and the platform."""
+    return "\n".join([target.tag, target.glibc, ",".join(sorted(extras)), *_requires_dist(wheel)]) + "\n"
 
 
 def _source_only(package: str, wheelhouse: Path, target: Platform) -> None:
