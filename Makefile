@@ -95,11 +95,14 @@ bench-int8: model $(VENV)/.all
 	  $$($(BIN)/python -c 'from edge.model.bundle import default_bundle_path as p; print(p())') --seconds 10
 	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --bundle $(INT8_BUNDLE) --delegate cpu --seconds 5
 
-# the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: real
-# inference with the expected classes asserted. Needs root; first run ~6 min and ~450 MB under out/. Not part of test.
+# the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: the
+# deploy tool's offline wheelhouse installed by the device-side release step with the network off, selftest, real
+# inference with the expected classes asserted, emulated timing beside this host's. Needs root; first run ~8 min
+# and ~600 MB under out/. .ci/run runs it after the suite.
 .PHONY: arm-check
-arm-check:
-	nice -n 10 bash tools/arm_check.sh
+arm-check: $(VENV)/.device
+	@$(BIN)/python -c 'import packaging' 2>/dev/null || $(BIN)/pip install -q packaging
+	PYTHON=$(abspath $(BIN)/python) nice -n 10 bash tools/arm_check.sh
 
 # the Edge TPU probe, cold (a child process loads the runtime: a first start) and warm (the cached verdict: every
 # restart after it). No Coral needed: a fake runtime built with cc stands in for a mismatched libedgetpu.
