@@ -97,8 +97,8 @@ bench-int8: model $(VENV)/.all
 
 # the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: the
 # deploy tool's offline wheelhouse installed by the device-side release step with the network off, selftest, real
-# inference with the expected classes asserted, emulated timing beside this host's. Needs root; first run ~8 min
-# and ~600 MB under out/. .ci/run runs it after the suite.
+# inference with the expected classes asserted, emulated timing beside this host's. Needs root; first run ~6.5 min
+# and ~500 MB under out/. .ci/run runs it after the suite.
 .PHONY: arm-check
 arm-check: $(VENV)/.device
 	@$(BIN)/python -c 'import packaging' 2>/dev/null || $(BIN)/pip install -q packaging

@@ -147,12 +147,13 @@ def _audio(report: Report, cfg: Config | None, _bundle, **_):
         yield report.add("audio", WARN, f"audio.source is {cfg.audio.source!r}, not ALSA: capture not checked", t0)
         return
     from ..audio.alsa import AlsaSource
+    from ..audio.capture import SourceLost
     try:
         source = AlsaSource(cfg.audio)
         source.open()
         rate = source.rate_hz
         source.close()
-    except EdgeAudioError as exc:
+    except (EdgeAudioError, SourceLost) as exc:
         if "busy" in str(exc).lower():
             yield report.add("audio", WARN, f"ALSA {cfg.audio.device}: busy (the running service holds it)", t0)
         else:
