@@ -21,6 +21,17 @@ SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute pa
 PRIVSEP_DIR = Path("/run/sshd")
 
 
+def require_sshd() -> None:
+    """Skip the calling test when sshd cannot run here, or fail it when CI asks for every real part."""
+    import pytest
+    from conftest import REQUIRE
+    why = have_sshd()
+    if why and REQUIRE:
+        pytest.fail(f"{why}, and EDGE_AUDIO_REQUIRE_ASSETS=1 (make sysdeps installs it)")
+    if why:
+        pytest.skip(why)
+
+
 def have_sshd() -> str:
     """Why a real sshd cannot run here ("" when it can)."""
     if not Path(SSHD).is_file():

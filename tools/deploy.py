@@ -199,14 +199,15 @@ def cmd_deploy(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("deploy", help="install a release on devices over SSH (or a fleet through Ansible)",
-                       description=__doc__.split("\n\n", 1)[1].replace("\n", " "),
+                       description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --device-id kitchen --broker broker.lan
   python -m tools deploy pi@10.0.0.7:2222 --profile pi5-usb-coral --wheelhouse out/wheelhouse   (offline device)
   python -m tools deploy pi@kitchen.local --prefix '~/edge-audio' --profile pi4-usb-coral   (user service)
   python -m tools deploy pi@kitchen.local --list          python -m tools deploy pi@kitchen.local --rollback
   python -m tools deploy --inventory firmware_configs/ansible/inventory.example.yml --profile pi4-usb-coral""")
-    p.add_argument("targets", nargs="*", metavar="USER@HOST[:PORT]", help="devices, deployed one after another")
+    p.add_argument("targets", nargs="*", metavar="USER@HOST[:PORT]",
+                   help="devices, deployed one after another; the first that fails stops the run")
     p.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (edge-audio profiles)")
     p.add_argument("--config", metavar="FILE", help="your own TOML config instead of a profile")
     p.add_argument("--bundle", metavar="DIR", help="model bundle to ship in the release (default: the device's "
@@ -228,7 +229,8 @@ def add_parser(sub) -> None:
     p.add_argument("--python", default="python3", metavar="PATH", help="the device's interpreter (default: python3)")
     p.add_argument("--service", default="auto", choices=("auto", "system", "user", "none"),
                    help="systemd unit mode on the device (default: auto = system as root, else user)")
-    p.add_argument("--keep", type=int, default=5, metavar="N", help="good releases kept (default: %(default)s)")
+    p.add_argument("--keep", type=int, default=3, metavar="N",
+                   help="good releases kept on each device (default: %(default)s)")
     p.add_argument("--wheel", metavar="FILE", help="a built edge_audio wheel (default: build this checkout)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client config (ssh -F; default: ~/.ssh/config)")
     p.add_argument("--dry-run", action="store_true", help="check the device and build, show what would run")

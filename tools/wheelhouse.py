@@ -180,7 +180,7 @@ def cmd_wheelhouse(args) -> int:
 def add_parser(sub) -> None:
     import argparse
     p = sub.add_parser("wheelhouse", help="the project wheel and its dependencies for a device's platform (offline)",
-                       description=__doc__.split("\n\n", 1)[1].replace("\n", " "),
+                       description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  python -m tools wheelhouse --platform aarch64-cp311 --out out/wheelhouse\n"
                               "  python -m tools wheelhouse --platform x86_64-cp310-glibc2.31 --extras litert,mqtt")

@@ -156,7 +156,8 @@ def add_subcommands(sub) -> None:
     q.add_argument("--extras", default="litert,mqtt,alsa", help="extras to install (default: %(default)s)")
     q.add_argument("--system-site-packages", action="store_true",
                    help="let the venv see the system's Python packages (e.g. Debian's python3-alsaaudio)")
-    q.add_argument("--keep", type=int, default=5, help="good releases kept after a success (default: %(default)s)")
+    q.add_argument("--keep", type=int, default=3,
+                   help="good releases kept after a success, ~165 MB each (default: %(default)s)")
     _service_args(q)
 
     q = step("rollback", "switch back to the newest good release before the current one", cmd_rollback,
@@ -166,7 +167,7 @@ def add_subcommands(sub) -> None:
     step("list", "the releases on this device (* = current)", cmd_list, "edge-audio release list --json")
     q = step("prune", "delete all but the N newest good releases (never the current one)", cmd_prune,
              "edge-audio release prune --keep 3")
-    q.add_argument("--keep", type=int, default=5, help="good releases to keep (default: %(default)s)")
+    q.add_argument("--keep", type=int, default=3, help="good releases to keep (default: %(default)s)")
     step("status", "the current release and its fingerprint, as JSON", cmd_status, "edge-audio release status")
     q = step("secret", "store a credential read from stdin in PREFIX/etc (mode 0600)", cmd_secret,
              "edge-audio release secret mqtt_password < password.txt")

@@ -211,7 +211,7 @@ def cmd_selftest(args) -> int:
 def add_parser(sub) -> None:
     import argparse
     p = sub.add_parser("selftest", help="check this device before a release goes live: config, bundle, model, clip",
-                       description=__doc__.split("\n\n", 1)[1].replace("\n", " "),
+                       description=__doc__.split("\n\n", 1)[1],
                        epilog="examples:\n  edge-audio selftest --config /opt/edge-audio/current/config.toml\n"
                               "  edge-audio selftest --bundle ~/.local/share/edge-audio/models/yamnet-coral --json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,9 +14,11 @@ import pytest
 from conftest import assert_one_line_error
 from realdeploy import (current_id, deploy, kit, release_ids, release_info, selftest_current, wav_settings)
 from realparts import Broker
-from realssh import SshRig, have_sshd
+from realssh import SshRig, require_sshd
 
-pytestmark = pytest.mark.skipif(bool(have_sshd()), reason=have_sshd() or "sshd available")
+@pytest.fixture(autouse=True)
+def _sshd_here():
+    require_sshd()
 
 
 @pytest.fixture

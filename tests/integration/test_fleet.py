@@ -12,9 +12,11 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from realdeploy import DEVICE_PYTHON, current_id, kit, release_ids, release_info, selftest_current
 from realparts import Broker, free_port
-from realssh import SshRig, have_sshd
+from realssh import SshRig, require_sshd
 
-pytestmark = pytest.mark.skipif(bool(have_sshd()), reason=have_sshd() or "sshd available")
+@pytest.fixture(autouse=True)
+def _sshd_here():
+    require_sshd()
 
 
 def hostvars(rig, k, broker_port: int, extra: dict | None = None) -> dict:

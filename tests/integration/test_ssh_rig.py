@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from realssh import SshRig, have_sshd
+from realssh import SshRig, require_sshd
 
-pytestmark = pytest.mark.skipif(bool(have_sshd()), reason=have_sshd() or "sshd available")
+@pytest.fixture(autouse=True)
+def _sshd_here():
+    require_sshd()
 
 
 @pytest.fixture
