@@ -124,7 +124,9 @@ class ReleaseJob:
             if not sep:
                 raise InputError(f"--set {item}: expected KEY=VALUE")
             text = set_key(text, key.strip(), toml_value(value.strip()))
-        own.write_text(text)
+        tmp = own.with_name("config.toml.new")  # a new file: `own` may be a hard link into the upload
+        tmp.write_text(text)
+        os.replace(tmp, own)
 
     def _make_venv(self, release: Release, wheel: str, extras: str, system_site_packages: bool) -> None:
         venv, wheels = release.path / "venv", release.path / "wheels"
@@ -175,7 +177,7 @@ class ReleaseJob:
         values = report.get("values", {})
         for item in settings:
             key, _, value = item.partition("=")
-            if key.strip() in values and str(values[key.strip()]).lower() != value.strip().lower():
+            if key.strip() in values and not values_match(values[key.strip()], value.strip()):
                 raise Rejected(f"config.toml: --set {key.strip()} did not take effect (the file sets it in a form "
                                "this step does not edit; put it under its [section] table)")
         return report
@@ -207,6 +209,18 @@ class ReleaseJob:
                 except ServiceError as again:
                     self.say(f"the previous release did not restart either: {again}")
             raise Rejected(str(exc)) from None
+
+
+def values_match(actual, wanted: str) -> bool:
+    """Does the loaded config hold what --set asked for? (5 and 5.0 are the same number.)"""
+    if isinstance(actual, bool):
+        return str(actual).lower() == wanted.lower()
+    if isinstance(actual, (int, float)):
+        try:
+            return float(wanted) == float(actual)
+        except ValueError:
+            return False
+    return str(actual) == wanted
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge import firmware
-from edge.app.release_steps import set_key, toml_value
+from edge.app.release_steps import set_key, toml_value, values_match
 from edge.app.release_store import (OK, REJECTED, Layout, Release, current_release, fingerprint, list_releases,
                                     previous_good, prune, switch)
 from edge.app.service import Service
@@ -151,3 +151,9 @@ def test_targets_and_ssh_failures_in_one_line():
     assert "not in known_hosts" in ssh_failure("x", t, ["No ED25519 host key is known for [10.0.0.7]:2222 and you "
                                                         "have requested strict checking.",
                                                         "Host key verification failed."])
+
+
+def test_set_values_are_compared_as_the_config_loads_them():
+    assert values_match(5.0, "5") and values_match(1883, "1883") and values_match(False, "false")
+    assert values_match("kitchen", "kitchen") and not values_match("kitchen", "hall")
+    assert not values_match(0.5, "0.6") and not values_match(2, "two")
