@@ -31,7 +31,7 @@ def access_hint(node: str, mode: int, owner: int, gid: int, uid: int, gids: set[
         return (f"{user} cannot open {node}: it is read/write for group '{group}' and {user} is not in it "
                 f"(sudo usermod -aG {group} {user}; the service unit lists it in SupplementaryGroups)")
     return (f"{user} cannot open {node} ({stat.filemode(mode)}, group '{group}'): "
-            "check the udev rules in firmware_configs/udev")
+            "check the udev rules (edge-audio installs them; PREFIX/current/udev/ in a release)")
 
 
 def check_node(node: str) -> str:

@@ -1,8 +1,9 @@
 """The service side of a release: render the systemd unit for a prefix, install it with the udev rules, restart.
 
-Two modes: `system` (root: /etc/systemd/system, a static `edge-audio` account, udev rules installed) and `user`
-(any account: ~/.config/systemd/user and `systemctl --user`; udev rules need root once). Where systemd is not
-the init system (containers, chroots, build machines) nothing is restarted and the caller is told so.
+Two modes: `system` (root: /etc/systemd/system, the `edge-audio` account from systemd-sysusers, udev rules
+installed) and `user` (any account: ~/.config/systemd/user and `systemctl --user`; udev rules need root once).
+Where systemd is not the init system (containers, chroots, build machines) nothing is restarted and the caller is
+told so.
 Standard library only, like the rest of the release steps.
 """
 
@@ -21,6 +22,7 @@ from .release_store import Layout
 
 UNIT = "edge-audio.service"
 UDEV_RULES = "99-edgetpu-accelerator.rules"
+SYSUSERS = "edge-audio.conf"  # the account and groups of the system unit
 SYSTEM_TEMPLATE_PREFIX = "/opt/edge-audio"  # the shipped units are written for these prefixes
 USER_TEMPLATE_PREFIX = "%h/edge-audio"
 SERVICE_ACCOUNT = "edge-audio"
@@ -63,8 +65,9 @@ class Service:
         if self.mode == "none":
             return
         (release / UNIT).write_text(self.unit_text())
-        (release / "udev").mkdir(exist_ok=True)
-        (release / "udev" / UDEV_RULES).write_text(firmware.read_text(f"udev/{UDEV_RULES}"))
+        for folder, name in (("udev", UDEV_RULES), ("sysusers", SYSUSERS)):
+            (release / folder).mkdir(exist_ok=True)
+            (release / folder / name).write_text(firmware.read_text(f"{folder}/{name}"))
 
     # -- the service manager ----------------------------------------------------------------------------------------
     def why_not_running(self) -> str:
@@ -100,7 +103,7 @@ class Service:
         unit_dir.mkdir(parents=True, exist_ok=True)
         _replace(unit_dir / UNIT, (release / UNIT).read_text())
         if self.mode == "system":
-            self._service_account()
+            self._service_account(release)
             rules = Path("/etc/udev/rules.d") / UDEV_RULES
             if _replace(rules, (release / "udev" / UDEV_RULES).read_text()) and shutil.which("udevadm"):
                 subprocess.run(["udevadm", "control", "--reload"], capture_output=True)
@@ -120,17 +123,17 @@ class Service:
             raise ServiceError(f"{UNIT} is {state or 'not active'} after the restart; see journalctl "
                                f"{'--user ' if self.mode == 'user' else ''}-u {UNIT}")
 
-    def _service_account(self) -> None:
-        state = self.layout.state
-        if subprocess.run(["id", SERVICE_ACCOUNT], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", str(state),
-                            "--shell", "/usr/sbin/nologin", SERVICE_ACCOUNT], capture_output=True, check=True)
-        for group in ("audio", "plugdev"):
-            subprocess.run(["usermod", "-a", "-G", group, SERVICE_ACCOUNT], capture_output=True)
-        shutil.chown(state, SERVICE_ACCOUNT, SERVICE_ACCOUNT)
+    def _service_account(self, release: Path) -> None:
+        """The account and groups the unit names (systemd-sysusers), and the state folder it may write."""
+        conf = Path("/etc/sysusers.d") / SYSUSERS
+        _replace(conf, (release / "sysusers" / SYSUSERS).read_text())
+        proc = subprocess.run(["systemd-sysusers", str(conf)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ServiceError(f"systemd-sysusers {conf}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
+        shutil.chown(self.layout.state, SERVICE_ACCOUNT, SERVICE_ACCOUNT)
         secret = self.layout.secrets / "mqtt_password"
         if secret.exists():
-            os.chmod(secret, 0o600)  # read by systemd (root) for LoadCredential, not by the account
+            os.chmod(secret, 0o600)  # read by systemd (root) for LoadCredential=, not by the account
 
 
 def _replace(path: Path, text: str) -> bool:

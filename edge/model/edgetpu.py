@@ -169,7 +169,8 @@ def find_tpu(device: str = "") -> TpuDevice:
     if not matching or (index is not None and index >= len(matching)):
         what = f"{kind or 'USB or PCIe'} Edge TPU" + (f" number {index}" if index is not None else "")
         raise DelegateError(f"no {what} found (looked for USB 1a6e:089a / 18d1:9302 and /dev/apex_*); "
-                            "check the cable, the udev rules (firmware_configs/udev) and `edge-audio doctor`")
+                            "check the cable, the udev rules (PREFIX/current/udev/ in a release) and "
+                            "`edge-audio doctor`")
     return matching[index or 0]
 
 

@@ -116,16 +116,41 @@ def test_systemd_units_verify_as_rendered_for_a_prefix(tmp_path, mode):
 
 
 def test_systemd_unit_exposure_is_at_most_1_5(tmp_path):
+    """The system unit as a release installs it, rendered for a prefix."""
     import re
     import shutil
     import subprocess
+    from edge.app.release_store import Layout
+    from edge.app.service import Service
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
+    layout = Layout.at(str(tmp_path / "prefix"))
+    layout.create()
+    (layout.secrets / "mqtt_password").write_text("pw")
     unit = tmp_path / "edge-audio.service"
-    unit.write_text((ROOT / "firmware_configs" / "systemd" / "edge-audio.service").read_text())
+    unit.write_text(Service.choose("system", layout).unit_text())
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True)
     score = float(re.search(r"Overall exposure level for edge-audio.service: ([\d.]+)", r.stdout).group(1))
     print(f"\nsystemd-analyze security: exposure {score}")
     assert score <= 1.5
     for kept in ("DeviceAllow=char-alsa rw", "DeviceAllow=char-usb_device rw", "SupplementaryGroups="):
         assert kept in unit.read_text()  # the microphone and the Coral stay reachable
+
+
+def test_the_sysusers_snippet_makes_the_account_and_groups_the_unit_names(tmp_path):
+    """systemd-sysusers, pointed at an empty root, creates what the system unit runs as and joins."""
+    import shutil
+    import subprocess
+    from edge.app.service import SYSUSERS
+    if not shutil.which("systemd-sysusers"):
+        pytest.skip("systemd-sysusers is not installed")
+    (tmp_path / "etc").mkdir()
+    conf = ROOT / "edge" / "firmware" / "sysusers" / SYSUSERS
+    r = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    users = [l.split(":") for l in (tmp_path / "etc" / "passwd").read_text().splitlines()]
+    groups = {l.split(":")[0] for l in (tmp_path / "etc" / "group").read_text().splitlines()}
+    account = next(u for u in users if u[0] == "edge-audio")
+    assert account[6] == "/usr/sbin/nologin" and int(account[2]) < 1000  # a system account, no login
+    unit = (ROOT / "edge" / "firmware" / "systemd" / "edge-audio.service").read_text()
+    assert "User=edge-audio" in unit and {"audio", "plugdev", "apex", "edge-audio"} <= groups

@@ -53,6 +53,8 @@ def test_deploy_validates_and_switches_and_the_same_deploy_again_is_a_no_op(rig,
     config = (release / "config.toml").read_text()
     assert f'path = "{release}/bundle"' in config and 'id = "kitchen"' in config
     assert f"ExecStart={dev.prefix}/current/venv/bin/edge-audio run" in (release / "edge-audio.service").read_text()
+    assert (release / "udev" / "99-edgetpu-accelerator.rules").is_file()
+    assert "u edge-audio" in (release / "sysusers" / "edge-audio.conf").read_text()
     report = selftest_current(dev.prefix)
     assert report["exit"] == 0, report
     clip = next(c for c in report["checks"] if c["name"] == "clip")

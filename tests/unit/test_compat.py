@@ -114,7 +114,7 @@ def test_unit_groups_add_up_and_reset(tmp_path):
 
 
 def test_the_shipped_unit_joins_the_group_of_every_coral_device_file():
-    root = Path(__file__).resolve().parents[2] / "firmware_configs"
+    root = Path(__file__).resolve().parents[2] / "edge" / "firmware"
     groups = access.unit_groups(str(root / "systemd" / "edge-audio.service"))
     rules = (root / "udev" / "99-edgetpu-accelerator.rules").read_text()
     ruled = {part.split('"')[1] for part in rules.split() if part.startswith("GROUP=")}
