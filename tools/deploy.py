@@ -31,6 +31,7 @@ STATUS = ('if [ -x "$p/current/venv/bin/edge-audio" ]; then exec "$p/current/ven
 INSTALL = 'd="$p/incoming/$1"; w="$d/wheels/$2"; py=$3; shift 3; ' \
           'PYTHONPATH="$w" exec "$py" -m edge.app.release install --prefix "$p" --stage "$d" --json "$@"'
 SECRET = 'PYTHONPATH="$p/incoming/$1/wheels/$2" exec "$3" -m edge.app.release secret --prefix "$p" "$4"'
+FORGET = 'rm -rf -- "$p/incoming/$1"'
 CURRENT = ('e="$p/current/venv/bin/edge-audio"; if [ ! -x "$e" ]; then echo "error: no release is current under $p" '
            '>&2; exit 2; fi; exec "$e" release "$@" --prefix "$p"')
 
@@ -139,15 +140,28 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
             return {"result": "dry run", "release": status.get("current"), "seconds": _since(t0)}
         say(f"{remote.label}: uploading {mib:.1f} MiB ({'offline wheelhouse' if platforms else 'online install'})")
         t1 = time.monotonic()
-        remote.upload(folder, plan.prefix, upload)
-        say(f"{remote.label}: uploaded in {time.monotonic() - t1:.1f} s")
-    if plan.password_file:
-        with open(plan.password_file, "rb") as secret:
-            remote.run(SECRET, plan.prefix, upload, wheel.name, plan.python, "mqtt_password", stdin=secret)
+        try:
+            remote.upload(folder, plan.prefix, upload)
+            say(f"{remote.label}: uploaded in {time.monotonic() - t1:.1f} s")
+            if plan.password_file:
+                with open(plan.password_file, "rb") as secret:
+                    remote.run(SECRET, plan.prefix, upload, wheel.name, plan.python, "mqtt_password", stdin=secret)
+        except (InputError, OSError):
+            _forget_upload(remote, plan.prefix, upload)
+            raise
     out = remote.run(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args, stream=True)
     result = json.loads(out.strip().splitlines()[-1])
     result["seconds"] = _since(t0)
     return result
+
+
+def _forget_upload(remote: Remote, prefix: str, upload: str) -> None:
+    """A partial upload is of no use: remove it if the device can still be reached (the install step removes
+    the ones it has used)."""
+    try:
+        remote.run(FORGET, prefix, upload, timeout_s=60)
+    except InputError:
+        pass
 
 
 def _install_args(plan: Plan, service: str) -> list[str]:
