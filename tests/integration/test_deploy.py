@@ -135,8 +135,8 @@ def test_list_rollback_and_state_that_outlives_releases(rig, assets, tmp_path):
         a = current_id(dev.prefix)
         secret = dev.prefix / "etc" / "mqtt_password"
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
-        spool = dev.prefix / "state" / "outbox.jsonl"
-        spool.write_text('{"event": "kept"}\n')
+        kept = dev.prefix / "state" / "calibration.json"
+        kept.write_text('{"Dog": 0.6}\n')
         second = deploy(rig, k, *good_args(k, dev, secured, "--device-id", "b", "--service", "user"))
         assert second.code == 0, second.err
         b = current_id(dev.prefix)
@@ -149,7 +149,7 @@ def test_list_rollback_and_state_that_outlives_releases(rig, assets, tmp_path):
         assert current_id(dev.prefix) == a and f"rolled back: {a} is current (was {b})" in back.err
         assert 'id = "a"' in (dev.prefix / "current" / "config.toml").read_text()
         assert selftest_current(dev.prefix)["exit"] == 0
-        assert spool.read_text() == '{"event": "kept"}\n' and secret.read_text() == "s3cret-pw\n"
+        assert kept.read_text() == '{"Dog": 0.6}\n' and secret.read_text() == "s3cret-pw\n"
         # the password never went into a release or a command line the deploy shows
         for root, _, files in os.walk(dev.prefix / "releases"):
             for name in files:
