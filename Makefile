@@ -97,7 +97,7 @@ bench-int8: model $(VENV)/.all
 
 # the device runtime on aarch64 (Debian 12 arm64 = Raspberry Pi OS bookworm, Python 3.11) under qemu-user: the
 # deploy tool's offline wheelhouse installed by the device-side release step with the network off, selftest, real
-# inference with the expected classes asserted, emulated timing beside this host's. Needs root; first run ~7.5 min
+# inference with the expected classes asserted, emulated timing beside this host's. Needs root; first run ~7 min
 # and ~500 MB under out/. .ci/run runs it after the suite.
 .PHONY: arm-check
 arm-check: $(VENV)/.device
