@@ -32,6 +32,31 @@ def require_sshd() -> None:
         pytest.skip(why)
 
 
+def sshd_guard():
+    """An autouse fixture for a test module whose tests all need sshd: `_sshd_here = sshd_guard()`."""
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def _sshd_here():
+        require_sshd()
+    return _sshd_here
+
+
+def rig_fixture(*names: str):
+    """A module's `rig` fixture: a fresh SshRig per test with these devices added (`rig = rig_fixture("dev1")`),
+    after require_sshd."""
+    import pytest
+
+    @pytest.fixture
+    def rig(tmp_path):
+        require_sshd()
+        with SshRig(tmp_path / "rig") as r:
+            for name in names:
+                r.add(name)
+            yield r
+    return rig
+
+
 def have_sshd() -> str:
     """Why a real sshd cannot run here ("" when it can)."""
     if not Path(SSHD).is_file():

@@ -14,18 +14,9 @@ import pytest
 from conftest import assert_one_line_error
 from realdeploy import (current_id, deploy, kit, release_ids, release_info, selftest_current, wav_settings)
 from realparts import Broker
-from realssh import SshRig, require_sshd
+from realssh import rig_fixture
 
-@pytest.fixture(autouse=True)
-def _sshd_here():
-    require_sshd()
-
-
-@pytest.fixture
-def rig(tmp_path):
-    with SshRig(tmp_path / "rig") as r:
-        r.add("dev1")
-        yield r
+rig = rig_fixture("dev1")
 
 
 @pytest.fixture(scope="module")

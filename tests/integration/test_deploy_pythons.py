@@ -12,11 +12,10 @@ import pytest
 
 from conftest import REQUIRE, ROOT, run_cli
 from realdeploy import current_id, kit, selftest_current, wav_settings
-from realssh import SshRig, require_sshd
+from realssh import SshRig, sshd_guard
 
-@pytest.fixture(autouse=True)
-def _sshd_here():
-    require_sshd()
+_sshd_here = sshd_guard()
+
 OTHER_VERSIONS = ("3.9", "3.10", "3.12", "3.13")
 
 

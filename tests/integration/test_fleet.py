@@ -7,16 +7,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from conftest import assert_one_line_error, run_cli
 from realdeploy import DEVICE_PYTHON, current_id, kit, release_ids, release_info, selftest_current
 from realparts import Broker, free_port
-from realssh import SshRig, require_sshd
+from realssh import SshRig, sshd_guard
 
-@pytest.fixture(autouse=True)
-def _sshd_here():
-    require_sshd()
+_sshd_here = sshd_guard()
 
 
 def hostvars(rig, k, broker_port: int, extra: dict | None = None) -> dict:

@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from realssh import SshRig, require_sshd
+from realssh import rig_fixture
 
-@pytest.fixture(autouse=True)
-def _sshd_here():
-    require_sshd()
-
-
-@pytest.fixture
-def rig(tmp_path):
-    with SshRig(tmp_path / "rig") as r:
-        yield r
+rig = rig_fixture()
 
 
 def ansible_bin(name: str) -> str:
