@@ -36,9 +36,45 @@ def kit(assets: Path) -> Kit:
     return _MADE["kit"]
 
 
-def wav_settings(k: Kit) -> list[str]:
-    """Board profiles capture from ALSA; the test devices replay a recording instead."""
-    return ["--set", "audio.source=wav", "--set", f"audio.file={k.clip}", "--set", "audio.realtime=false"]
+def background_wav(assets: Path) -> Path:
+    """A site's background for calibration: the devset clips that hold none of the pi4 profile's watched sounds
+    (strict or lenient labels), end to end in one 16 kHz WAV (13 min); made once per test run."""
+    if "background" not in _MADE:
+        import csv
+
+        import numpy as np
+
+        from edge import firmware
+        from edge.config import parse_config
+        from edge.core.wavfile import read_wav, write_wav
+        watched = parse_config(firmware.profile_text("pi4-usb-coral")).detector.allow
+        names = [row[2] for row in list(csv.reader(open(assets / "models" / "yamnet_class_map.csv")))[1:]]
+        indices = {str(names.index(label)) for label in watched}
+        rows = csv.DictReader(open(assets / "devset" / "labels.csv"))
+        clips = [assets / "devset" / "clips" / r["file"] for r in rows
+                 if not indices & set(r["lenient_indices"].split(";") + r["audioset_indices"].split(";"))]
+        audio = [read_wav(c) for c in clips]
+        assert all(a.rate_hz == 16000 and a.channels == 1 for a in audio)
+        path = Path(tempfile.mkdtemp(prefix="edge-audio-background-")) / "background.wav"
+        write_wav(path, np.concatenate([a.samples[:, 0] for a in audio]), 16000)
+        _MADE["background"] = path
+    return _MADE["background"]
+
+
+def silent_wav(folder: Path, seconds: float = 20.0) -> Path:
+    """A muted microphone, as a recording."""
+    import numpy as np
+
+    from edge.core.wavfile import write_wav
+    path = folder / "silent.wav"
+    write_wav(path, np.zeros(int(16000 * seconds), np.int16), 16000)
+    return path
+
+
+def wav_settings(k: Kit, recording: Path | None = None) -> list[str]:
+    """Board profiles capture from ALSA; the test devices replay a recording instead (the kit's clip, or this)."""
+    return ["--set", "audio.source=wav", "--set", f"audio.file={recording or k.clip}", "--set",
+            "audio.realtime=false"]
 
 
 def deploy(rig, k: Kit, *args, offline: bool = True, timeout: float = 900) -> Result:

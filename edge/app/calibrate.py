@@ -24,6 +24,7 @@ from .thresholds import layers_for, watched_labels
 
 DEFAULT_TARGET_PER_DAY = 1.0
 MAX_TARGET_PER_DAY = 100_000.0
+MAX_LISTEN_MINUTES = 7 * 24 * 60.0
 METHOD = ("peaks over threshold: exponential tail fitted to the logit of the smoothed score's bursts above the "
           "97th percentile (bursts closer than hold + cooldown count once), their rate extrapolated to the target "
           "per day, never below the highest background score seen")
@@ -48,6 +49,12 @@ def target_per_day(value: float) -> float:
                          "none at all; 0.1 is one every ten days)")
     if value > MAX_TARGET_PER_DAY:
         raise InputError(f"--false-starts-per-day {value:g}: must be at most {MAX_TARGET_PER_DAY:g}")
+    return value
+
+
+def listen_minutes(value: float, flag: str = "--minutes") -> float:
+    if not (math.isfinite(value) and 0 < value <= MAX_LISTEN_MINUTES):
+        raise InputError(f"{flag} {value:g}: must be more than 0 and at most a week")
     return value
 
 
@@ -194,8 +201,8 @@ def positive_files(folder: str, labels: list[str], all_labels: list[str]) -> lis
 
 def cmd_calibrate(args, say) -> int:
     target = target_per_day(args.false_starts_per_day)
-    if args.minutes is not None and not 0 < args.minutes <= 7 * 24 * 60:
-        raise InputError(f"--minutes {args.minutes:g}: must be more than 0 and at most a week")
+    if args.minutes is not None:
+        listen_minutes(args.minutes)
     if args.wav:
         check_wavs(args.wav)
     cfg = load_config(args.config)

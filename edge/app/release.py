@@ -7,6 +7,8 @@ call these; nothing else switches releases.
     rollback  back to the newest good release before the current one (restart + health)
     list      the releases, the current one marked
     prune     keep the N newest good releases
+    calibrate stop the service, calibrate the current release on the site's own audio for M minutes, keep the
+              result in PREFIX/state (it outlives releases), start the service again, whatever happened
     status    JSON: the current release and its fingerprint
     secret    store a credential from stdin in PREFIX/etc (never on a command line)
 
@@ -100,6 +102,16 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .release_calibrate import CalibrationJob
+    layout = Layout.at(args.prefix)
+    result = CalibrationJob(layout, Service.choose(args.service, layout), say).run(args.minutes,
+                                                                                  args.false_starts_per_day)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def cmd_status(args) -> int:
     layout = Layout.at(args.prefix)
     current = current_release(layout)
@@ -168,6 +180,16 @@ def add_subcommands(sub) -> None:
     q = step("prune", "delete all but the N newest good releases (never the current one)", cmd_prune,
              "edge-audio release prune --keep 3")
     q.add_argument("--keep", type=int, default=3, help="good releases to keep (default: %(default)s)")
+    q = step("calibrate", "stop the service, calibrate the current release on this site's audio, keep the result "
+                          "in PREFIX/state, start the service again", cmd_calibrate,
+             "edge-audio release calibrate --prefix /opt/edge-audio --minutes 60")
+    q.add_argument("--minutes", type=float, required=True, metavar="M",
+                   help="listen to the release's audio source for M minutes (keep the watched sounds away)")
+    q.add_argument("--false-starts-per-day", type=float, metavar="N",
+                   help="target per label (default: edge-audio calibrate's, 1)")
+    q.add_argument("--service", default="auto", choices=MODES,
+                   help="the systemd unit to stop and start again: system, user or none; auto picks system as root "
+                        "(default: auto)")
     step("status", "the current release and its fingerprint, as JSON", cmd_status, "edge-audio release status")
     q = step("secret", "store a credential read from stdin in PREFIX/etc (mode 0600)", cmd_secret,
              "edge-audio release secret mqtt_password < password.txt")

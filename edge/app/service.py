@@ -118,9 +118,26 @@ class Service:
     def restart(self) -> None:
         """Restart and return once the unit is active: Type=notify makes this wait for READY=1."""
         self._systemctl("restart", UNIT)
+        self._check_active("restart")
+
+    def is_active(self) -> bool:
+        """Is the unit running (or on its way up, or between automatic restarts)?"""
+        state = self._systemctl("is-active", UNIT, check=False).stdout.strip()
+        return state in ("active", "activating", "reloading")
+
+    def stop(self) -> None:
+        """Stop the unit (it releases the microphone); returns once it has exited."""
+        self._systemctl("stop", UNIT)
+
+    def start(self) -> None:
+        """Start the unit and return once it is active (READY=1)."""
+        self._systemctl("start", UNIT)
+        self._check_active("start")
+
+    def _check_active(self, after: str) -> None:
         state = self._systemctl("is-active", UNIT, check=False).stdout.strip()
         if state != "active":
-            raise ServiceError(f"{UNIT} is {state or 'not active'} after the restart; see journalctl "
+            raise ServiceError(f"{UNIT} is {state or 'not active'} after the {after}; see journalctl "
                                f"{'--user ' if self.mode == 'user' else ''}-u {UNIT}")
 
     def _service_account(self, release: Path) -> None:
