@@ -5,6 +5,9 @@ Per device: describe its Python (machine, version, C library), build what it nee
 (the same release again is a no-op, nothing uploaded), upload with tar over the one SSH connection, store the MQTT
 password from stdin, then run `edge-audio release install` from the uploaded wheel: the device-side steps that
 also serve the Ansible playbook (venv, selftest, atomic switch, unit, restart, health, roll back on failure).
+With --calibrate M, `edge-audio release calibrate` follows on the device (without --profile/--config, it is all
+that happens: the current release is calibrated again): the service is stopped, M minutes of the site's own audio
+give per-label thresholds in PREFIX/state/calibration.toml, which outlives releases, and the service starts again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from edge.app.release_store import fingerprint, install_options
 from edge.core.errors import InputError
 
 from . import wheelhouse
-from .remote import Remote, Target
+from .remote import Remote, RemoteError, Target
 
 STATUS = ('if [ -x "$p/current/venv/bin/edge-audio" ]; then exec "$p/current/venv/bin/edge-audio" release status '
           '--prefix "$p"; else echo "{}"; fi')
@@ -32,7 +35,7 @@ INSTALL = 'd="$p/incoming/$1"; w="$d/wheels/$2"; py=$3; shift 3; ' \
           'PYTHONPATH="$w" exec "$py" -m edge.app.release install --prefix "$p" --stage "$d" --json "$@"'
 SECRET = 'PYTHONPATH="$p/incoming/$1/wheels/$2" exec "$3" -m edge.app.release secret --prefix "$p" "$4"'
 FORGET = 'rm -rf -- "$p/incoming/$1"'
-CURRENT = ('e="$p/current/venv/bin/edge-audio"; if [ ! -x "$e" ]; then echo "error: no release is current under $p" '
+CURRENT = ('e="$p/current/venv/bin/edge-audio"; if [ ! -x "$e" ]; then echo "edge-audio: error: no release is current under $p" '
            '>&2; exit 2; fi; exec "$e" release "$@" --prefix "$p"')
 
 
@@ -55,6 +58,13 @@ class Plan:
     password_file: Path | None
     system_site_packages: bool
     dry_run: bool
+    calibrate: float | None = None  # minutes of the device's own audio, after the install (or on its own)
+    false_starts_per_day: float | None = None
+
+    @property
+    def calibrate_only(self) -> bool:
+        """--calibrate with no release to install: the current release is calibrated again."""
+        return self.calibrate is not None and not (self.profile or self.config)
 
 
 def settings_of(args) -> list[str]:
@@ -76,7 +86,8 @@ def plan_of(args) -> Plan:
             raise InputError(f"--{name.replace('_', '-')} {value}: file not found")
     if args.bundle and not (Path(args.bundle) / "manifest.json").is_file():
         raise InputError(f"--bundle {args.bundle}: not a model bundle (no manifest.json)")
-    if not args.profile and not args.config and not (args.list or args.rollback):
+    check_calibration_args(args)
+    if not args.profile and not args.config and not (args.list or args.rollback or args.calibrate is not None):
         raise InputError("name a board profile with --profile NAME (or give --config FILE)")
     if args.keep < 1:
         raise InputError("--keep must be at least 1")
@@ -84,7 +95,21 @@ def plan_of(args) -> Plan:
     return Plan(args.prefix, args.profile, Path(args.config) if args.config else None,
                 Path(args.bundle) if args.bundle else None, settings_of(args), args.extras, args.python, args.service,
                 args.keep, Path(args.wheelhouse) if args.wheelhouse else None,
-                Path(args.password_file) if args.password_file else None, args.system_site_packages, args.dry_run)
+                Path(args.password_file) if args.password_file else None, args.system_site_packages, args.dry_run,
+                args.calibrate, args.false_starts_per_day)
+
+
+def check_calibration_args(args) -> None:
+    if args.calibrate is None:
+        if args.false_starts_per_day is not None:
+            raise InputError("--false-starts-per-day goes with --calibrate MINUTES")
+        return
+    if args.list or args.rollback:
+        raise InputError("--calibrate: not with --list or --rollback")
+    from edge.app.calibrate import listen_minutes, target_per_day
+    listen_minutes(args.calibrate, "--calibrate")
+    if args.false_starts_per_day is not None:
+        target_per_day(args.false_starts_per_day)
 
 
 def stage(plan: Plan, wheel: Path, folder: Path, platforms: list[wheelhouse.Platform]) -> Path:
@@ -155,6 +180,32 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
     return result
 
 
+def calibrate_current(remote: Remote, plan: Plan, installed: str | None = None) -> dict:
+    """`edge-audio release calibrate` of the device's current release, its progress streamed here."""
+    args = ["calibrate", "--minutes", f"{plan.calibrate:g}", "--service", plan.service, "--json"]
+    if plan.false_starts_per_day is not None:
+        args += ["--false-starts-per-day", f"{plan.false_starts_per_day:g}"]
+    if plan.dry_run:
+        say(f"{remote.label}: would then run: {remote.argv(CURRENT, plan.prefix, *args)[-1]}")
+        return {"result": "dry run"}
+    say(f"{remote.label}: calibrating {installed or 'the current release'} on {plan.calibrate:g} min of the "
+        "device's own audio (its service is stopped meanwhile: it holds the microphone)")
+    try:
+        out = remote.run(CURRENT, plan.prefix, *args, stream=True, timeout_s=plan.calibrate * 120 + 600)
+    except RemoteError as exc:
+        if "invalid choice: 'calibrate'" in str(exc):
+            raise RemoteError(f"{remote.label}: the current release has no calibration step (older than this kit): "
+                              "deploy this one with --calibrate") from None
+        if installed:
+            raise RemoteError(f"{exc}; release {installed} is installed and current") from None
+        raise
+    result = json.loads(out.strip().splitlines()[-1])
+    say(f"{remote.label}: calibrated in {result['seconds']:g} s: "
+        + "; ".join(f"{label} {value:.3f}" for label, value in result["thresholds"].items())
+        + f" -> {result['file']}")
+    return result
+
+
 def _forget_upload(remote: Remote, prefix: str, upload: str) -> None:
     """A partial upload is of no use: remove it if the device can still be reached (the install step removes
     the ones it has used)."""
@@ -186,7 +237,7 @@ def cmd_deploy(args) -> int:
     if not targets:
         raise InputError("name at least one device: USER@HOST[:PORT] (or --inventory FILE for a fleet)")
     wheel = None
-    if not (args.list or args.rollback):
+    if not (args.list or args.rollback or plan.calibrate_only):
         wheel = Path(args.wheel) if args.wheel else wheelhouse.build_project_wheel(Path("out/deploy"))
         if not wheel.is_file():
             raise InputError(f"--wheel {wheel}: file not found")
@@ -200,7 +251,16 @@ def cmd_deploy(args) -> int:
             if args.rollback:
                 remote.run(CURRENT, plan.prefix, "rollback", "--service", plan.service, stream=True)
                 continue
-            result = deploy_one(remote, plan, wheel)
+            t0 = time.monotonic()
+            if plan.calibrate_only:
+                calibration = calibrate_current(remote, plan)
+                result = {"result": calibration["result"], "release": calibration.get("release")}
+            else:
+                result = deploy_one(remote, plan, wheel)
+                if plan.calibrate is not None:
+                    installed = result.get("release") if result["result"] == "installed" else None
+                    result["calibration"] = calibrate_current(remote, plan, installed)
+            result["seconds"] = _since(t0)
             results.append((str(target), result))
             say(f"{target}: {result['result']} {result.get('release') or ''} in {result['seconds']} s")
         finally:
@@ -219,6 +279,8 @@ def add_parser(sub) -> None:
   python -m tools deploy pi@10.0.0.7:2222 --profile pi5-usb-coral --wheelhouse out/wheelhouse   (offline device)
   python -m tools deploy pi@kitchen.local --prefix '~/edge-audio' --profile pi4-usb-coral   (user service)
   python -m tools deploy pi@kitchen.local --list          python -m tools deploy pi@kitchen.local --rollback
+  python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --calibrate 60   (deploy, then calibrate)
+  python -m tools deploy pi@kitchen.local --calibrate 60 --false-starts-per-day 0.5   (calibrate again only)
   python -m tools deploy --inventory firmware_configs/ansible/inventory.example.yml --profile pi4-usb-coral""")
     p.add_argument("targets", nargs="*", metavar="USER@HOST[:PORT]",
                    help="devices, deployed one after another; the first that fails stops the run")
@@ -247,6 +309,12 @@ def add_parser(sub) -> None:
                    help="good releases kept on each device (default: %(default)s)")
     p.add_argument("--wheel", metavar="FILE", help="a built edge_audio wheel (default: build this checkout)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client config (ssh -F; default: ~/.ssh/config)")
+    p.add_argument("--calibrate", type=float, metavar="MINUTES",
+                   help="then calibrate on the device: its service is stopped, MINUTES of its own audio (no watched "
+                        "sounds, please) give per-label thresholds in PREFIX/state/calibration.toml (kept across "
+                        "releases), the service starts again; without --profile/--config, only this happens")
+    p.add_argument("--false-starts-per-day", type=float, metavar="N",
+                   help="with --calibrate: the target per label (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="check the device and build, show what would run")
     p.add_argument("--list", action="store_true", help="list the releases on each device")
     p.add_argument("--rollback", action="store_true", help="switch each device back to its previous good release")

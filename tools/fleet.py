@@ -43,6 +43,8 @@ def rollout(args, plan) -> int:
     if args.targets or args.list or args.rollback or plan.settings:
         raise InputError("with --inventory, devices, --device-id, --broker and --set come from the inventory "
                          "(edge_audio_device_id, edge_audio_broker, edge_audio_set); --list/--rollback are per host")
+    if plan.calibrate_only:
+        raise InputError("with --inventory, --calibrate follows a rollout: name the board profile (--profile) too")
     playbook = ansible_playbook()
     platforms = [wheelhouse.Platform.parse(p) for p in (args.platform or DEFAULT_PLATFORMS)] if plan.wheelhouse else []
     wheel = Path(args.wheel) if args.wheel else wheelhouse.build_project_wheel(Path("out/deploy"))
@@ -62,6 +64,10 @@ def rollout(args, plan) -> int:
             variables["edge_audio_default_profile"] = plan.profile
         if plan.password_file:
             variables["edge_audio_password_file"] = str(Path(plan.password_file).resolve())
+        if plan.calibrate is not None:  # each host calibrates after its install, in its wave
+            variables["edge_audio_calibrate_minutes"] = plan.calibrate
+            if plan.false_starts_per_day is not None:
+                variables["edge_audio_false_starts_per_day"] = plan.false_starts_per_day
         if args.prefix != "/opt/edge-audio":
             variables["edge_audio_prefix"] = args.prefix
         if plan.config:
