@@ -84,6 +84,7 @@ def rollout(args, plan) -> int:
         proc = subprocess.run(cmd, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0"))
         say(f"rollout {'finished' if proc.returncode == 0 else 'stopped'} after {time.monotonic() - t0:.0f} s")
     if proc.returncode != 0:
-        raise InputError(f"the rollout stopped (ansible-playbook exit {proc.returncode}): a failed host was "
-                         "switched back; hosts after it keep their release")
+        raise InputError(f"the rollout stopped (ansible-playbook exit {proc.returncode}): a host that failed its "
+                         "install was switched back (one that failed its calibration keeps the new release and its "
+                         "previous calibration); hosts after it keep their release")
     return 0
