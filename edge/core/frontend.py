@@ -65,33 +65,56 @@ def hann_periodic(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
+MEL_BLOCKS = 2  # the banded projection: bands in this many groups, each a product over the bins it covers
+FRAME_BLOCK = 48  # frames transformed per call: the new frames of a 0.48 s hop; more come in several blocks
+
+
+def mel_blocks(weights: np.ndarray, groups: int = MEL_BLOCKS) -> list[tuple[slice, slice, np.ndarray]]:
+    """(bins, bands, weights[bins, bands]) for `groups` consecutive groups of bands: the mel matrix without the
+    rows (FFT bins) a group never touches. The products over these blocks add up to the full product exactly."""
+    bands = weights.shape[1]
+    edges = np.linspace(0, bands, groups + 1).round().astype(int)
+    blocks = []
+    for b0, b1 in zip(edges[:-1], edges[1:]):
+        rows = np.nonzero(weights[:, b0:b1].any(axis=1))[0]
+        k0, k1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+        blocks.append((slice(k0, k1), slice(int(b0), int(b1)), np.ascontiguousarray(weights[k0:k1, b0:b1])))
+    return blocks
+
+
 class LogMelFrontEnd:
     """Turns 0.975 s windows of float32 audio into [96, 64] log-mel patches.
 
-    All arrays are allocated here. When consecutive windows overlap by a whole number of STFT hops
-    (the default 0.48 s hop is 48 of them), the frames they share are copied from the previous patch,
-    so each 10 ms frame is transformed once.
+    All arrays are allocated here. When consecutive windows are a whole number of STFT hops apart (the default
+    0.48 s hop is 48 of them, and the window loop keeps a patch model's windows on that 10 ms grid at any hop),
+    the frames they share are copied from the previous patch, so each 10 ms frame is transformed once.
 
-    The work is done in float64, the type NumPy's FFT computes in: given a zero-padded float64 input and a
-    complex128 `out`, np.fft.rfft allocates nothing (a float32 input would be converted into a fresh array
-    on every call).
+    Each new frame: the Hann window in float32; the FFT in float64 (NumPy's FFT computes in float64: given a
+    float64 input and a complex128 `out` it allocates nothing, while its float32 path was slower here and
+    allocates a temporary on every call); from the spectrum on float32 again: magnitude, mel projection, log.
+    The projection is banded: the 64 triangular filters touch only FFT bins 5-239, each filter a few of them,
+    so it runs as one small product per group of bands over the bins that group covers (mel_blocks), not as
+    one product with a 97 %-zero matrix. New frames go through in blocks of FRAME_BLOCK (the first window's 96
+    in two), which halves the scratch arrays.
     """
 
     def __init__(self, params: FrontEndParams = FrontEndParams()):
         self.params = params
         p = params
         n, bins = p.patch_frames, p.fft_length // 2 + 1
-        self._mel = mel_matrix(p).astype(np.float64)
-        # a full [96, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
-        self._hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (n, 1))
-        self._windowed = np.zeros((n, p.stft_window_samples), np.float64)
-        self._window = np.zeros(p.window_samples, np.float64)
+        self._blocks = mel_blocks(mel_matrix(p))
+        b = self._block = min(FRAME_BLOCK, n)
+        # a full [48, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
+        self._hann = np.tile(hann_periodic(p.stft_window_samples), (b, 1))
+        self._window = np.zeros(p.window_samples, np.float32)
         self._frames = np.lib.stride_tricks.as_strided(  # [96, 400] overlapping views of _window
-            self._window, shape=(n, p.stft_window_samples), strides=(p.stft_hop_samples * 8, 8), writeable=False)
-        self._padded = np.zeros((n, p.fft_length), np.float64)  # columns past the STFT window stay zero
-        self._spectrum = np.zeros((n, bins), np.complex128)
-        self._magnitude = np.zeros((n, bins), np.float64)
-        self._mel_out = np.zeros((n, p.mel_bands), np.float64)
+            self._window, shape=(n, p.stft_window_samples), strides=(p.stft_hop_samples * 4, 4), writeable=False)
+        self._windowed = np.zeros((b, p.stft_window_samples), np.float32)
+        self._padded = np.zeros((b, p.fft_length), np.float64)  # columns past the STFT window stay zero
+        self._spectrum = np.zeros((b, bins), np.complex128)
+        self._spectrum32 = np.zeros((b, bins), np.complex64)
+        self._magnitude = np.zeros((b, bins), np.float32)
+        self._offset = np.float32(p.log_offset)
         self._patches = (np.zeros((n, p.mel_bands), np.float32), np.zeros((n, p.mel_bands), np.float32))
         self._current = 0
         self._last_start: int | None = None
@@ -101,7 +124,7 @@ class LogMelFrontEnd:
     @property
     def buffers(self) -> tuple:
         """Every array compute() writes to (tests check they are never replaced)."""
-        return (self._window, self._windowed, self._padded, self._spectrum, self._magnitude, self._mel_out,
+        return (self._window, self._windowed, self._padded, self._spectrum, self._spectrum32, self._magnitude,
                 *self._patches)
 
     @property
@@ -133,14 +156,20 @@ class LogMelFrontEnd:
         self._last_start = start_sample
         if reuse < n:
             first = reuse * hop
-            np.copyto(self._window[first:], window[first:])  # the new samples, as float64
+            np.copyto(self._window[first:], window[first:])  # the new samples
             self._log_mel(reuse, out[reuse:])
         return out
 
     def _log_mel(self, first: int, out: np.ndarray) -> None:
-        count = self.params.patch_frames - first
+        n = self.params.patch_frames
+        for start in range(first, n, self._block):
+            stop = min(start + self._block, n)
+            self._log_mel_block(start, stop, out[start - first:stop - first])
+
+    def _log_mel_block(self, first: int, stop: int, out: np.ndarray) -> None:
+        count = stop - first
         windowed = self._windowed[:count]
-        np.copyto(windowed, self._frames[first:])
+        np.copyto(windowed, self._frames[first:stop])
         np.multiply(windowed, self._hann[:count], out=windowed)
         padded = self._padded[:count]
         np.copyto(padded[:, :self.params.stft_window_samples], windowed)
@@ -149,13 +178,14 @@ class LogMelFrontEnd:
             np.fft.rfft(padded, axis=1, out=spectrum)
         else:  # NumPy < 2 has no `out` here (the tflite_runtime backend needs NumPy 1.x): one allocation
             spectrum[...] = np.fft.rfft(padded, axis=1)
+        spectrum32 = self._spectrum32[:count]
+        np.copyto(spectrum32, spectrum, casting="same_kind")  # |complex64| is cheaper than |complex128|
         magnitude = self._magnitude[:count]
-        np.abs(spectrum, out=magnitude)
-        mel = self._mel_out[:count]
-        np.matmul(magnitude, self._mel, out=mel)
-        np.add(mel, self.params.log_offset, out=mel)
-        np.log(mel, out=mel)
-        np.copyto(out, mel, casting="same_kind")
+        np.abs(spectrum32, out=magnitude)
+        for bins, bands, weights in self._blocks:
+            np.matmul(magnitude[:, bins], weights, out=out[:, bands])
+        np.add(out, self._offset, out=out)
+        np.log(out, out=out)
         self.frames_computed += count
 
 
