@@ -28,7 +28,7 @@ def classify_audio(audio: WavAudio, classifier: Classifier, hop_seconds: float =
     """Every window of a recording, padded at the end the way YAMNet's reference pads."""
     p = classifier.params
     loop = WindowLoop(p.window_samples, hop_samples_for(hop_seconds, p.sample_rate_hz), audio.rate_hz,
-                      audio.channels, p.sample_rate_hz)
+                      audio.channels, p.sample_rate_hz, grid_samples=classifier.grid_samples)
     for window, start in recording_windows(audio.samples, loop):
         scores = classifier.classify(window, start)
         yield Window(start / p.sample_rate_hz, (start + p.window_samples) / p.sample_rate_hz, scores)

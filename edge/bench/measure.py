@@ -93,7 +93,8 @@ class Pipeline:
         p = classifier.params
         self.classifier = classifier
         self.source = LoopedSource(audio)
-        self.loop = WindowLoop(p.window_samples, hop_samples, audio.rate_hz, audio.channels, p.sample_rate_hz)
+        self.loop = WindowLoop(p.window_samples, hop_samples, audio.rate_hz, audio.channels, p.sample_rate_hz,
+                               grid_samples=classifier.grid_samples)
         self.hop_samples = hop_samples
         self.on_window = on_window
         self.windows = 0

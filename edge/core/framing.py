@@ -55,21 +55,28 @@ class Framer:
 
     `push(chunk)` then `while (w := framer.next_window()) is not None: ...`. The window array is the same
     object every time (overwritten); `window_start` is its first sample's index in the 16 kHz stream.
+
+    With `grid_samples` > 1 every window starts on a multiple of it: window k starts at k x hop rounded to the
+    grid, so the hop keeps its average and each start moves by less than half a grid step. A log-mel front end
+    passes its STFT hop (160 samples), so overlapping windows share whole frames at any hop.
     """
 
     def __init__(self, window_samples: int = 15600, hop_samples: int = 7680, rate_in_hz: int = 16000,
-                 channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192):
-        if hop_samples <= 0 or window_samples <= 0:
-            raise ValueError("window and hop must be positive")
+                 channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192, grid_samples: int = 1):
+        if hop_samples <= 0 or window_samples <= 0 or grid_samples <= 0:
+            raise ValueError("window, hop and grid must be positive")
         self.window_samples = window_samples
         self.hop_samples = hop_samples
+        self.grid_samples = grid_samples
         self.rate_hz = rate_hz
         self.rate_in_hz = rate_in_hz
         self.channels = channels
         self.max_chunk_frames = max_chunk_frames
         self.window = np.zeros(window_samples, np.float32)
         self.window_start = 0
+        self._index = 0  # the next window's number: it starts at _start_of(_index)
         self._next_start = 0
+        self._last_start = -hop_samples  # the last window handed out (none yet)
         self.skipped_windows = 0  # windows dropped because the consumer fell behind the ring
         self._mono = np.zeros(max_chunk_frames, np.float32)
         self._interleaved = np.zeros(max_chunk_frames * channels, np.float32)
@@ -132,7 +139,7 @@ class Framer:
         """End of a file, after the windows are drained: add silence so audio not covered by a window yet gets
         one more window (YAMNet's reference pads the same way; a clip shorter than a window becomes one)."""
         written = self.ring.written
-        last_end = self._next_start - self.hop_samples + self.window_samples
+        last_end = self._last_start + self.window_samples
         if written >= self.window_samples and written <= last_end:
             return
         needed = self._next_start + self.window_samples - written
@@ -142,15 +149,27 @@ class Framer:
             self.ring.write(zeros[:step])
             needed -= step
 
+    def samples_until_next_window(self) -> int:
+        """Samples (at rate_hz) still missing for the next window; 0 when it can be read now."""
+        return max(0, self._next_start + self.window_samples - self.ring.written)
+
+    def _start_of(self, index: int) -> int:
+        grid = self.grid_samples
+        return index * self.hop_samples if grid == 1 else (index * self.hop_samples + grid // 2) // grid * grid
+
     def next_window(self) -> np.ndarray | None:
         """The next window if enough audio has arrived, else None."""
         if self.ring.written < self._next_start + self.window_samples:
             return None
         if self._next_start < self.ring.oldest():  # the consumer fell behind: skip to the newest full window
-            skip = (self.ring.written - self.window_samples - self._next_start) // self.hop_samples
-            self._next_start += skip * self.hop_samples  # the newest window that fits, on the same hop grid
-            self.skipped_windows += skip
+            newest = self._index + (self.ring.written - self.window_samples - self._next_start) // self.hop_samples
+            while self._start_of(newest) + self.window_samples > self.ring.written:
+                newest -= 1  # the newest window that fits, on the same hop grid
+            self.skipped_windows += newest - self._index
+            self._index = newest
+            self._next_start = self._start_of(newest)
         self.ring.read_float(self._next_start, self.window)
-        self.window_start = self._next_start
-        self._next_start += self.hop_samples
+        self.window_start = self._last_start = self._next_start
+        self._index += 1
+        self._next_start = self._start_of(self._index)
         return self.window

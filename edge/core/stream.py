@@ -6,7 +6,7 @@ Every path that turns audio into windows goes through WindowLoop: `edge-audio cl
 benchmark, the host tools and the hot-path test. What happens to each window (classify, detect, publish, time)
 is the caller's loop body:
 
-    loop = WindowLoop(15600, hop_samples_for(0.48), rate_in_hz=44100, channels=2)
+    loop = WindowLoop(15600, hop_samples_for(0.48), rate_in_hz=44100, channels=2, grid_samples=160)
     for window, start in loop.feed(chunk): ...      # as audio arrives
     for window, start in loop.end(): ...            # end of a recording: the tail, padded like YAMNet's reference
 
@@ -41,12 +41,15 @@ class WindowLoop:
     """push audio -> next window, for live streams and recordings alike."""
 
     def __init__(self, window_samples: int, hop_samples: int, rate_in_hz: int = 16000, channels: int = 1,
-                 rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES):
+                 rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES, grid_samples: int = 1):
+        """`grid_samples`: windows start on multiples of it (a classifier's `grid_samples`: its front end's STFT
+        hop for a log-mel model, so frames are shared at any hop; 1 for a waveform model)."""
         try:
             check_rate(rate_in_hz, rate_hz, max_chunk_frames)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames)
+        self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames,
+                             grid_samples)
 
     @property
     def rate_in_hz(self) -> int:
@@ -55,6 +58,15 @@ class WindowLoop:
     @property
     def channels(self) -> int:
         return self.framer.channels
+
+    def frames_wanted(self) -> int:
+        """Input frames still to come before the next window is complete (0: one is ready): a live loop sleeps
+        until then. At the input rate, so a resampled stream may need a frame or two more."""
+        framer = self.framer
+        samples = framer.samples_until_next_window()
+        if framer.rate_in_hz == framer.rate_hz:
+            return samples
+        return samples * framer.rate_in_hz // framer.rate_hz
 
     def feed(self, chunk: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         """Push interleaved int16 PCM; yield every window it completes with its first sample's index."""

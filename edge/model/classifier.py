@@ -18,7 +18,8 @@ from .bundle import resolve_model
 from .delegate import Decision, DelegatePolicy, decide
 from .labels import load_labels
 from .runtime import Backend, load_backend
-from .tflite_file import ModelInfo, TensorInfo, read_model_info
+from .tflite_file import ModelIO, TensorInfo, read_model_io
+
 
 def input_kind_of(tensor: TensorInfo, params: FrontEndParams, where: Path) -> str:
     """'waveform' for [N] / [1, N] with N = 15600; 'logmel_patch' for [1, 96, 64] (optionally [.., 1])."""
@@ -33,13 +34,16 @@ def input_kind_of(tensor: TensorInfo, params: FrontEndParams, where: Path) -> st
 
 
 class Classifier:
-    def __init__(self, interpreter, info: ModelInfo, labels: list[str], decision: Decision, backend: Backend,
+    """Keeps what the per-window path uses (the interpreter, its tensor accessors, the front end, the scores) and
+    the labels; nothing read from the model file stays."""
+
+    def __init__(self, interpreter, info: ModelIO, labels: list[str], decision: Decision, backend: Backend,
                  frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1,
                  thresholds: dict | None = None, clip_pool: str | None = None):
         self.interpreter = interpreter
+        self.model_path = info.path
         self.thresholds = dict(thresholds or {})  # the bundle's per-label start thresholds, if it has them
         self.clip_pool = clip_pool  # the bundle's measured clip pooling, if it has one
-        self.info = info
         self.decision = decision
         self.backend = backend
         self.model_name = model_name or info.path.stem
@@ -81,7 +85,7 @@ class Classifier:
         be = backend if isinstance(backend, Backend) else load_backend(backend)
         kwargs = {"load_tpu": load_tpu} if load_tpu else {}
         decision = decide(policy, source.models, be, fresh_probe=fresh_probe, **kwargs)
-        info = read_model_info(decision.model)
+        info = read_model_io(decision.model)
         input_kind_of(info.inputs[0], source.frontend, decision.model)  # reject before loading
         interpreter = _load_interpreter(be, decision, threads)
         return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads, thresholds,
@@ -131,6 +135,12 @@ class Classifier:
         self.prepare(window, start_sample)
         self.invoke()
         return self.read_scores()
+
+    @property
+    def grid_samples(self) -> int:
+        """Windows for this model start on multiples of this (WindowLoop's grid): the STFT hop for a log-mel
+        model, so overlapping windows share whole frames at any hop; 1 for a waveform model."""
+        return self.params.stft_hop_samples if self.frontend is not None else 1
 
     def top(self, scores: np.ndarray, k: int) -> list[dict]:
         order = np.argsort(-scores, kind="stable")[:k]

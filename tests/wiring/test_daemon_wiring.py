@@ -23,6 +23,7 @@ class UnpluggedTpu:
         self.labels, self.params, self.frontend = real.labels, real.params, real.frontend
         self.model_name = real.model_name
         self.thresholds = real.thresholds
+        self.grid_samples = real.grid_samples
         self.decision = dataclasses.replace(copy.copy(real.decision), delegate="edgetpu", reason="test TPU")
 
     def classify(self, window, start):
