@@ -1,7 +1,8 @@
-"""Scores -> start/end events: per-label smoothing, hysteresis, minimum duration, hold and cooldown.
+"""Scores -> start/end events: per-label smoothing, hysteresis, minimum duration, hold and cooldown, and a fast
+onset (one window over a higher bar starts an event without waiting for the average; the average ends it).
 
-Pure NumPy. The per-window path works in preallocated arrays; Python objects are made only when an event
-happens.
+Pure NumPy. The per-window path works in preallocated arrays over the watched classes only; Python objects are
+made only when something may start or is going on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .events import Event
 from .params import param
 
 NO_EVENTS: tuple = ()
+ONSET_THRESHOLD = 0.8  # the fast onset's bar: see tools/onset.py for how it was chosen
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class DetectorParams:
     allow: list = param([], "labels to watch, by display name (empty: every label not denied)")
     deny: list = param([], "labels never reported")
     smoothing_windows: int = param(2, "moving average over this many windows", 1, 50)
+    onset_threshold: float = param(ONSET_THRESHOLD, "one window's raw score at or above this (and the label's own "
+                                   "threshold) starts an event at once, without waiting for the average; the "
+                                   "average still ends it (1.0: off)", 0.0, 1.0)
     min_duration_seconds: float = param(0.0, "a score must stay up this long before 'start'", 0.0, 60.0)
     hold_seconds: float = param(1.0, "a score must stay down this long before 'end'", 0.0, 600.0)
     cooldown_seconds: float = param(0.0, "after 'end', no new 'start' of that label for this long", 0.0, 3600.0)
@@ -64,33 +69,47 @@ def resolve_labels(names, labels: list[str], key: str) -> list[int]:
 
 
 class Detector:
+    """Per-window work runs only over the watched classes (all of them without an allow or deny list), in
+    preallocated arrays; a quiet window costs two reductions. Event bookkeeping is indexed by class."""
+
     def __init__(self, labels: list[str], cfg: DetectorParams = DetectorParams(), event_fields: dict | None = None):
         n = len(labels)
         self.labels = labels
         self.cfg = cfg
         deny = set(resolve_labels(cfg.deny, labels, "detector.deny"))
         allow = resolve_labels(cfg.allow, labels, "detector.allow") if cfg.allow else range(n)
-        self.watched = np.array([i for i in allow if i not in deny], np.intp)
-        self.on = np.full(n, cfg.threshold, np.float32)
+        self.watched = np.array(sorted({i for i in allow if i not in deny}), np.intp)
+        on = np.full(n, cfg.threshold, np.float32)
         for name, value in cfg.thresholds.items():
-            self.on[resolve_labels([name], labels, "detector.thresholds")[0]] = value
-        self.off = self.on * np.float32(cfg.off_ratio)
-        self._history = np.zeros((cfg.smoothing_windows, n), np.float32)
+            on[resolve_labels([name], labels, "detector.thresholds")[0]] = value
+        self.on = on
+        self.off = on * np.float32(cfg.off_ratio)
+        m = self.watched.size
+        windows = cfg.smoothing_windows
+        self._gather = m < n  # copy the watched scores out of the 521 (an allow or deny list)
+        # the smoothed score is compared as a sum over the history: the thresholds carry the 1/N
+        self._on_sum = on[self.watched] * np.float32(windows)
+        self._off_sum = self.off[self.watched] * np.float32(windows)
+        self._min_on_sum = float(self._on_sum.min()) if m else np.inf  # the quiet-window test
+        fast = cfg.onset_threshold < 1.0
+        self._fast_on = np.maximum(on[self.watched], np.float32(cfg.onset_threshold)) if fast else None
+        self._min_fast = float(self._fast_on.min()) if fast and m else np.inf
+        self._history = np.zeros((windows, m), np.float32)
         self._slot = 0
-        self.smoothed = np.zeros(n, np.float32)
-        self._watched_mask = np.zeros(n, bool)
-        self._watched_mask[self.watched] = True
+        self._sum = np.zeros(m, np.float32)
+        self._up = np.zeros(m, bool)  # per-window scratch
+        self._fast_up = np.zeros(m, bool)
+        self._interesting = np.zeros(m, bool)
+        self._busy = np.zeros(m, bool)  # active or pending, by watched position
+        self._busy_count = 0
         self._active = np.zeros(n, bool)
         self._pending = np.zeros(n, bool)  # above "on", waiting for min_duration
         self._pending_since = np.zeros(n)
-        self._up = np.zeros(n, bool)  # per-window scratch
-        self._still = np.zeros(n, bool)
-        self._interesting = np.zeros(n, bool)
         self._start = np.zeros(n)
         self._last_above = np.zeros(n)
         self._cooldown_until = np.full(n, -np.inf)
         self._peak = np.zeros(n, np.float32)
-        self._sum = np.zeros(n)
+        self._total = np.zeros(n)
         self._count = np.zeros(n, np.int64)
         self._level = np.full(n, -120.0)  # loudest window of the event, dBFS
         self._ids: dict[int, str] = {}
@@ -100,32 +119,59 @@ class Detector:
     def active_labels(self) -> list[str]:
         return [self.labels[i] for i in np.nonzero(self._active)[0]]
 
+    @property
+    def smoothed(self) -> np.ndarray:
+        """The smoothed scores of the watched classes (in the order of `watched`); allocates: not for the hot path."""
+        return self._sum / np.float32(self._history.shape[0])
+
     def _smooth(self, scores: np.ndarray) -> np.ndarray:
-        """Mean of the last N windows (the history starts silent, so one loud first window cannot start an event
-        on its own)."""
-        self._history[self._slot] = scores
-        self._slot = (self._slot + 1) % self._history.shape[0]
-        np.sum(self._history, axis=0, out=self.smoothed)
-        np.multiply(self.smoothed, np.float32(1.0 / self._history.shape[0]), out=self.smoothed)
-        return self.smoothed
+        """Sum of the last N windows of the watched scores (the history starts silent, so below the onset
+        threshold one loud first window cannot start an event on its own). Returns the newest raw scores."""
+        history = self._history
+        latest = history[self._slot]
+        if self._gather:
+            np.take(scores, self.watched, out=latest)
+        else:
+            np.copyto(latest, scores)
+        self._slot = (self._slot + 1) % history.shape[0]
+        if history.shape[0] == 1:
+            np.copyto(self._sum, latest)
+        elif history.shape[0] == 2:
+            np.add(history[0], history[1], out=self._sum)
+        else:
+            np.add.reduce(history, axis=0, out=self._sum)
+        return latest
 
     def update(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
         """Feed one window's scores (timestamps in unix seconds). Returns the events it caused (often none)."""
-        s = self._smooth(scores)
-        up, still, interesting = self._up, self._still, self._interesting
-        np.greater_equal(s, self.on, out=up)
-        np.greater_equal(s, self.off, out=still)
-        np.logical_and(up, self._watched_mask, out=interesting)  # only watched labels become active or pending
-        np.logical_or(interesting, self._active, out=interesting)
-        np.logical_or(interesting, self._pending, out=interesting)
-        if not interesting.any():
+        if not self.watched.size:
             return NO_EVENTS
+        raw = self._smooth(scores)
+        total = self._sum
+        if not self._busy_count and total.max() < self._min_on_sum and \
+                (self._fast_on is None or raw.max() < self._min_fast):
+            return NO_EVENTS  # nothing active or pending, and nothing can start: the usual window
+        up, interesting = self._up, self._interesting
+        np.greater_equal(total, self._on_sum, out=up)
+        if self._fast_on is not None:  # one window over the higher bar starts at once
+            np.greater_equal(raw, self._fast_on, out=self._fast_up)
+            np.logical_or(up, self._fast_up, out=up)
+        np.logical_or(up, self._busy, out=interesting)
         events = []
-        for c in np.nonzero(interesting)[0].tolist():
+        inv = np.float32(1.0 / self._history.shape[0])
+        for j in np.nonzero(interesting)[0].tolist():
+            c = int(self.watched[j])
+            score = float(total[j] * inv)  # the mean, in float32 as it always was
+            still = bool(total[j] >= self._off_sum[j])
             if self._active[c]:
-                self._continue(c, s[c], t_end, still[c], level_dbfs, events)
+                self._continue(c, score, t_end, still, level_dbfs, events)
             else:
-                self._maybe_start(c, s[c], t_start, t_end, up[c], still[c], level_dbfs, events)
+                fast = self._fast_on is not None and bool(self._fast_up[j])
+                self._maybe_start(c, score, t_start, t_end, bool(up[j]), still or fast, level_dbfs, events)
+            busy = bool(self._active[c] or self._pending[c])
+            if busy != self._busy[j]:
+                self._busy[j] = busy
+                self._busy_count += 1 if busy else -1
         return events
 
     def _maybe_start(self, c, score, t_start, t_end, up, still, level, events):
@@ -134,12 +180,12 @@ class Detector:
                 return
             self._pending[c] = True
             self._pending_since[c] = t_start
-            self._peak[c], self._sum[c], self._count[c], self._level[c] = score, 0.0, 0, level
+            self._peak[c], self._total[c], self._count[c], self._level[c] = score, 0.0, 0, level
         if not still:
             self._pending[c] = False
             return
         self._peak[c] = max(self._peak[c], score)
-        self._sum[c] += score
+        self._total[c] += score
         self._count[c] += 1
         self._level[c] = max(self._level[c], level)
         if t_end - self._pending_since[c] >= self.cfg.min_duration_seconds:
@@ -154,7 +200,7 @@ class Detector:
         if still:
             self._last_above[c] = t_end
             self._peak[c] = max(self._peak[c], score)
-            self._sum[c] += score
+            self._total[c] += score
             self._count[c] += 1
             self._level[c] = max(self._level[c], level)
         elif t_end - self._last_above[c] >= self.cfg.hold_seconds:
@@ -173,6 +219,8 @@ class Detector:
         for c in np.nonzero(self._active)[0]:
             self._end(int(c), events)
         self._pending[:] = False
+        self._busy[:] = False
+        self._busy_count = 0
         return events
 
     def _event(self, kind: str, c: int, end: float | None) -> Event:
@@ -180,7 +228,7 @@ class Detector:
         duration = (end if end is not None else float(self._last_above[c])) - start
         return Event(type=kind, event_id=self._ids[c], label=self.labels[c], class_index=c, start_ts=start,
                      end_ts=end, peak_score=float(self._peak[c]),
-                     mean_score=float(self._sum[c] / max(1, self._count[c])), duration_s=max(0.0, duration),
+                     mean_score=float(self._total[c] / max(1, self._count[c])), duration_s=max(0.0, duration),
                      level_dbfs=float(self._level[c]), **self._fields)
 
     def with_fields(self, **fields) -> None:

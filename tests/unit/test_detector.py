@@ -45,8 +45,40 @@ def test_cooldown_after_end():
 
 
 def test_smoothing_averages_windows():
-    assert run(det(smoothing_windows=3), [0.9, 0.0, 0.0]) == []  # a single loud window averages to 0.3
-    assert run(det(smoothing_windows=2), [0.9, 0.9])[0] == (1, "start", "Dog")
+    slow = {"onset_threshold": 1.0}  # the fast onset off: only the average starts events
+    assert run(det(smoothing_windows=3, **slow), [0.9, 0.0, 0.0]) == []  # a single loud window averages to 0.3
+    assert run(det(smoothing_windows=2, **slow), [0.9, 0.9])[0] == (1, "start", "Dog")
+
+
+def test_fast_onset_starts_on_one_window_over_the_higher_bar_and_the_average_ends_it():
+    # window 0 alone clears the onset bar (0.8): start at once; the average (0.3) is below the off level, so it
+    # ends as soon as the hold allows
+    assert run(det(smoothing_windows=3), [0.9, 0.0, 0.0]) == [(0, "start", "Dog"), (1, "end", "Dog")]
+    # below the bar, a first loud window waits for the average, as before
+    assert run(det(smoothing_windows=2), [0.7, 0.7]) == [(1, "start", "Dog")]
+    assert run(det(smoothing_windows=2), [0.7, 0.0]) == []
+    # a label whose own threshold is above the bar needs its own threshold
+    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.9, 0.0]) == []
+    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.96, 0.0])[0] == (0, "start", "Dog")
+    # the bar is the setting's
+    assert run(det(smoothing_windows=2, onset_threshold=0.6), [0.65, 0.0])[0] == (0, "start", "Dog")
+    # minimum duration still applies to a fast start
+    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.9, 0.0, 0.0]) == []
+    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.9, 0.9, 0.9])[0] == (2, "start", "Dog")
+
+
+def test_an_allow_list_changes_only_which_classes_are_worked_on():
+    """Watching a subset gives exactly the events of those labels that watching everything gives."""
+    rng = np.random.default_rng(3)
+    everything, subset = det(smoothing_windows=2, hold_seconds=0.5), det(smoothing_windows=2, hold_seconds=0.5,
+                                                                            allow=["Cat", "Dog"])
+    got = {"all": [], "subset": []}
+    for i in range(400):
+        scores = (rng.random(len(LABELS)) ** 4).astype(np.float32)
+        for key, d in (("all", everything), ("subset", subset)):
+            got[key] += [(i, e.type, e.label, round(e.peak_score, 4)) for e in d.update(scores, i * HOP,
+                                                                                     i * HOP + 0.975, -20.0)]
+    assert [e for e in got["all"] if e[2] in ("Cat", "Dog")] == got["subset"] and got["subset"]
 
 
 def test_allow_deny_and_per_label_thresholds():
