@@ -27,7 +27,7 @@ from ..core.clip import CLIP_POOLS
 from ..core.errors import InputError, ModelError
 from ..core.frontend import FrontEndParams
 from .labels import find_labels_near
-from .tflite_file import read_model_info
+from .tflite_file import read_model_io
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -37,7 +37,7 @@ INPUT_KINDS = ("waveform", "logmel_patch")
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 16), b""):  # small reads: no large block to free at start-up
             digest.update(block)
     return digest.hexdigest()
 
@@ -161,7 +161,7 @@ class ModelPair:
     @classmethod
     def from_file(cls, path: Path) -> "ModelPair":
         """A plain .tflite: find its twin by name (x.tflite <-> x_edgetpu.tflite) in the same folder."""
-        info = read_model_info(path)  # validates the file before anything else looks at it
+        info = read_model_io(path)  # validates the file before anything else looks at it
         if info.is_edgetpu:
             twin = path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
             return cls(path, twin if twin != path and twin.is_file() else None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import edgetpu, probe
+from . import edgetpu
 from ..core.errors import DelegateError, ModelError
 from .bundle import ModelPair
 
@@ -70,6 +70,7 @@ def load_checked_delegate(backend, device: str, model: Path, fresh: bool = False
     if library is None:
         raise DelegateError(f"Edge TPU runtime library {edgetpu.library_name()} not found; {NO_RUNTIME}")
     edgetpu.find_tpu(device)
+    from . import probe  # only when an Edge TPU is there to probe: a CPU-only device never imports it
     result = probe.check(backend, model, device, library, fresh)
     if not result.ok:
         raise DelegateError(result.reason())

@@ -28,8 +28,11 @@ class Backend:
 def _import(name: str) -> Backend:
     if name == "ai_edge_litert":
         mod = importlib.import_module("ai_edge_litert.interpreter")
-        from importlib.metadata import version
-        return Backend(name, version("ai-edge-litert"), mod.Interpreter, mod.load_delegate)
+        version = getattr(importlib.import_module("ai_edge_litert"), "__version__", None)
+        if version is None:  # the package's own attribute spares the device importlib.metadata (40 modules)
+            from importlib.metadata import version as dist_version
+            version = dist_version("ai-edge-litert")
+        return Backend(name, version, mod.Interpreter, mod.load_delegate)
     if name == "tflite_runtime":
         mod = importlib.import_module("tflite_runtime.interpreter")
         top = importlib.import_module("tflite_runtime")

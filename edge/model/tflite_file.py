@@ -3,10 +3,16 @@
 A bounds-checked walk of the FlatBuffer (schema: tensorflow/lite/schema/schema.fbs) that yields the
 operator codes, tensors, inputs and outputs. It lets the runtime tell an Edge TPU model (the
 `edgetpu-custom-op` operator) before an interpreter fails on it, and turn a corrupt file into one line.
+
+read_model_io() is what the device needs before loading a model (operator codes, input and output tensors,
+every buffer inside the file): it reads through a memory map, so only the pages it looks at are read and
+nothing stays in memory; read_model_info() parses everything, for the host tools.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +112,13 @@ class FlatTable:
         if start + n > len(self.r.data):
             raise CorruptModel(start)
         return start, n
+
+    def table_at(self, index: int, i: int) -> "FlatTable":
+        """Element i of a vector of tables."""
+        start, n = self.vector_span(index)
+        if not 0 <= i < n or start + 4 * n > len(self.r.data):
+            raise CorruptModel(start)
+        return self.r.table(self.r.deref(start + 4 * i))
 
     def tables(self, index: int) -> list["FlatTable"]:
         start, n = self.vector_span(index)
@@ -219,34 +232,103 @@ def _tensor(t: FlatTable, buffers: list[tuple[int, int]], data: bytes) -> Tensor
     )
 
 
+@dataclass
+class ModelIO:
+    """What loading a model needs from its file (read_model_io)."""
+
+    path: Path
+    size_bytes: int
+    operator_codes: list[str]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    @property
+    def is_edgetpu(self) -> bool:
+        return EDGETPU_CUSTOM_OP in self.operator_codes
+
+
+def _check_header(path: Path, data) -> None:
+    if not len(data):
+        raise ModelError(f"{path}: model file is empty")
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TensorFlow Lite model (no TFL3 identifier)")
+
+
+def _corrupt(path: Path, size: int) -> ModelError:
+    return ModelError(f"{path}: model file is truncated or corrupt ({size} bytes); download it again")
+
+
 def read_model_info(path: str | Path) -> ModelInfo:
     """Parse a .tflite file. Raises ModelError (one line) for a missing, empty, foreign or truncated file."""
     path = Path(path)
     data = read_input_file(path, ModelError, "model file")
-    if not data:
-        raise ModelError(f"{path}: model file is empty")
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelError(f"{path}: not a TensorFlow Lite model (no TFL3 identifier)")
+    _check_header(path, data)
     try:
         return _parse(path, data)
     except (CorruptModel, struct.error, IndexError):
-        raise ModelError(f"{path}: model file is truncated or corrupt ({len(data)} bytes); download it again") \
-            from None
+        raise _corrupt(path, len(data)) from None
+
+
+def read_model_io(path: str | Path) -> ModelIO:
+    """The operator codes and the input and output tensors of a .tflite file, with every buffer checked to lie
+    inside the file; the same one-line ModelErrors as read_model_info. Reads through a memory map and keeps
+    nothing of it: the weights are never read here."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if not size:
+                raise ModelError(f"{path}: model file is empty")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                _check_header(path, data)
+                try:
+                    return _parse_io(path, data)
+                except (CorruptModel, struct.error, IndexError):
+                    raise _corrupt(path, size) from None
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a directory, not a model file") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read the model file ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _parse_io(path: Path, data) -> ModelIO:
+    r = FlatReader(data)
+    model = r.table(r.deref(0))
+    codes = [_op_name(c) for c in model.tables(1)]
+    buffers = _buffer_spans(model, len(data))  # a truncated file ends inside a buffer
+    subgraphs = model.tables(2)
+    if not subgraphs:
+        raise CorruptModel(0)
+    sg = subgraphs[0]
+
+    def tensor(i: int) -> TensorInfo:
+        return _tensor(sg.table_at(0, i), buffers, data)
+    inputs = [tensor(i) for i in sg.vector(1, "<i")]
+    outputs = [tensor(i) for i in sg.vector(2, "<i")]
+    return ModelIO(path=path, size_bytes=len(data), operator_codes=codes, inputs=inputs, outputs=outputs)
+
+
+def _buffer_spans(model: FlatTable, size: int) -> list[tuple[int, int]]:
+    """(start, size) of each buffer's data; start 0 when it is not inside the flatbuffer."""
+    buffers = []
+    for b in model.tables(4):
+        start, n = b.vector_bytes_range(0)
+        if not n:  # large models keep data outside the flatbuffer: offset/size fields
+            offset, length = b.scalar(1, "<Q"), b.scalar(2, "<Q")
+            if offset and offset + length > size:
+                raise CorruptModel(offset)
+            start, n = 0, length
+        buffers.append((start, n))
+    return buffers
 
 
 def _parse(path: Path, data: bytes) -> ModelInfo:
     r = FlatReader(data)
     model = r.table(r.deref(0))
     codes = [_op_name(c) for c in model.tables(1)]
-    buffers = []  # (start, size) of each buffer's data; start 0 when it is not inside the flatbuffer
-    for b in model.tables(4):
-        start, n = b.vector_bytes_range(0)
-        if not n:  # large models keep data outside the flatbuffer: offset/size fields
-            offset, size = b.scalar(1, "<Q"), b.scalar(2, "<Q")
-            if offset and offset + size > len(data):
-                raise CorruptModel(offset)
-            start, n = 0, size
-        buffers.append((start, n))
+    buffers = _buffer_spans(model, len(data))
     subgraphs = model.tables(2)
     if not subgraphs:
         raise CorruptModel(0)
