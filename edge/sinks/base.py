@@ -34,6 +34,11 @@ class Sink:
     def publish_metrics(self, payload: dict) -> None:
         """The daemon's periodic metrics."""
 
+    def flush(self) -> None:
+        """The audio loop is done with what arrived and goes to sleep: hand over what the calls above queued. A
+        sink with its own thread wakes it here, once, instead of at every call, so the two do not compete for
+        the interpreter while the loop works."""
+
     def health(self) -> dict:
         """Counters for the metrics payload (connected, queue depth, delivered, dropped...). A non-empty
         "failed" says the sink stopped working for good: the daemon then exits so that systemd restarts it."""
@@ -82,6 +87,10 @@ class FanOut(Sink):
     def publish_metrics(self, payload: dict) -> None:
         for s in self.sinks:
             s.publish_metrics(payload)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
 
     def health(self) -> dict:
         merged: dict = {}

@@ -3,6 +3,9 @@
 Topic layout in topics.py; events go through the ordered outbox (outbox.py), one in flight at a time so order
 holds; Home Assistant discovery (homeassistant.py) is announced on connect and again when Home Assistant says
 it came back online.
+
+The network thread sleeps until the broker sends something, the audio loop has queued work or a keepalive is due
+(netloop.py): an idle daemon wakes a few times per keepalive interval.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..core.errors import ConfigError
 from ..core.events import Event
 from . import homeassistant
 from .base import Sink
+from .netloop import NetworkLoop, import_paho
 from .outbox import Message, Outbox
 from .topics import Topics
 
@@ -32,7 +36,7 @@ class MqttSink(Sink):
     def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
                  model: str = "", client_factory=None, spool: str | None = None):
         try:
-            import paho.mqtt.client as paho
+            paho = import_paho()
         except ImportError:
             raise ConfigError("mqtt.enabled needs paho-mqtt: pip install 'edge-audio[device]'") from None
         self._paho = paho
@@ -49,7 +53,7 @@ class MqttSink(Sink):
         # previous run is ended, cut short, by the daemon as it starts)
         self._retained: dict[str, str] = {self.topics.state(label): "OFF" for label in self.watched}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._queued = False  # something waits for the next flush()
         self._stop = threading.Event()
         self._connected = False
         self._inflight: tuple[int, Message] | None = None
@@ -64,6 +68,7 @@ class MqttSink(Sink):
         self._thread: threading.Thread | None = None
         self._awaiting_connack = False
         self.client = (client_factory or self._make_client)(password)
+        self.net = NetworkLoop(self.client, cfg.keepalive_seconds, paho.MQTT_ERR_SUCCESS)
         if cfg.username and not cfg.tls and not _is_loopback(cfg.host):
             log.warning("MQTT: the user name and password go to %s without TLS: anyone on that network can read "
                         "them (set mqtt.tls = true, port 8883, on a broker with a TLS listener)", cfg.host)
@@ -95,7 +100,7 @@ class MqttSink(Sink):
     def publish_event(self, event: Event) -> None:
         """On disk (with a spool) before it returns: the audio loop moves on only once the event is durable."""
         self.outbox.append(Message(self.topics.events, event.to_json(), qos=1), event.to_dict())
-        self._wake.set()
+        self._queued = True
 
     def set_state(self, label: str, on: bool) -> None:
         topic = self.topics.state(label)
@@ -126,7 +131,13 @@ class MqttSink(Sink):
         if len(self._direct) == self._direct.maxlen:
             self.dropped_other += 1
         self._direct.append(msg)
-        self._wake.set()
+        self._queued = True
+
+    def flush(self) -> None:
+        """Wake the network thread once for everything queued since the last flush."""
+        if self._queued:
+            self._queued = False
+            self.net.wake()
 
     @property
     def queue_depth(self) -> int:
@@ -173,13 +184,13 @@ class MqttSink(Sink):
                 self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {describe_error(exc)}")
                 delay = self._backoff(delay)
                 continue
+            self.net.connected()
             while not self._stop.is_set():
-                rc = self.client.loop(timeout=0.05)
-                if rc != self._paho.MQTT_ERR_SUCCESS:
-                    break
                 if self._connected:
                     delay = cfg.reconnect_min_seconds
                     self._pump()
+                if not self.net.serve_once():
+                    break
             if self._awaiting_connack and not self._stop.is_set():
                 hint = " (a TLS port? check mqtt.tls and mqtt.port)" if not cfg.tls else ""
                 self._note_error(f"{cfg.host}:{cfg.port} closed the connection before answering{hint}")
@@ -251,8 +262,7 @@ class MqttSink(Sink):
         else:
             self.delivered += 1
         self.outbox.remove_head(inflight[1])
-        self._inflight = None
-        self._wake.set()
+        self._inflight = None  # the network thread sends the next one as soon as this callback returns
 
     def _on_message(self, client, userdata, message):
         if message.topic == homeassistant.birth_topic(self.cfg.discovery_prefix) and message.payload == b"online":
@@ -266,12 +276,15 @@ class MqttSink(Sink):
 
     def _pump(self) -> None:
         """Send what is waiting: the head of the outbox (one in flight at a time keeps order), then extras."""
+        sent = False
         if self._announce:
             self._announce = False
             self._announce_discovery()
+            sent = True
         if self._inflight is None:
             head = self.outbox.head()
             if head is not None:
+                sent = True
                 info = self.client.publish(head.topic, head.payload, qos=head.qos, retain=head.retain)
                 # NO_CONN: the client library queued it and sends it when the connection is back
                 if info.rc in (self._paho.MQTT_ERR_SUCCESS, self._paho.MQTT_ERR_NO_CONN):
@@ -279,6 +292,9 @@ class MqttSink(Sink):
         while self._direct:
             msg = self._direct.popleft()
             self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            sent = True
+        if sent:
+            self.net.wrote()
 
     def _announce_discovery(self) -> None:
         for topic, payload in homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched,
@@ -288,6 +304,7 @@ class MqttSink(Sink):
     # -- shutdown ------------------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = 3.0) -> None:
         """Deliver what is queued (up to the timeout), publish 'offline', disconnect."""
+        self.flush()
         deadline = time.monotonic() + timeout_s
         # wait even while (re)connecting: a connection still in its TLS handshake is about to deliver them
         while (self.outbox or (self._connected and self._direct)) and time.monotonic() < deadline:
@@ -302,6 +319,7 @@ class MqttSink(Sink):
             while not info.is_published() and self._connected and time.monotonic() < end:
                 time.sleep(0.02)
         self._stop.set()
+        self.net.wake()
         if self._thread is not None:
             self._thread.join(2.0)
         try:
@@ -309,6 +327,7 @@ class MqttSink(Sink):
         except Exception:
             pass
         self.outbox.close()
+        self.net.close()
 
 
 def _is_loopback(host: str) -> bool:

@@ -125,6 +125,34 @@ def test_frozen_broker_does_not_stop_the_audio_loop(tmp_path, broker, coral_twin
         daemon.kill()
 
 
+def test_the_idle_network_thread_sleeps_until_work_or_a_keepalive(tmp_path, broker):
+    """No polling: idle for three keepalive intervals the thread wakes a handful of times (for the keepalive), the
+    broker keeps the connection (it drops a client silent for 1.5 intervals), and queued work wakes it at once."""
+    from edge.config import parse_config
+    from edge.sinks.mqtt import MqttSink
+    b = broker()
+    sub = Subscriber(b.port, topics=("edge-audio/idle/#",))
+    cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\nport = {b.port}\nkeepalive_seconds = 5\n'
+                       'homeassistant = false\nspool_file = "none"\n').mqtt
+    sink = MqttSink(cfg, "idle")
+    sink.start()
+    try:
+        assert sub.wait(lambda s: s.payloads("/status") == [b"online"], 10)
+        before = sink.net.wakeups
+        time.sleep(15.5)
+        idle = sink.net.wakeups - before
+        assert sink.connected and sink.reconnects == 0
+        assert idle <= 3 * 2 * 4, f"{idle} wake-ups in 15 s idle"  # pings and their answers, looks every K/4
+        sent = time.monotonic()
+        sink.set_top("Speech")
+        sink.flush()  # the audio loop's "done, going to sleep"
+        assert sub.wait(lambda s: s.payloads("/top") == [b"Speech"], 5)
+        assert time.monotonic() - sent < 1.0
+    finally:
+        sink.stop(2.0)
+        sub.close()
+
+
 def test_sigkill_leaves_the_last_will(tmp_path, broker, coral_twin):
     b = broker()
     sub = Subscriber(b.port, topics=("edge-audio/kitchen/status",))

@@ -1,0 +1,120 @@
+"""The MQTT network thread's wait: select() on the broker's socket and on a wake-up socket, for as long as nothing
+is due, with the keepalive bookkeeping that makes that possible; and the import of the client library.
+
+The client library pings when a keepalive is due by its own clock readings of the last packet in and out. The loop
+reads the clock just after each call that reads or writes, so its readings are never earlier than the library's
+and the ping is due when it wakes; it also looks in every quarter keepalive, so a write it did not see costs at
+most that much delay. An idle connection wakes the thread a few times per keepalive interval, not 20 times a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import select
+import socket
+import sys
+import time
+import types
+
+KEEPALIVE_RECHECK_S = 0.005  # the shortest sleep when a keepalive is due by our readings but not yet by the library's
+KEEPALIVE_LOOKS = 4  # looks per keepalive interval at the least
+
+
+class NetworkLoop:
+    """`serve_once()` from the network thread; `wake()` from any thread when there is something to send."""
+
+    def __init__(self, client, keepalive_s: float, ok_code):
+        self.client = client
+        self.keepalive_s = keepalive_s
+        self._ok = ok_code
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._last_in = self._last_out = 0.0  # monotonic, just after the last read / write / keepalive check
+        self.wakeups = 0  # times the thread woke up: a figure for tests and diagnosis
+
+    def connected(self) -> None:
+        """A new connection: its CONNECT went out and nothing came in yet."""
+        self._last_in = self._last_out = time.monotonic()
+
+    def wrote(self) -> None:
+        """This thread published: the client library writes at once when called from the thread that loops."""
+        self._last_out = time.monotonic()
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (the thread is due to wake anyway) or closed at shutdown
+            pass
+
+    def serve_once(self) -> bool:
+        """Sleep until the broker sent something, another thread called wake() or a keepalive is due; handle what
+        came. False once the connection is gone."""
+        client, ok = self.client, self._ok
+        sock = client.socket()
+        if sock is None:
+            return False
+        due = min(self._last_in, self._last_out) + self.keepalive_s
+        pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: bytes already decrypted
+        timeout = 0.0 if pending else min(max(due - time.monotonic(), KEEPALIVE_RECHECK_S),
+                                          self.keepalive_s / KEEPALIVE_LOOKS)
+        try:
+            readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
+                                                  timeout)
+        except (OSError, ValueError, TypeError):  # the socket was closed under us: reconnect
+            return False
+        self.wakeups += 1
+        if self._wake_r in readable:
+            self._drain()
+        rc = ok
+        if sock in readable or pending:
+            rc = client.loop_read()
+            self._last_in = time.monotonic()
+        if rc == ok and (writable or client.want_write()):
+            rc = client.loop_write()
+            self._last_out = time.monotonic()
+        if rc == ok:
+            due_now = time.monotonic() >= due
+            rc = client.loop_misc()  # sends the ping when it is due
+            if due_now:
+                self._last_in = self._last_out = time.monotonic()
+        return rc == ok and client.socket() is not None
+
+    def _drain(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for end in (self._wake_r, self._wake_w):
+            end.close()
+
+
+class _OnFirstUse(types.ModuleType):
+    """Stands in for a module until an attribute is read, then imports the real one and answers from it."""
+
+    def __getattr__(self, name: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_paho():
+    """paho.mqtt.client. It imports urllib.request at the top (with http.client, email, tempfile and 30 more
+    modules, ~2 MB) for one thing: proxy settings from the environment, read only when PySocks is installed. Its
+    import gets a stand-in that imports the real module the first time it is used; later imports get the real one."""
+    if "paho.mqtt.client" in sys.modules or "urllib.request" in sys.modules:
+        import paho.mqtt.client as paho
+        return paho
+    import urllib
+    stand_in = _OnFirstUse("urllib.request")
+    sys.modules["urllib.request"] = stand_in
+    urllib.request = stand_in  # the attribute paho reads (an import of the real module replaces it)
+    try:
+        import paho.mqtt.client as paho
+    finally:
+        if sys.modules.get("urllib.request") is stand_in:
+            del sys.modules["urllib.request"]
+    return paho
