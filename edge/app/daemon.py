@@ -34,6 +34,7 @@ log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
 SHUTDOWN_OUTBOX_S = 2.5
 LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
+WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none"
 # sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)
 SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "produced_events": 0,
@@ -145,7 +146,8 @@ class Daemon:
                 self.notifier.ping(now)
                 if now - self._last_metrics >= self.cfg.metrics.interval_seconds:
                     self._metrics(now)
-                item = self.capture.get(0.2)
+                self.sink.flush()  # what this pass queued goes out while the loop sleeps
+                item = self.capture.get(WAIT_S)
                 if item is None:
                     continue
                 generation, chunk = item
@@ -157,6 +159,7 @@ class Daemon:
                     break
                 self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
                 self._process(self._loop.feed(chunk))
+                self.capture.want(self._loop.frames_wanted())
         finally:
             self.notifier.notify("STOPPING=1")
             self.capture.stop(SHUTDOWN_CAPTURE_S)
@@ -194,7 +197,8 @@ class Daemon:
         p = self.classifier.params
         if self._loop is None or (src.rate_hz, src.channels) != (self._loop.rate_in_hz, self._loop.channels):
             self._loop = WindowLoop(p.window_samples, hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz),
-                                    src.rate_hz, src.channels, p.sample_rate_hz)
+                                    src.rate_hz, src.channels, p.sample_rate_hz,
+                                    grid_samples=self.classifier.grid_samples)
             if self.classifier.frontend is not None:
                 self.classifier.frontend.reset()
         # stream sample 0 is "now" minus what the loop already holds: wall-clock timestamps for events

@@ -1,15 +1,15 @@
 """The Source interface and the capture thread that keeps a source running.
 
 A source's blocking `read()` returns interleaved int16 PCM (or None at the end of a file). The capture thread
-calls it, hands chunks to the processing loop through a bounded queue, and reopens a lost device with backoff.
-The processing loop never waits on a device: when no audio arrives for `stall_seconds`, it declares a stall
-and starts a fresh capture thread (a read blocked inside the driver cannot be interrupted, only abandoned).
+calls it, hands chunks to the processing loop through a bounded queue (Handoff), and reopens a lost device with
+backoff. The processing loop never waits on a device: when no audio arrives for `stall_seconds`, it declares a
+stall and starts a fresh capture thread (a read blocked inside the driver cannot be interrupted, only abandoned).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import random
 import threading
 import time
@@ -46,13 +46,73 @@ class Source(Protocol):
         """Release the device."""
 
 
+class Handoff:
+    """The bounded queue from the capture thread to the processing loop. The loop says how many frames it needs
+    before its next window (`want`); the capture thread wakes it once that much has arrived, at the end of a
+    file, at a new device generation or when the queue is full, not at every read: at the default hop that is
+    two wake-ups a second instead of one per 64 ms read. Once woken the loop takes everything queued."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self.wanted = 0  # frames the loop needs before it wants to be woken (0: every chunk)
+        self._arrived = 0  # frames queued since the loop last emptied the queue
+        self._urgent = False
+        self._draining = False
+        self._generation = -1
+        self.last_put = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: tuple, frames: int, timeout_s: float) -> bool:
+        """Queue (generation, chunk) holding `frames` frames (chunk None: the end of a file). False when the queue
+        stayed full for timeout_s."""
+        with self._lock:
+            while len(self._items) >= self.depth:
+                if not self._room.wait(timeout_s):
+                    return False
+            self._items.append(item)
+            self._arrived += frames
+            self.last_put = time.monotonic()
+            if item[1] is None or item[0] != self._generation or len(self._items) >= self.depth:
+                self._urgent = True
+                self._generation = item[0]
+            if self._urgent or self._arrived >= self.wanted:
+                self._ready.notify()
+            return True
+
+    def get(self, timeout_s: float):
+        """The next item; waits (up to timeout_s) only when the loop has taken everything and what arrived since
+        is less than it wants. None when nothing is queued."""
+        with self._lock:
+            if not self._draining:
+                if not (self._items and (self._urgent or self._arrived >= self.wanted)):
+                    self._ready.wait(timeout_s)
+                self._draining = True
+            if not self._items:
+                self._draining = False
+                return None
+            item = self._items.popleft()
+            if len(self._items) == self.depth - 1:
+                self._room.notify()
+            if not self._items:
+                self._draining = self._urgent = False
+                self._arrived = 0
+            return item
+
+
 class Capture:
-    """Runs a source's blocking reads in a thread; the processing loop calls `get()`."""
+    """Runs a source's blocking reads in a thread; the processing loop calls `get()` and, to be woken only when
+    a window's worth of audio is there, `want(frames)`."""
 
     def __init__(self, source, cfg: AudioConfig, depth: int = 64):
         self.source = source
         self.cfg = cfg
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.handoff = Handoff(depth)
         self.reopens = 0
         self.stalls = 0
         self.generation = 0  # bumped when the device (re)opens: its rate may have changed
@@ -95,10 +155,10 @@ class Capture:
                     chunk = self.source.read()
                     if chunk is None:
                         self.ended = True
-                        self.queue.put((self.generation, None))
+                        self._put((self.generation, None), 0)
                         return
                     if chunk.size:
-                        self._put((self.generation, chunk))
+                        self._put((self.generation, chunk), chunk.size // self.source.channels)
             except SourceLost as exc:
                 log.warning("%s; reopening", exc)
                 self.reopens += 1
@@ -108,22 +168,23 @@ class Capture:
             return
         self.source.close()
 
-    def _put(self, item) -> None:
+    def _put(self, item, frames: int) -> None:
         """Wait for room: a file or pipe then waits for the loop, and a device that is not read in time
         overruns in the driver, where ALSA counts it (source.overruns). Nothing is dropped silently here."""
         while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
+            if self.handoff.put(item, frames, 0.2):
                 return
-            except queue.Full:
-                continue
+
+    def want(self, frames: int) -> None:
+        """The processing loop needs this many more frames before its next window: wake it then, not before."""
+        self.handoff.wanted = frames
 
     def get(self, timeout_s: float):
         """(generation, chunk), (generation, None) at the end of a file, or None when nothing arrived."""
-        try:
-            item = self.queue.get(timeout=timeout_s)
-        except queue.Empty:
-            if not self.ended and time.monotonic() - self._last_audio > self.cfg.stall_seconds:
+        item = self.handoff.get(timeout_s)
+        if item is None:
+            last = max(self._last_audio, self.handoff.last_put)
+            if not self.ended and time.monotonic() - last > self.cfg.stall_seconds:
                 self._restart_after_stall()
             return None
         self._last_audio = time.monotonic()
