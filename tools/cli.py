@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train_head import add_parser as add_train_head_parser
     add_train_head_parser(sub)
+    from .daemon_bench import add_parser as add_daemon_bench
+    add_daemon_bench(sub, _sub)
     return parser
 
 
