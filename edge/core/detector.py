@@ -130,7 +130,7 @@ class Detector:
         history = self._history
         latest = history[self._slot]
         if self._gather:
-            np.take(scores, self.watched, out=latest)
+            scores.take(self.watched, out=latest, mode="clip")  # clip: no checked copy (the indices are valid)
         else:
             np.copyto(latest, scores)
         self._slot = (self._slot + 1) % history.shape[0]

@@ -1,7 +1,9 @@
-"""The steady-state hot path (source -> ring -> frames -> front end -> interpreter -> scores -> detector)
-allocates nothing per window, and its buffers are the same objects from start to end."""
+"""The steady-state hot path (source -> ring -> frames -> front end -> interpreter -> scores -> detector), and the
+daemon's whole loop around it (level, top class, sink calls), allocate nothing per window, and their buffers are
+the same objects from start to end."""
 
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from edge.model.classifier import Classifier
 from edge.core.detector import Detector, DetectorParams
 from edge.core.framing import Framer
+from edge.sinks.base import Sink
 
 WINDOWS = 1000
 
@@ -59,3 +62,95 @@ def test_no_allocation_growth_over_1000_windows(request, model, rate, channels, 
     # transient: only small Python objects (views, ints), no per-window array buffers
     assert peak - start <= 16384, f"a window allocated {peak - start} bytes on the way"
     assert _buffers(framer, classifier) == before_ids, "a buffer was replaced"
+
+
+class CountingSink(Sink):
+    """A sink that takes every call the daemon makes and keeps nothing but counts."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def publish_event(self, event) -> None:
+        self.calls += 1
+
+    def set_state(self, label: str, on: bool) -> None:
+        self.calls += 1
+
+    def set_top(self, label: str) -> None:
+        self.calls += 1
+
+    def publish_scores(self, payload: dict) -> None:
+        self.calls += 1
+
+    def publish_metrics(self, payload: dict) -> None:
+        self.calls += 1
+
+
+class LoopedCapture:
+    """Stands where the capture thread does: the same preallocated chunks, in turn, as fast as the daemon takes
+    them. It starts tracemalloc after `warmup` windows and stops the daemon `windows` windows later."""
+
+    def __init__(self, rate: int, channels: int, chunks: list, warmup: int, windows: int):
+        self.source = SimpleNamespace(name="looped", rate_hz=rate, channels=channels, overruns=0)
+        self.failed, self.stalls, self.reopens = "", 0, 0
+        self.daemon = None
+        self._chunks, self._next = chunks, 0
+        self._warmup, self._windows = warmup, windows
+        self.measured = None
+        self._start = self._ids = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout_s: float) -> None:
+        pass
+
+    def want(self, frames: int) -> None:
+        pass
+
+    def get(self, timeout_s: float):
+        d = self.daemon
+        if self._start is None and d.windows >= self._warmup:
+            self._ids = _buffers(d._loop.framer, d.classifier)
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            self._start = (tracemalloc.get_traced_memory()[0], d.windows)
+        elif self._start is not None and self.measured is None and d.windows >= self._start[1] + self._windows:
+            end, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            self.measured = (end - self._start[0], peak - self._start[0], d.windows - self._start[1],
+                             self._ids == _buffers(d._loop.framer, d.classifier))
+            d.request_stop()
+        chunk = self._chunks[self._next]
+        self._next = (self._next + 1) % len(self._chunks)
+        return 1, chunk
+
+
+@pytest.mark.parametrize("model,rate,channels", [
+    ("coral_twin", 16000, 1),
+    ("coral_twin", 44100, 2),
+    ("waveform_model", 48000, 1),
+])
+def test_the_whole_daemon_loop_allocates_nothing_per_window(request, model, rate, channels, class_map):
+    """Daemon.run() end to end between the capture and the sink: window loop, level, classifier, detector, top
+    and the sink calls, over 1000 windows."""
+    from edge.app.daemon import Daemon
+    from edge.config import parse_config
+
+    classifier = Classifier.open(request.getfixturevalue(model), class_map, "cpu")
+    cfg = parse_config('[detector]\nallow = ["Dog", "Cat"]\n[mqtt]\nenabled = false\n'
+                       '[metrics]\ninterval_seconds = 86400\n', "hot-path.toml")
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(-8000, 8000, 1024 * channels).astype(np.int16) for _ in range(8)]
+    capture = LoopedCapture(rate, channels, chunks, warmup=20, windows=WINDOWS)
+    sink = CountingSink()
+    daemon = Daemon(cfg, classifier, capture, sink)
+    capture.daemon = daemon
+    assert daemon.run() == 0
+    growth, peak, done, same_buffers = capture.measured
+    print(f"\ndaemon loop, {model} {rate} Hz x{channels}: growth {growth} B over {done} windows, "
+          f"transient peak {peak} B, {sink.calls} sink calls")
+    assert done >= WINDOWS and sink.calls >= 1  # the top class was published
+    assert growth <= 1024, f"the daemon loop kept {growth} bytes over {done} windows"
+    assert peak <= 16384, f"a window allocated {peak} bytes on the way"
+    assert same_buffers, "a buffer was replaced"
