@@ -17,6 +17,7 @@ import numpy as np
 from ..core.errors import DelegateError, InputError, ModelError
 
 EXIT_REGRESSION = 1
+ROUNDS = 5
 DELEGATES = ("all", "cpu", "edgetpu", "auto")
 MAX_SECONDS = 3600.0
 
@@ -61,6 +62,9 @@ def add_parser(sub) -> None:
     add_hop_arg(p)
     p.add_argument("--seconds", type=float, default=5.0, metavar="S",
                    help="wall time of each timed loop: bare invoke, pipeline (default: 5)")
+    p.add_argument("--rounds", type=int, default=ROUNDS, metavar="N",
+                   help=f"bare invoke and pipeline alternate N times within --seconds each, so the overhead ratios "
+                        f"are paired (default: {ROUNDS})")
     p.add_argument("--realtime-seconds", type=float, metavar="S",
                    help="wall time of the run paced at real time, for CPU %% (default: --seconds)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object (schema: --schema)")
@@ -106,6 +110,8 @@ def _check_args(args) -> None:
         value = getattr(args, name)
         if value is not None and not 0 < value <= MAX_SECONDS:
             raise InputError(f"--{name.replace('_', '-')} {value:g}: give a duration between 0 and {MAX_SECONDS:g} s")
+    if not 1 <= args.rounds <= 100:
+        raise InputError(f"--rounds {args.rounds}: give 1 to 100 rounds")
     if args.tolerance is not None and not 0 < args.tolerance < 10:
         raise InputError(f"--tolerance {args.tolerance:g}: give a fraction such as 0.15 (15 %)")
     if args.result and not (args.compare or args.check):
@@ -140,7 +146,7 @@ def detector_hook(labels: list[str], params):
 
 def run_bench(model, labels, delegates: list[str], threads: list[int], backend_spec, audio, hop_seconds: float,
               seconds: float, realtime_seconds: float, on_window=None, progress=None,
-              detector: bool = True) -> tuple[dict, dict]:
+              detector: bool = True, rounds: int = ROUNDS) -> tuple[dict, dict]:
     """Measure every delegate x thread configuration. Returns (result, latency samples for the plot).
     A delegate that cannot be used on this machine is a run with status 'unavailable' and its reason."""
     from ..bench import env as bench_env
@@ -168,7 +174,7 @@ def run_bench(model, labels, delegates: list[str], threads: list[int], backend_s
         hook = on_window or (detector_hook(label_list, source.frontend) if label_list else None)  # fresh per run
         try:
             run = measure(open_it, audio, hop_samples, seconds, realtime_seconds, hook,
-                          lambda m, tag=tag: say(f"{tag}: {m}"))
+                          lambda m, tag=tag: say(f"{tag}: {m}"), rounds=rounds)
         except (DelegateError, ModelError) as exc:
             if isinstance(exc, ModelError) and delegate == "cpu":
                 raise
@@ -187,7 +193,8 @@ def run_bench(model, labels, delegates: list[str], threads: list[int], backend_s
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "environment": env,
         "settings": {"model": source.name, "audio": audio.name, "hop_seconds": hop_seconds, "seconds": seconds,
-                     "realtime_seconds": realtime_seconds, "delegates": delegates, "threads": threads,
+                     "realtime_seconds": realtime_seconds, "rounds": rounds, "delegates": delegates,
+                     "threads": threads,
                      "detector": on_window is not None or label_list is not None},
         "warnings": bench_env.warnings(env),
         "runs": runs,
@@ -206,7 +213,9 @@ def _compare(result: dict, lines: list, key: str, references: list, tolerance, d
              header: dict, what: str, nothing_matched: str) -> int:
     """Compare the runs with reference runs; record it under result["comparison"][key]; EXIT_REGRESSION or 0."""
     from ..bench import report
-    comp = report.compare_runs(result["runs"], references, tolerance if tolerance is not None else default_tolerance)
+    figures = report.CHECKED if key == "check" else report.COMPARED
+    comp = report.compare_runs(result["runs"], references, tolerance if tolerance is not None else default_tolerance,
+                               figures)
     result.setdefault("comparison", {})[key] = {**header, **comp}
     lines += report.comparison_lines(comp, what)
     if not comp["rows"]:
@@ -239,7 +248,7 @@ def cmd_bench(args) -> int:
         realtime = args.realtime_seconds if args.realtime_seconds is not None else seconds
         result, samples = run_bench(args.model or args.bundle, args.labels, delegates, threads, args.backend,
                                     audio, args.hop, seconds, realtime, progress=_say,
-                                    detector=not args.no_detector)
+                                    detector=not args.no_detector, rounds=args.rounds)
         if not any(r["status"] == "ok" for r in result["runs"]):
             reasons = "; ".join(f"{r['delegate']}: {r['reason']}" for r in result["runs"])
             raise InputError(f"nothing could be measured ({reasons})")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.stream import CHUNK_FRAMES, WindowLoop
 WARMUP_INVOKES = 10
+ROUNDS = 5  # bare invoke and pipeline alternate this many times
 PROGRESS_EVERY_S = 10.0  # a progress line this often inside long loops
 # the per-window hook: scores (the classifier's preallocated array) and the window's first sample index
 WindowCallback = Callable[[np.ndarray, int], None]
@@ -164,8 +165,11 @@ def _ms(seconds_list) -> list:
 
 def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: int, seconds: float,
             realtime_seconds: float, on_window: Optional[WindowCallback] = None,
-            progress: Optional[Progress] = None, alloc_windows: int = 100) -> dict:
-    """All the figures for one configuration. `open_classifier()` builds the classifier (timed as init)."""
+            progress: Optional[Progress] = None, alloc_windows: int = 100, rounds: int = ROUNDS) -> dict:
+    """All the figures for one configuration. `open_classifier()` builds the classifier (timed as init).
+
+    Bare invoke and the pipeline run in alternating rounds, so a machine that gets busier or quieter meanwhile
+    slows both alike; the overhead figures are the ratios of each round's p50s (median and range)."""
     say = progress or (lambda message: None)
     clock = time.perf_counter
     t0 = clock()
@@ -183,29 +187,33 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         classifier.invoke()
         warm.append(clock() - t0)
 
-    say(f"bare invoke for {seconds:g} s")
-    invoke = []
-    deadline = clock() + seconds
-    while clock() < deadline:
-        t0 = clock()
-        classifier.invoke()
-        invoke.append(clock() - t0)
-
-    say(f"pipeline for {seconds:g} s (source -> ring -> front end -> invoke -> scores"
-        + (" -> callback" if on_window else "") + ")")
+    say(f"{rounds} rounds of bare invoke and pipeline, {seconds:g} s of each in all (source -> ring -> front end "
+        "-> invoke -> scores" + (" -> callback" if on_window else "") + ")")
     pipe.run_windows(5)  # front-end caches, ring filled
     pipe.reset_times()
+    invoke: list = []
+    paired: list = []  # per round: (bare invoke p50, end to end p50, front end p50)
     windows_before = pipe.windows
-    cpu0, t_start = time.process_time(), clock()
-    deadline = t_start + seconds
-    next_note = t_start + PROGRESS_EVERY_S
-    while (now := clock()) < deadline:
-        pipe.step()
-        if now >= next_note:
-            say(f"pipeline: {pipe.windows - windows_before} windows, {now - t_start:.0f}/{seconds:g} s")
+    cpu, wall = 0.0, 0.0
+    t_begin = clock()
+    next_note = t_begin + PROGRESS_EVERY_S
+    for r in range(rounds):
+        round_invoke = _bare_invokes(classifier, seconds / rounds)
+        invoke += round_invoke
+        first = len(pipe.total_s)
+        cpu0, t0 = time.process_time(), clock()
+        deadline = t0 + seconds / rounds
+        while clock() < deadline:
+            pipe.step()
+        wall += clock() - t0
+        cpu += time.process_time() - cpu0
+        fe = pipe.frontend_s[first:] if classifier.frontend is not None else []
+        if round_invoke and pipe.total_s[first:]:
+            paired.append((float(np.median(round_invoke)), float(np.median(pipe.total_s[first:])),
+                           float(np.median(fe)) if fe else None))
+        if clock() >= next_note:
+            say(f"round {r + 1}/{rounds}: {pipe.windows - windows_before} windows, {clock() - t_begin:.0f} s")
             next_note += PROGRESS_EVERY_S
-    wall = clock() - t_start
-    cpu = time.process_time() - cpu0
     windows = pipe.windows - windows_before
     audio_s = windows * hop_samples / classifier.params.sample_rate_hz
 
@@ -233,6 +241,9 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         "io_ms": stats_ms(_ms(pipe.io_s)),
         "callback_ms": stats_ms(_ms(pipe.callback_s)) if on_window else None,
         "e2e_ms": stats_ms(_ms(pipe.total_s)),
+        "rounds": rounds,
+        "e2e_over_invoke": ratio_stats([(e, i) for i, e, _ in paired]),
+        "frontend_over_invoke": ratio_stats([(f, i) for i, _, f in paired if f is not None]),
         "windows": windows,
         "windows_per_s": windows / wall if wall > 0 else 0.0,
         "audio_seconds": audio_s,
@@ -244,6 +255,25 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         "peak_rss_mb": peak_rss_mb(),
         "_samples": {"invoke": _ms(invoke), "end to end": _ms(pipe.total_s)},  # for the plot; not in the JSON
     }
+
+
+def _bare_invokes(classifier, seconds: float) -> list:
+    clock = time.perf_counter
+    out = []
+    deadline = clock() + seconds
+    while clock() < deadline:
+        t0 = clock()
+        classifier.invoke()
+        out.append(clock() - t0)
+    return out
+
+
+def ratio_stats(pairs: list) -> dict | None:
+    """Median and range of a/b over paired rounds (None without pairs)."""
+    ratios = [a / b for a, b in pairs if b]
+    if not ratios:
+        return None
+    return {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
 
 
 def run_realtime(pipe: Pipeline, rate_hz: int, seconds: float, progress: Optional[Progress] = None) -> dict:

@@ -13,12 +13,21 @@ from ..core.errors import InputError, read_input_file
 SCHEMA_VERSION = 1
 KIND = "edge-audio.bench"
 PROFILE_KIND = "edge-audio.bench-reference"
-# the figures --compare and --check look at: (json path, direction) -- "lower" means lower is better
-CHECKED = (("invoke_ms.p50", "lower"), ("e2e_ms.p50", "lower"), ("frontend_ms.p50", "lower"))
+# the figures compared: (json path, direction) -- "lower" means lower is better. --check compares with figures from
+# another machine of the class, often busier or quieter: only ratios measured within one run (paired rounds of
+# bare invoke and pipeline), which a busy machine does not move. --compare (the same machine, a saved result) also
+# looks at the absolute times.
+RATIOS = (("e2e_over_invoke.median", "lower"), ("frontend_over_invoke.median", "lower"))
+ABSOLUTE = (("invoke_ms.p50", "lower"), ("e2e_ms.p50", "lower"), ("frontend_ms.p50", "lower"))
+CHECKED = RATIOS
+COMPARED = ABSOLUTE + RATIOS
 DEFAULT_TOLERANCE = 0.15
 PROFILE_DIR = Path(str(resources.files(__package__).joinpath("profiles")))  # package data, installed with the wheel
 
 _NUM = {"type": ["number", "null"]}
+_RATIO = {"type": ["object", "null"], "required": ["median", "min", "max", "rounds"],
+          "properties": {"median": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"},
+                         "rounds": {"type": "integer", "minimum": 1}}}
 _STATS = {"type": ["object", "null"], "required": ["n", "mean", "std", "min", "p50", "p90", "p99", "max"],
           "properties": {"n": {"type": "integer", "minimum": 0}, **{k: _NUM for k in
                                                                      ("mean", "std", "min", "p50", "p90", "p99",
@@ -72,6 +81,8 @@ SCHEMA = {
                     "warmup": {"type": "object", "required": ["invokes", "mean_ms"]},
                     "invoke_ms": _STATS, "frontend_ms": _STATS, "framing_ms": _STATS, "io_ms": _STATS,
                     "callback_ms": _STATS, "e2e_ms": _STATS,
+                    "rounds": {"type": "integer", "minimum": 1},
+                    "e2e_over_invoke": _RATIO, "frontend_over_invoke": _RATIO,
                     "windows": {"type": "integer", "minimum": 0},
                     "windows_per_s": _NUM, "rtf": _NUM, "cpu_ms_per_window": _NUM, "cpu_ms_per_audio_s": _NUM,
                     "realtime": {"type": "object", "required": ["seconds", "cpu_percent", "windows", "late_chunks"]},
@@ -157,8 +168,8 @@ def _key(run: dict) -> tuple:
     return (run.get("model"), run.get("delegate"), run.get("threads"))
 
 
-def compare_runs(runs: list[dict], references: list[dict], tolerance: float) -> dict:
-    """Each checked figure of each measured run against the reference run with the same model, delegate and
+def compare_runs(runs: list[dict], references: list[dict], tolerance: float, figures: tuple = COMPARED) -> dict:
+    """Each of `figures` of each measured run against the reference run with the same model, delegate and
     threads. A figure regresses when it is worse than reference x (1 + tolerance)."""
     by_key = {_key(r): r for r in references}
     rows, missing = [], []
@@ -168,7 +179,7 @@ def compare_runs(runs: list[dict], references: list[dict], tolerance: float) -> 
         ref = by_key.get(_key(run))
         if ref is None:
             continue
-        for path, direction in CHECKED:
+        for path, direction in figures:
             got, want = figure(run, path), figure(ref, path)
             if got is None or want is None or want <= 0:
                 continue
@@ -251,7 +262,7 @@ def profile_from_result(result: dict, name: str, tolerance: float) -> dict:
         if run.get("status") != "ok":
             continue
         entry = {"model": run["model"], "delegate": run["delegate"], "threads": run["threads"]}
-        for path, _ in CHECKED:
+        for path, _ in COMPARED:  # the ratios are checked; the times are there to read
             value = figure(run, path)
             if value is not None:
                 entry[path.replace(".", "_")] = round(value, 4)
@@ -268,7 +279,7 @@ def profile_references(profile: dict) -> list[dict]:
     refs = []
     for f in profile["figures"]:
         run = {"status": "ok", "model": f["model"], "delegate": f["delegate"], "threads": f["threads"]}
-        for path, _ in CHECKED:
+        for path, _ in COMPARED:
             value = f.get(path.replace(".", "_"))
             if value is not None:
                 head, tail = path.split(".")
@@ -318,10 +329,14 @@ def text_report(result: dict) -> list[str]:
             lines.append(f"  {label:16s} " + " ".join(_f(st[k], "{:8.3f}") for k in
                                                        ("mean", "std", "min", "p50", "p90", "p99", "max"))
                          + f" {st['n']:7d}")
-        ratio = run["e2e_ms"]["p50"] / run["invoke_ms"]["p50"] if run["invoke_ms"]["p50"] else None
         lines.append(f"  {run['windows_per_s']:.0f} windows/s, real-time factor {_f(run['rtf'], '{:.5f}')} "
-                     f"({_f(1 / run['rtf'] if run['rtf'] else None, '{:.0f}')}x faster than real time), "
-                     f"end to end / invoke p50 {_f(ratio, '{:.2f}')}x")
+                     f"({_f(1 / run['rtf'] if run['rtf'] else None, '{:.0f}')}x faster than real time)")
+        for key, what in (("e2e_over_invoke", "end to end / bare invoke"), ("frontend_over_invoke",
+                                                                           "front end / bare invoke")):
+            r = run.get(key)
+            if r:
+                lines.append(f"  {what} (p50s, {r['rounds']} paired rounds): median {r['median']:.3f}x, range "
+                             f"{r['min']:.3f}-{r['max']:.3f}x")
         lines.append(f"  CPU at real time {_f(rt['cpu_percent'], '{:.2f}')} % of one core"
                      + (f" ({rt['late_chunks']} chunks late)" if rt["late_chunks"] else "")
                      + f"; CPU {_f(run['cpu_ms_per_audio_s'], '{:.2f}')} ms per audio second; "
@@ -333,8 +348,10 @@ def text_report(result: dict) -> list[str]:
 def comparison_lines(comp: dict, against: str) -> list[str]:
     lines = [f"against {against} (tolerance {comp['tolerance'] * 100:.0f} %):"]
     for r in comp["rows"]:
-        lines.append(f"  {r['model']} {r['delegate']} x{r['threads']} {r['figure']:16s} {r['measured']:8.3f} vs "
-                     f"{r['reference']:8.3f} ms ({r['ratio']:.2f}x) {r['status'].upper() if r['status'] != 'ok' else 'ok'}")
+        unit = "x " if r["figure"].endswith(".median") else "ms"
+        lines.append(f"  {r['model']} {r['delegate']} x{r['threads']} {r['figure']:27s} {r['measured']:8.3f} vs "
+                     f"{r['reference']:8.3f} {unit} ({r['ratio']:.2f}x) "
+                     f"{r['status'].upper() if r['status'] != 'ok' else 'ok'}")
     for m in comp["not_measured"]:
         lines.append(f"  {m}: not measured in this run (no reference check)")
     if not comp["rows"]:

@@ -126,16 +126,30 @@ def test_check_exits_1_on_an_injected_regression(coral_result, tmp_path):
     assert "no regression" in r.out and "this-machine" in r.out
     injected = copy.deepcopy(profile)
     for fig in injected["figures"]:
-        fig["e2e_ms_p50"] /= 2  # the board used to be twice as fast end to end
+        fig["e2e_over_invoke_median"] /= 2  # the pipeline used to add half as much to the bare invoke
     bad_path = tmp_path / "injected.json"
     bad_path.write_text(json.dumps(injected))
     r = run_cli("bench", "--result", saved, "--check", "--profile", bad_path, "--json")
     assert r.code == 1, r.out + r.err
     result = json.loads(r.out)
     check = result["comparison"]["check"]
-    assert check["regressions"] == 2  # cpu x1 and x2, e2e only
-    assert {row["figure"] for row in check["rows"] if row["status"] == "regression"} == {"e2e_ms.p50"}
+    assert check["regressions"] == 2  # cpu x1 and x2, end to end only
+    assert {row["figure"] for row in check["rows"] if row["status"] == "regression"} == {"e2e_over_invoke.median"}
     assert bench_report.validate(result) == []
+
+
+def test_a_busy_machine_is_not_a_regression_for_check(coral_result, tmp_path):
+    """--check compares the ratios measured in one run: every time 3x slower (a busy machine) is no regression;
+    --compare against the same machine's saved result still sees the times."""
+    doc, saved = coral_result
+    profile = bench_report.profile_from_result(doc, "this-machine", 0.25)
+    (tmp_path / "this-machine.json").write_text(json.dumps(profile))
+    busy = tmp_path / "busy.json"
+    busy.write_text(json.dumps(_scaled(doc, 3.0)))  # every p50 3x: invoke, end to end and front end alike
+    r = run_cli("bench", "--result", busy, "--check", "--profile", tmp_path / "this-machine.json")
+    assert r.code == 0 and "no regression" in r.out, r.out + r.err
+    assert "e2e_ms.p50" not in r.out and "e2e_over_invoke.median" in r.out
+    assert run_cli("bench", "--result", busy, "--compare", saved).code == 1
 
 
 def test_write_profile_round_trips(coral_result, tmp_path):
@@ -157,7 +171,7 @@ def test_board_profiles_in_the_repo_load_and_are_detected():
         prof = bench_report.find_profile(name, None)
         assert prof["figures"] and 0 < prof["tolerance"] < 10
         for f in prof["figures"]:
-            assert any(k.endswith("_p50") for k in f), f
+            assert f.get("e2e_over_invoke_median", 0) >= 1, f  # the checked figure: a ratio
     assert bench_report.find_profile(None, "Raspberry Pi 4 Model B Rev 1.5")["name"] == "pi4-usb-coral"
     assert bench_report.find_profile(None, "Raspberry Pi 5 Model B Rev 1.0")["name"] == "pi5-usb-coral"
     assert bench_report.find_profile(None, None, "x86_64")["name"] == "x86-dev"
