@@ -17,7 +17,11 @@ from .events import Event
 from .params import param
 
 NO_EVENTS: tuple = ()
-ONSET_THRESHOLD = 0.8  # the fast onset's bar: see tools/onset.py for how it was chosen
+# the fast onset's bar and level rise: the lowest bar that starts no more events than the average alone on background
+# audio and, for a board profile's allow list, on the devset (`python -m tools onset --sweep`: lower bars are faster
+# and start a few more)
+ONSET_THRESHOLD = 0.75
+ONSET_RISE_DB = 3.0
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,11 @@ class DetectorParams:
     deny: list = param([], "labels never reported")
     smoothing_windows: int = param(2, "moving average over this many windows", 1, 50)
     onset_threshold: float = param(ONSET_THRESHOLD, "one window's raw score at or above this (and the label's own "
-                                   "threshold) starts an event at once, without waiting for the average; the "
-                                   "average still ends it (1.0: off)", 0.0, 1.0)
+                                   "threshold) starts an event at once, without waiting for the average, when the "
+                                   "window is onset_rise_db louder than the one before; the average still ends it "
+                                   "(1.0: off)", 0.0, 1.0)
+    onset_rise_db: float = param(ONSET_RISE_DB, "how much louder than the previous window a window must be for the "
+                                 "fast onset: a sound that begins, not a spike within one that goes on", 0.0, 60.0)
     min_duration_seconds: float = param(0.0, "a score must stay up this long before 'start'", 0.0, 60.0)
     hold_seconds: float = param(1.0, "a score must stay down this long before 'end'", 0.0, 600.0)
     cooldown_seconds: float = param(0.0, "after 'end', no new 'start' of that label for this long", 0.0, 3600.0)
@@ -94,6 +101,7 @@ class Detector:
         fast = cfg.onset_threshold < 1.0
         self._fast_on = np.maximum(on[self.watched], np.float32(cfg.onset_threshold)) if fast else None
         self._min_fast = float(self._fast_on.min()) if fast and m else np.inf
+        self._last_level = 0.0  # dBFS of the previous window (0: the first window is no onset)
         self._history = np.zeros((windows, m), np.float32)
         self._slot = 0
         self._sum = np.zeros(m, np.float32)
@@ -102,22 +110,24 @@ class Detector:
         self._interesting = np.zeros(m, bool)
         self._busy = np.zeros(m, bool)  # active or pending, by watched position
         self._busy_count = 0
-        self._active = np.zeros(n, bool)
-        self._pending = np.zeros(n, bool)  # above "on", waiting for min_duration
-        self._pending_since = np.zeros(n)
-        self._start = np.zeros(n)
-        self._last_above = np.zeros(n)
-        self._cooldown_until = np.full(n, -np.inf)
-        self._peak = np.zeros(n, np.float32)
-        self._total = np.zeros(n)
-        self._count = np.zeros(n, np.int64)
-        self._level = np.full(n, -120.0)  # loudest window of the event, dBFS
+        self._classes = self.watched.tolist()
+        # per class, as Python lists: a few of them are touched per window, one element at a time
+        self._active = [False] * n
+        self._pending = [False] * n  # above "on", waiting for min_duration
+        self._pending_since = [0.0] * n
+        self._start = [0.0] * n
+        self._last_above = [0.0] * n
+        self._cooldown_until = [-np.inf] * n
+        self._peak = [0.0] * n
+        self._total = [0.0] * n
+        self._count = [0] * n
+        self._level = [-120.0] * n  # loudest window of the event, dBFS
         self._ids: dict[int, str] = {}
         self._fields = event_fields or {}
 
     @property
     def active_labels(self) -> list[str]:
-        return [self.labels[i] for i in np.nonzero(self._active)[0]]
+        return [self.labels[i] for i, on in enumerate(self._active) if on]
 
     @property
     def smoothed(self) -> np.ndarray:
@@ -148,28 +158,29 @@ class Detector:
             return NO_EVENTS
         raw = self._smooth(scores)
         total = self._sum
-        if not self._busy_count and total.max() < self._min_on_sum and \
-                (self._fast_on is None or raw.max() < self._min_fast):
+        fast = self._fast_on is not None and level_dbfs - self._last_level >= self.cfg.onset_rise_db
+        self._last_level = level_dbfs
+        if not self._busy_count and total.max() < self._min_on_sum and (not fast or raw.max() < self._min_fast):
             return NO_EVENTS  # nothing active or pending, and nothing can start: the usual window
         up, interesting = self._up, self._interesting
         np.greater_equal(total, self._on_sum, out=up)
-        if self._fast_on is not None:  # one window over the higher bar starts at once
+        if fast:  # a window that begins a sound and clears the higher bar starts at once
             np.greater_equal(raw, self._fast_on, out=self._fast_up)
             np.logical_or(up, self._fast_up, out=up)
         np.logical_or(up, self._busy, out=interesting)
         events = []
         inv = np.float32(1.0 / self._history.shape[0])
-        for j in np.nonzero(interesting)[0].tolist():
-            c = int(self.watched[j])
+        for j in np.flatnonzero(interesting).tolist():
+            c = self._classes[j]
             score = float(total[j] * inv)  # the mean, in float32 as it always was
-            still = bool(total[j] >= self._off_sum[j])
+            still = total.item(j) >= self._off_sum.item(j)
             if self._active[c]:
                 self._continue(c, score, t_end, still, level_dbfs, events)
             else:
-                fast = self._fast_on is not None and bool(self._fast_up[j])
-                self._maybe_start(c, score, t_start, t_end, bool(up[j]), still or fast, level_dbfs, events)
-            busy = bool(self._active[c] or self._pending[c])
-            if busy != self._busy[j]:
+                quick = fast and self._fast_up.item(j)
+                self._maybe_start(c, score, t_start, t_end, up.item(j), still or quick, level_dbfs, events)
+            busy = self._active[c] or self._pending[c]
+            if busy != self._busy.item(j):
                 self._busy[j] = busy
                 self._busy_count += 1 if busy else -1
         return events
@@ -208,7 +219,7 @@ class Detector:
 
     def _end(self, c, events):
         self._active[c] = False
-        end = float(self._last_above[c])
+        end = self._last_above[c]
         self._cooldown_until[c] = end + self.cfg.cooldown_seconds
         events.append(self._event("end", c, end))
         del self._ids[c]
@@ -216,16 +227,16 @@ class Detector:
     def flush(self) -> list[Event]:
         """End every active event (shutdown)."""
         events: list[Event] = []
-        for c in np.nonzero(self._active)[0]:
-            self._end(int(c), events)
-        self._pending[:] = False
+        for c in [i for i, on in enumerate(self._active) if on]:
+            self._end(c, events)
+        self._pending = [False] * len(self._pending)
         self._busy[:] = False
         self._busy_count = 0
         return events
 
     def _event(self, kind: str, c: int, end: float | None) -> Event:
-        start = float(self._start[c])
-        duration = (end if end is not None else float(self._last_above[c])) - start
+        start = self._start[c]
+        duration = (end if end is not None else self._last_above[c]) - start
         return Event(type=kind, event_id=self._ids[c], label=self.labels[c], class_index=c, start_ts=start,
                      end_ts=end, peak_score=float(self._peak[c]),
                      mean_score=float(self._total[c] / max(1, self._count[c])), duration_s=max(0.0, duration),

@@ -9,13 +9,15 @@ LABELS = ["Speech", "Dog", "Cat", "Music"]
 HOP = 0.5
 
 
-def run(det, series, label=1):
-    """series: the score of `label` per window; the other classes stay at 0."""
+def run(det, series, label=1, levels=None):
+    """series: the score of `label` per window; the other classes stay at 0. levels: dBFS per window (default:
+    -60 for a window scoring below 0.05, else -20: sounds begin louder than what came before)."""
     events = []
     for i, value in enumerate(series):
         scores = np.zeros(len(LABELS), np.float32)
         scores[label] = value
-        events += [(i, e.type, e.label) for e in det.update(scores, i * HOP, i * HOP + 0.975, -20.0)]
+        level = levels[i] if levels is not None else (-60.0 if value < 0.05 else -20.0)
+        events += [(i, e.type, e.label) for e in det.update(scores, i * HOP, i * HOP + 0.975, level)]
     return events
 
 
@@ -51,20 +53,30 @@ def test_smoothing_averages_windows():
 
 
 def test_fast_onset_starts_on_one_window_over_the_higher_bar_and_the_average_ends_it():
-    # window 0 alone clears the onset bar (0.8): start at once; the average (0.3) is below the off level, so it
-    # ends as soon as the hold allows
-    assert run(det(smoothing_windows=3), [0.9, 0.0, 0.0]) == [(0, "start", "Dog"), (1, "end", "Dog")]
+    # window 1 begins a sound (20 dB louder) and clears the onset bar (0.7): start at once; the average (0.3) is
+    # below the off level, so it ends as soon as the hold allows
+    assert run(det(smoothing_windows=3), [0.0, 0.9, 0.0, 0.0]) == [(1, "start", "Dog"), (2, "end", "Dog")]
     # below the bar, a first loud window waits for the average, as before
-    assert run(det(smoothing_windows=2), [0.7, 0.7]) == [(1, "start", "Dog")]
-    assert run(det(smoothing_windows=2), [0.7, 0.0]) == []
+    assert run(det(smoothing_windows=2), [0.0, 0.6, 0.6]) == [(2, "start", "Dog")]
+    assert run(det(smoothing_windows=2), [0.0, 0.6, 0.0]) == []
     # a label whose own threshold is above the bar needs its own threshold
-    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.9, 0.0]) == []
-    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.96, 0.0])[0] == (0, "start", "Dog")
+    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.0, 0.9, 0.0]) == []
+    assert run(det(smoothing_windows=2, thresholds={"Dog": 0.95}), [0.0, 0.96, 0.0])[0] == (1, "start", "Dog")
     # the bar is the setting's
-    assert run(det(smoothing_windows=2, onset_threshold=0.6), [0.65, 0.0])[0] == (0, "start", "Dog")
+    assert run(det(smoothing_windows=2, onset_threshold=0.6), [0.0, 0.65, 0.0])[0] == (1, "start", "Dog")
     # minimum duration still applies to a fast start
-    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.9, 0.0, 0.0]) == []
-    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.9, 0.9, 0.9])[0] == (2, "start", "Dog")
+    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.0, 0.9, 0.0, 0.0]) == []
+    assert run(det(smoothing_windows=3, min_duration_seconds=1.5), [0.0, 0.9, 0.9, 0.9])[0] == (3, "start", "Dog")
+
+
+def test_fast_onset_needs_a_sound_that_begins():
+    """A window over the bar that is no louder than the one before (a spike within a sound that goes on, or steady
+    background) waits for the average like any other."""
+    assert run(det(smoothing_windows=3), [0.0, 0.9, 0.0], levels=[-30.0, -30.0, -30.0]) == []
+    assert run(det(smoothing_windows=3), [0.0, 0.9, 0.0], levels=[-30.0, -28.0, -30.0]) == []  # 2 dB: not enough
+    assert run(det(smoothing_windows=3, onset_rise_db=0.0), [0.0, 0.9, 0.0],
+               levels=[-30.0, -30.0, -30.0])[0] == (1, "start", "Dog")
+    assert run(det(smoothing_windows=3), [0.9, 0.0, 0.0], levels=[-20.0, -60.0, -60.0]) == []  # the first window
 
 
 def test_an_allow_list_changes_only_which_classes_are_worked_on():
@@ -75,9 +87,10 @@ def test_an_allow_list_changes_only_which_classes_are_worked_on():
     got = {"all": [], "subset": []}
     for i in range(400):
         scores = (rng.random(len(LABELS)) ** 4).astype(np.float32)
+        level = float(rng.uniform(-50.0, -20.0))
         for key, d in (("all", everything), ("subset", subset)):
             got[key] += [(i, e.type, e.label, round(e.peak_score, 4)) for e in d.update(scores, i * HOP,
-                                                                                     i * HOP + 0.975, -20.0)]
+                                                                                     i * HOP + 0.975, level)]
     assert [e for e in got["all"] if e[2] in ("Cat", "Dog")] == got["subset"] and got["subset"]
 
 
