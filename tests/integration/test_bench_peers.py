@@ -26,30 +26,33 @@ def bundle(tmp_path_factory, assets) -> Path:
 
 
 def test_side_by_side_kit_rows_and_peer_failures_in_one_line(tmp_path, bundle, waveform_model, class_map, assets):
-    """The kit's two rows are measured for real; a peer whose venv cannot be made is one line in the table."""
+    """The kit's two rows are measured for real, in alternating rounds; a peer whose venv cannot be made is one line
+    in the table."""
     out = tmp_path / "out"
     broken = out / "peers" / "mediapipe"
     broken.mkdir(parents=True)
     (broken / ".venv").write_text("not a folder: venv creation fails")  # MediaPipe cannot be set up
     r = run_cli("--model", waveform_model, "--labels", class_map, "--audio", assets / "audio" / "speech_whistling2.wav",
-                "--bundle", bundle, "--seconds", "0.3", "--peers", "mediapipe", "--out", out, module="tools.peers")
+                "--bundle", bundle, "--seconds", "0.3", "--rounds", "2", "--peers", "mediapipe", "--out", out,
+                module="tools.peers")
     assert r.code == 0, r.out + r.err
     assert "Traceback" not in r.err
     lines = r.out.splitlines()
     kit = next(l for l in lines if l.startswith("kit: waveform model (same file)"))
-    coral = next(l for l in lines if l.startswith("kit: Coral int8 twin + kit front end"))
+    coral = next(l for l in lines if l.startswith("kit: default path (Coral bundle, auto)"))
     mediapipe = [l for l in lines if l.startswith("MediaPipe AudioClassifier")]
     assert len(mediapipe) == 1 and "failed:" in mediapipe[0], r.out
     assert "mediapipe: unavailable:" in r.err
     assert "1.00x" in kit
     assert float(coral[44:].split()[0]) > 0  # windows/s column
-    assert any(l.startswith("kit, int8 patch model: end to end") for l in lines)
-    assert any("kit edgetpu: unavailable" in l for l in lines) or "libedgetpu" not in r.err
+    assert any(l.startswith("kit, default path: end to end / bare invoke") and "2 paired rounds" in l for l in lines)
+    assert any(l.startswith("note: kit default path: model yamnet_spectra_in") for l in lines)
     summary = json.loads((out / "side_by_side.json").read_text())
     assert [row["name"] for row in summary["rows"]][:2] == ["kit: waveform model (same file)",
-                                                           "kit: Coral int8 twin + kit front end"]
-    assert "error" in summary["rows"][2]
-    assert summary["results"]["kit_coral"]["runs"][-1]["input_kind"] == "logmel_patch"
+                                                           "kit: default path (Coral bundle, auto)"]
+    assert "error" in summary["rows"][2] and summary["rows"][0]["rounds"] == 2
+    assert summary["runners"]["kit_coral"]["info"]["input_kind"] == "logmel_patch"
+    assert len(summary["runners"]["kit_coral"]["rounds"]) == 2
 
 
 def test_a_peer_that_cannot_import_is_one_line(tmp_path, assets, waveform_model):
@@ -57,6 +60,16 @@ def test_a_peer_that_cannot_import_is_one_line(tmp_path, assets, waveform_model)
     with pytest.raises(peers.PeerError) as info:
         peers.run_peer(peers.MEDIAPIPE, Path(sys.executable), waveform_model,
                        assets / "audio" / "speech_whistling2.wav", 0.2, 0.48)
+    message = str(info.value)
+    assert "\n" not in message and "mediapipe" in message and "exit 1" in message
+
+
+def test_a_runner_that_cannot_start_is_one_line(assets, waveform_model):
+    """The MediaPipe script in --serve mode, run by an interpreter without MediaPipe: a PeerError, not a hang."""
+    cmd = peers.peer_command(peers.MEDIAPIPE, Path(sys.executable), waveform_model,
+                             assets / "audio" / "speech_whistling2.wav", 0.48)
+    with pytest.raises(peers.PeerError) as info:
+        peers.Runner("MediaPipe", cmd, peers.peer_env(), start_timeout_s=60)
     message = str(info.value)
     assert "\n" not in message and "mediapipe" in message and "exit 1" in message
 

@@ -1,12 +1,16 @@
 """`python -m tools.peers`: the kit and its peers side by side, on the same audio and the same model file.
 
-    kit, waveform model        edge-audio bench on the model file the peers get (YAMNet with metadata)
-    kit, Coral int8 twin       edge-audio bench on the installed bundle (Coral's split YAMNet: kit front end
-                               + int8 CPU twin; the Edge TPU row says why it is unavailable here)
+    kit, waveform model        the kit's pipeline on the model file the peers get (YAMNet with metadata)
+    kit, default path          the kit's pipeline on the installed bundle with the default delegate policy: the
+                               Edge TPU when there is one, else Coral's int8 CPU twin, behind the kit's front end,
+                               with the detector at its default settings
     MediaPipe                  mediapipe's AudioClassifier, in out/peers/mediapipe/.venv
     Task Library               tflite-support's AudioClassifier, in out/peers/tflite-support/.venv
 
-Each runs in its own process, so peak RSS is that process's. Ratios are against the kit on the same model file.
+Each runs in its own process (so peak RSS is that process's), started once; then every runner measures one
+round of --seconds in turn, --rounds times, the order reversed every other round, so a machine that gets busier
+or quieter slows them alike. Figures are medians over the rounds; kit / peer ratios are taken round by round
+(paired) and given as their median and range.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -23,9 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 sys.path.insert(0, str(ROOT))
 
 from edge.core.stream import HOP_RANGE_SECONDS, HOP_SECONDS  # noqa: E402
-from tools.peers.peers import PEERS, PeerError, ensure_venv, run_peer, write_metadata_model  # noqa: E402
+from tools.peers.peers import (PEERS, PeerError, Runner, ensure_venv, peer_command, peer_env,  # noqa: E402
+                               write_metadata_model)
 
-E2E_OVER_INVOKE_TARGET = 1.5
+E2E_OVER_INVOKE_TARGET = 1.15
+OVER_MEDIAPIPE_TARGET = 3.0
+ROUNDS = 7
 # NumPy's OpenBLAS with several threads spins after each small product and stalls when a core is busy: the kit
 # runs its front end with one BLAS thread (measured: 30 ms instead of 0.3 ms per window on a loaded machine)
 BLAS_LIMIT = "OPENBLAS_NUM_THREADS"
@@ -43,48 +51,46 @@ def parse_args(argv):
                                   "second and peak RSS, with ratios against the kit. Peers are installed into their "
                                   "own virtual environments under --out on the first run.",
                       epilog="example: python -m tools.peers --audio out/audio/speech_whistling2.wav "
-                             "--model out/models/yamnet_classification.tflite --seconds 5",
+                             "--model out/models/yamnet_classification.tflite --rounds 7 --seconds 2",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="out/models/yamnet_classification.tflite",
                    help="the waveform YAMNet every runner gets (a copy with metadata is written under --out)")
     p.add_argument("--labels", default="out/models/yamnet_class_map.csv", help="its class map")
     p.add_argument("--bundle", help="the kit's model bundle (default: the installed one, see 'make model')")
     p.add_argument("--audio", default="out/audio/speech_whistling2.wav", help="16 kHz mono WAV, looped")
-    p.add_argument("--seconds", type=float, default=5.0, help="timed loop per runner (default: 5)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed loop per runner and round (default: 2)")
+    p.add_argument("--rounds", type=int, default=ROUNDS, help=f"alternating rounds (default: {ROUNDS})")
     p.add_argument("--hop", type=float, default=HOP_SECONDS, help=f"seconds between windows (default: {HOP_SECONDS})")
     p.add_argument("--peers", default="mediapipe,tasklib", help="mediapipe,tasklib or none")
     p.add_argument("--out", default="out/bench", help="where results and peer venvs go (default: out/bench)")
     return p.parse_args(argv)
 
 
-def kit_run(model_args: list, labels: str, audio: str, seconds: float, hop: float, delegate: str,
-            out: Path) -> dict:
-    cmd = [sys.executable, "-m", "edge", "bench", *model_args, "--delegate", delegate, "--threads", "1",
-           "--audio", audio, "--seconds", str(seconds), "--realtime-seconds", str(min(seconds, 3.0)),
-           "--hop", str(hop), "--json", "--out", str(out)]
-    if labels:
-        cmd += ["--labels", labels]
-    env = dict(os.environ)
-    env.setdefault(BLAS_LIMIT, "1")  # the kit's deployment setting, see docs/benchmarks.md
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # progress: our stderr
-    if res.returncode != 0:
-        raise PeerError(f"edge-audio bench exited {res.returncode}")
-    return json.loads(res.stdout)
+KIT_SAME, KIT_DEFAULT = "kit: waveform model (same file)", "kit: default path (Coral bundle, auto)"
 
 
-def kit_row(result: dict, label: str) -> dict:
-    run = next(r for r in result["runs"] if r["status"] == "ok")
-    return {"name": label, "model": run["model"], "windows_per_s": run["windows_per_s"],
-            "p50": run["e2e_ms"]["p50"], "p99": run["e2e_ms"]["p99"], "invoke_p50": run["invoke_ms"]["p50"],
-            "cpu_ms_per_audio_s": run["cpu_ms_per_audio_s"], "peak_rss_mb": run["peak_rss_mb"],
-            "cpu_percent_realtime": run["realtime"]["cpu_percent"], "threads": run["threads"]}
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
-def peer_row(result: dict, label: str, model: Path) -> dict:
-    return {"name": label, "model": model.name, "windows_per_s": result["windows_per_s"],
-            "p50": result["ms_per_window"]["p50"], "p99": result["ms_per_window"]["p99"],
-            "cpu_ms_per_audio_s": result["cpu_ms_per_audio_s"], "peak_rss_mb": result["peak_rss_mb"],
-            "version": result["version"], "threads": result["threads"], "top_label": result["top_label"]}
+def row_of(label: str, runner: Runner, model_name: str) -> dict:
+    r = runner.rounds
+    return {"name": label, "model": runner.info.get("model", model_name), "rounds": len(r),
+            "windows_per_s": _median(x["windows_per_s"] for x in r),
+            "p50": _median(x["ms_per_window"]["p50"] for x in r), "p99": _median(x["ms_per_window"]["p99"] for x in r),
+            "invoke_p50": _median(x.get("invoke_p50_ms") for x in r),
+            "cpu_ms_per_audio_s": _median(x["cpu_ms_per_audio_s"] for x in r),
+            "peak_rss_mb": max(x["peak_rss_mb"] for x in r), "version": runner.info.get("version"),
+            "threads": runner.info.get("threads"), "top_label": runner.info.get("top_label")}
+
+
+def paired(a: Runner, b: Runner, key: str = "windows_per_s") -> dict | None:
+    """a / b round by round: median, range, rounds."""
+    ratios = [x[key] / y[key] for x, y in zip(a.rounds, b.rounds) if y[key]]
+    if not ratios:
+        return None
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
 
 
 def table(rows: list[dict], ref: dict | None) -> list[str]:
@@ -104,6 +110,10 @@ def table(rows: list[dict], ref: dict | None) -> list[str]:
     return lines
 
 
+def _kit_cmd(model_args: list, audio: Path, hop: float) -> list:
+    return [sys.executable, "-m", "tools.peers.kit_runner", *model_args, "--audio", str(audio), "--hop", str(hop)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from edge.model.bundle import default_bundle_path
@@ -115,8 +125,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     lo, hi = HOP_RANGE_SECONDS
-    if not 0 < args.seconds <= 3600 or not lo <= args.hop <= hi:
-        print(f"python -m tools.peers: error: --seconds must be in (0, 3600] and --hop in [{lo}, {hi}]", file=sys.stderr)
+    if not 0 < args.seconds <= 3600 or not lo <= args.hop <= hi or not 1 <= args.rounds <= 100:
+        print(f"python -m tools.peers: error: --seconds must be in (0, 3600], --hop in [{lo}, {hi}] and --rounds in "
+              "[1, 100]", file=sys.stderr)
         return 2
     for what, path in (("--model", args.model), ("--labels", args.labels), ("--audio", args.audio)):
         if not Path(path).is_file():
@@ -159,84 +170,118 @@ def main(argv=None) -> int:
                 failures.setdefault(key, f"no model with metadata: the Task Library's metadata writer is not "
                                          f"installed ({failures.get('tasklib', 'tasklib not selected')})")
 
-    # 2. the kit: the same model file the peers get, then its Coral split bundle
-    rows = []
-    results: dict = {}
-    try:
-        say(f"kit: {shared_model.name} (same file as the peers)")
-        results["kit_waveform"] = kit_run(["--model", str(shared_model)], str(labels), str(audio), args.seconds,
-                                          args.hop, "cpu", out / "kit_waveform.json")
-        rows.append(kit_row(results["kit_waveform"], "kit: waveform model (same file)"))
-    except (PeerError, ValueError) as exc:
-        rows.append({"name": "kit: waveform model (same file)", "error": str(exc)})
-    try:
-        say(f"kit: bundle {bundle} (Edge TPU if present, then its int8 CPU twin + kit front end)")
-        results["kit_coral"] = kit_run(["--bundle", str(bundle)], "", str(audio), args.seconds, args.hop, "all",
-                                       out / "kit_coral.json")
-        rows.append(kit_row(results["kit_coral"], "kit: Coral int8 twin + kit front end"))
-    except (PeerError, ValueError, StopIteration) as exc:
-        rows.append({"name": "kit: Coral int8 twin + kit front end", "error": str(exc)})
-
-    # 3. peers, one at a time, same audio, same model file
+    # 2. every runner started once: the kit on the same model file, the kit's default path, the peers
+    kit_env = dict(os.environ, PYTHONPATH=str(ROOT))
+    kit_env.setdefault(BLAS_LIMIT, "1")  # the kit's deployment setting, see docs/benchmarks.md
+    specs = [("kit_waveform", KIT_SAME, _kit_cmd(["--model", str(shared_model), "--labels", str(labels),
+                                                  "--delegate", "cpu"], audio, args.hop), kit_env, ROOT),
+             ("kit_coral", KIT_DEFAULT, _kit_cmd(["--model", str(bundle)], audio, args.hop), kit_env, ROOT)]
     for key in wanted:
         peer = PEERS[key]
         label = f"{peer.label} {peer.requirement.split('==')[1]}"
-        if key in failures:
-            rows.append({"name": label, "error": failures[key]})
-            continue
-        say(f"{peer.name}: measuring for {args.seconds:g} s")
+        if key not in failures:
+            specs.append((key, label, peer_command(peer, pythons[key], shared_model, audio, args.hop), peer_env(),
+                          None))
+    labels_of = {"kit_waveform": KIT_SAME, "kit_coral": KIT_DEFAULT,
+                 **{k: f"{PEERS[k].label} {PEERS[k].requirement.split('==')[1]}" for k in wanted}}
+    runners: dict = {}
+    for key, label, cmd, env, cwd in specs:
+        say(f"starting {label}")
         try:
-            results[key] = run_peer(peer, pythons[key], shared_model, audio, args.seconds, args.hop)
-            rows.append(peer_row(results[key], label, shared_model))
+            runners[key] = Runner(label, cmd, env, cwd)
         except PeerError as exc:
-            rows.append({"name": label, "error": str(exc)})
+            failures[key] = str(exc)
+            say(f"{label}: failed: {exc}")
+
+    # 3. alternating rounds
+    order = [k for k in labels_of if k in runners]
+    try:
+        for r in range(args.rounds):
+            say(f"round {r + 1}/{args.rounds}: {args.seconds:g} s each")
+            for key in (order if r % 2 == 0 else order[::-1]):
+                if key not in runners:
+                    continue
+                try:
+                    runners[key].run(args.seconds)
+                except PeerError as exc:
+                    failures[key] = str(exc)
+                    say(f"{labels_of[key]}: failed: {exc}")
+                    runners.pop(key).close()
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+    rows = []
+    for key, label in labels_of.items():
+        if key in runners and runners[key].rounds:
+            rows.append(row_of(label, runners[key], shared_model.name))
+        else:
+            rows.append({"name": label, "error": failures.get(key, "no round measured")})
+    ratios = {}
+    if "kit_coral" in runners and runners["kit_coral"].rounds:
+        kc = runners["kit_coral"]
+        ratios["kit_default_e2e_over_invoke"] = _ratio_of(kc, "invoke_p50_ms")
+    for key in wanted:
+        for kit in ("kit_coral", "kit_waveform"):
+            if key in runners and kit in runners:
+                ratios[f"{kit}_over_{key}"] = paired(runners[kit], runners[key])
 
     ref = rows[0] if "error" not in rows[0] else None
-    print(f"same audio ({audio.name}, looped, hop {args.hop} s) and model file ({shared_model.name}) for every "
-          f"runner but the Coral row; one thread; {args.seconds:g} s timed loop each; ms per window = end to end "
-          "(kit: source -> ring -> front end -> invoke -> scores; peers: their classify call on one window); "
-          f"kit with {BLAS_LIMIT}={os.environ.get(BLAS_LIMIT, '1')}")
+    print(f"same audio ({audio.name}, looped, hop {args.hop} s) for every runner and the same model file "
+          f"({shared_model.name}) for all but the kit's default path; one thread; {args.rounds} alternating rounds "
+          f"of {args.seconds:g} s per runner (order reversed every other round), medians over the rounds; ms per "
+          "window = end to end (kit: source -> ring -> front end -> invoke -> scores -> detector; peers: their "
+          f"classify call on one window); kit with {BLAS_LIMIT}={kit_env[BLAS_LIMIT]}")
     for line in table(rows, ref):
         print(line)
     print()
-    for line in verdicts(rows, results):
+    for line in verdicts(rows, ratios):
         print(line)
     for r in rows:
         if r.get("top_label"):
-            print(f"note: {r['name']} heard '{r['top_label']}' in the first window (threads: {r['threads']})")
-    for key, res in results.items():
-        for run in res.get("runs", []):
-            if run["status"] != "ok":
-                print(f"note: kit {run['delegate']}: {run['status']}: {run['reason']}")
-        for w in res.get("warnings", []) if key == "kit_coral" else []:
-            print(f"note: {w}")
+            print(f"note: {r['name']} heard '{r['top_label']}' in its first window (threads: {r['threads']})")
+    if "kit_coral" in runners:
+        print(f"note: kit default path: {runners['kit_coral'].info.get('decision')}")
     summary = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": args.seconds,
-               "audio": str(audio), "model": str(shared_model), "rows": rows, "results": results,
+               "rounds": args.rounds, "audio": str(audio), "model": str(shared_model), "rows": rows,
+               "ratios": ratios, "runners": {k: {"info": r.info, "rounds": r.rounds} for k, r in runners.items()},
                "elapsed_s": time.time() - started}
     (out / "side_by_side.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"results in {out / 'side_by_side.json'} ({time.time() - started:.0f} s)")
     return 0 if "error" not in rows[0] else 1
 
 
-def verdicts(rows: list[dict], results: dict) -> list[str]:
+def _ratio_of(kit: Runner, invoke_key: str) -> dict | None:
+    """End to end p50 / bare invoke p50 of each round of the kit runner."""
+    ratios = [x["ms_per_window"]["p50"] / x[invoke_key] for x in kit.rounds if x.get(invoke_key)]
+    if not ratios:
+        return None
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
+
+def _span(r: dict) -> str:
+    return f"median {r['median']:.2f}x (range {r['min']:.2f}-{r['max']:.2f}, {r['rounds']} paired rounds)"
+
+
+def verdicts(rows: list[dict], ratios: dict) -> list[str]:
     out = []
     by = {r["name"]: r for r in rows if "error" not in r}
-    coral = by.get("kit: Coral int8 twin + kit front end")
-    kit_same = by.get("kit: waveform model (same file)")
-    if coral:
-        ratio = coral["p50"] / coral["invoke_p50"]
-        out.append(f"kit, int8 patch model: end to end {coral['p50']:.3f} ms / bare invoke {coral['invoke_p50']:.3f} "
-                   f"ms per window (p50) = {ratio:.2f}x (target <= {E2E_OVER_INVOKE_TARGET}x): "
-                   + ("met" if ratio <= E2E_OVER_INVOKE_TARGET else "NOT met"))
-    mp = next((r for n, r in by.items() if n.startswith("MediaPipe")), None)
-    if mp and coral:
-        out.append(f"windows/s on the same audio: kit (Coral int8 twin) {coral['windows_per_s']:.0f} vs MediaPipe "
-                   f"{mp['windows_per_s']:.0f} = {coral['windows_per_s'] / mp['windows_per_s']:.2f}x "
-                   + ("(kit ahead)" if coral["windows_per_s"] > mp["windows_per_s"] else "(kit NOT ahead)"))
-    if mp and kit_same:
-        out.append(f"windows/s on the same model file: kit {kit_same['windows_per_s']:.0f} vs MediaPipe "
-                   f"{mp['windows_per_s']:.0f} = {kit_same['windows_per_s'] / mp['windows_per_s']:.2f}x "
-                   "(both are dominated by the same TFLite invoke)")
+    e2e = ratios.get("kit_default_e2e_over_invoke")
+    if e2e:
+        out.append(f"kit, default path: end to end / bare invoke (p50s) {_span(e2e)} (target <= "
+                   f"{E2E_OVER_INVOKE_TARGET}x): " + ("met" if e2e["median"] <= E2E_OVER_INVOKE_TARGET else "NOT met"))
+    mp = next((n for n in by if n.startswith("MediaPipe")), None)
+    over = ratios.get("kit_coral_over_mediapipe")
+    if mp and over:
+        out.append(f"windows/s on the same audio, kit default path / {mp}: {_span(over)} (target >= "
+                   f"{OVER_MEDIAPIPE_TARGET:g}x): " + ("met" if over["median"] >= OVER_MEDIAPIPE_TARGET else "NOT met"))
+    same = ratios.get("kit_waveform_over_mediapipe")
+    if mp and same:
+        out.append(f"windows/s on the same model file, kit / {mp}: {_span(same)} (both are dominated by the same "
+                   "TFLite invoke)")
+    tl = ratios.get("kit_coral_over_tasklib")
+    if tl:
+        out.append(f"windows/s on the same audio, kit default path / Task Library: {_span(tl)}")
     return out
 
 

@@ -1,6 +1,10 @@
 """Shared by the peer scripts, which run inside the peers' own virtual environments: the standard library and
 NumPy only, never the kit. Each peer script prints one JSON object with the same figures the kit reports for
-its pipeline loop, measured the same way (wall time per window, process CPU time, ru_maxrss)."""
+its pipeline loop, measured the same way (wall time per window, process CPU time, ru_maxrss).
+
+With --serve a peer stays up after its set-up and warm-up, prints one "ready" JSON line, then measures one round
+per "run SECONDS" line on standard input (one JSON line each) until "quit" or the end of input: the side-by-side
+bench runs every runner in alternating rounds this way (serve_rounds, also used by the kit's runner)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ def parse_args(description: str) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=5.0, help="wall time of the timed loop")
     p.add_argument("--hop", type=float, default=0.48, help="seconds between windows")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads, where the library takes it")
+    p.add_argument("--serve", action="store_true", help="stay up and measure one round per 'run SECONDS' line")
     return p.parse_args()
 
 
@@ -66,6 +71,11 @@ def measure(classify_window, windows: Windows, seconds: float, hop_seconds: floa
     top = classify_window(windows.next())
     for _ in range(warmup):
         classify_window(windows.next())
+    return {**timed_round(classify_window, windows, seconds, hop_seconds), "top_label": top}
+
+
+def timed_round(classify_window, windows: Windows, seconds: float, hop_seconds: float) -> dict:
+    """One timed loop of `seconds`: windows/s, ms per window, CPU per audio second, peak RSS so far."""
     clock = time.perf_counter
     times = []
     cpu0, t_start = time.process_time(), clock()
@@ -82,7 +92,17 @@ def measure(classify_window, windows: Windows, seconds: float, hop_seconds: floa
     return {"windows": n, "windows_per_s": n / wall, "ms_per_window": {
                 "mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))},
             "cpu_ms_per_audio_s": cpu * 1e3 / audio_s, "cpu_ms_per_window": cpu * 1e3 / n,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "top_label": top}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def serve_rounds(run_round, ready: dict) -> None:
+    """Print `ready` as one JSON line, then one JSON line per 'run SECONDS' line read from standard input."""
+    print(json.dumps({"ready": True, **ready}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] != "run":
+            break
+        print(json.dumps(run_round(float(words[1]))), flush=True)
 
 
 def main(setup, description: str) -> int:
@@ -91,7 +111,13 @@ def main(setup, description: str) -> int:
     try:
         pcm = read_pcm(args.audio)
         classify_window, info = setup(args)
-        result = measure(classify_window, Windows(pcm, args.hop), args.seconds, args.hop)
+        windows = Windows(pcm, args.hop)
+        if args.serve:
+            top = measure(classify_window, windows, 0.2, args.hop)["top_label"]  # warm-up
+            serve_rounds(lambda seconds: timed_round(classify_window, windows, seconds, args.hop),
+                         {**info, "top_label": top})
+            return 0
+        result = measure(classify_window, windows, args.seconds, args.hop)
     except PeerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -113,6 +113,77 @@ def write_metadata_model(tasklib_python: Path, model: Path, class_map: Path, out
     return out
 
 
+class Runner:
+    """A runner process in --serve mode (a peer script, or the kit's runner): started once, then one timed round
+    per run() call, so the bench can alternate runners round by round. Every failure is a PeerError."""
+
+    def __init__(self, name: str, cmd: list, env: dict | None = None, cwd: Path | None = None,
+                 start_timeout_s: float = 300.0):
+        self.name = name
+        self.rounds: list[dict] = []
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=env, cwd=cwd)
+        except OSError as exc:
+            raise PeerError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+        self.info = self._answer(start_timeout_s)
+        if not self.info.get("ready"):
+            self.close()
+            raise PeerError(f"did not start: {self.info}")
+
+    def _answer(self, timeout_s: float) -> dict:
+        import selectors
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                self.close()
+                raise PeerError(f"no answer within {timeout_s:.0f} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.poll() is not None or self._ended() else ""
+            raise PeerError(_last_line(err) + f" (exit {self.proc.poll()})")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise PeerError(f"printed no JSON result: {line.strip()[:200]}") from None
+
+    def _ended(self) -> bool:
+        try:
+            self.proc.wait(5)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def run(self, seconds: float) -> dict:
+        try:
+            self.proc.stdin.write(f"run {seconds}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            raise PeerError(f"stopped ({_last_line(self.proc.stderr.read())})") from None
+        result = self._answer(seconds * 4 + 60)
+        self.rounds.append(result)
+        return result
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def peer_command(peer: Peer, python: Path, model: Path, audio: Path, hop_seconds: float, threads: int = 1) -> list:
+    return [str(python), str(HERE / peer.script), "--model", str(model), "--audio", str(audio),
+            "--hop", str(hop_seconds), "--threads", str(threads), "--serve"]
+
+
+def peer_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def run_peer(peer: Peer, python: Path, model: Path, audio: Path, seconds: float, hop_seconds: float,
              threads: int = 1, timeout: Optional[float] = None) -> dict:
     """Run the peer's script in its venv; its JSON result, or PeerError with its one-line reason."""
