@@ -63,6 +63,9 @@ bench-runtime: model
 	@echo "== the installed bundle (Edge TPU, then the int8 CPU twin + front end), checked against this machine's profile"
 	-OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --delegate all --threads 1,2 --seconds 5 \
 	  --audio out/audio/speech_whistling2.wav --out out/bench/runtime-bundle.json --check
+	@echo "== the int8 CPU twin at a hop that is not a whole number of 10 ms frames (0.4875 s)"
+	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --delegate cpu --seconds 5 --hop 0.4875 \
+	  --audio out/audio/speech_whistling2.wav --out out/bench/runtime-bundle-hop04875.json
 	@echo "== the published waveform model"
 	OPENBLAS_NUM_THREADS=1 $(BIN)/edge-audio bench --model $(MODELS)/yamnet_classification.tflite \
 	  --labels $(MODELS)/yamnet_class_map.csv --delegate cpu --seconds 5 --audio out/audio/speech_whistling2.wav \
@@ -71,14 +74,35 @@ bench-runtime: model
 	OPENBLAS_NUM_THREADS=0 $(BIN)/edge-audio bench --delegate cpu --seconds 5 \
 	  --audio out/audio/speech_whistling2.wav --out out/bench/runtime-bundle-blas-default.json
 
-# the kit beside MediaPipe and the TFLite Task Library (each installed in out/bench/peers/<name>/.venv on first use)
+# the kit beside MediaPipe and the TFLite Task Library (each installed in out/bench/peers/<name>/.venv on first use),
+# every runner started once and measured in alternating rounds
 .PHONY: bench-peers
 bench: bench-peers
 bench-peers: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
 	$(BIN)/python -m tools.peers --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
-	  --audio out/audio/speech_whistling2.wav --seconds 5 --out out/bench
+	  --audio out/audio/speech_whistling2.wav --rounds 7 --seconds 2 --out out/bench
+
+# the daemon as it runs (WAV replay at real time, MQTT to a Mosquitto started here): peak RSS beside a bare LiteRT
+# process with the same model, CPU at real time beside the bench pipeline's, in paired rounds
+.PHONY: bench-daemon
+bench: bench-daemon
+bench-daemon: model | sysdeps
+	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools daemon-bench --audio out/audio/speech_whistling2.wav --rounds 5 \
+	  --seconds 10 --out out/bench
+
+# onset -> start at a real broker, and false starts before/after the fast onset (~6 min: the audio plays at real
+# time); needs the asset mirror's devset/ and labelled recordings
+ASSET_MIRROR = $${EDGE_AUDIO_ASSETS:-../shared}
+.PHONY: bench-onset
+bench: bench-onset
+bench-onset: model | sysdeps
+	@if [ -f $(ASSET_MIRROR)/devset/labels.csv ] && [ -f $(ASSET_MIRROR)/audio/dog_975ms.wav ]; then \
+	  OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools onset --devset $(ASSET_MIRROR)/devset --audio $(ASSET_MIRROR)/audio \
+	    --out out/bench; \
+	else echo "bench-onset: skipped: needs devset/ and audio/ of the asset mirror (EDGE_AUDIO_ASSETS)"; fi
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
@@ -110,3 +134,9 @@ arm-check: $(VENV)/.device
 bench: bench-probe
 bench-probe: $(VENV)/.device
 	@EDGE_AUDIO_ASSETS=$${EDGE_AUDIO_ASSETS:-../shared} $(BIN)/python tests/probe_timing.py --repeat 5
+
+# last: every target of the parts above, with its figure, in one place
+.PHONY: bench-targets
+bench: bench-targets
+bench-targets:
+	@$(BIN)/python -m tools bench-targets out/bench

@@ -246,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_head import add_parser as add_train_head_parser
     add_train_head_parser(sub)
     from .daemon_bench import add_parser as add_daemon_bench
+    from .onset import add_parser as add_onset
+    from .bench_targets import add_parser as add_bench_targets
     add_daemon_bench(sub, _sub)
+    add_onset(sub, _sub)
+    add_bench_targets(sub, _sub)
     return parser
 
 
