@@ -39,8 +39,8 @@ ONSET_FROM_TOP_DB = 20.0  # the sound begins at the first 10 ms frame within thi
 ONSET_OVER_FLOOR_DB = 10.0  # ... and this far above its background (the level of its quietest tenth)
 LATENCY_TARGET_S = 0.6
 SWEEP = ((0.6, 3.0), (0.7, 3.0), (0.7, 0.0), (0.8, 3.0), (0.9, 3.0))  # (onset_threshold, rise dB)
-PHASES = 6  # positions of each recording's onset against the hop grid, live
-OFFLINE_PHASES = 24  # the same offline, where they cost little
+PHASES = 12  # positions of each recording's onset against the hop grid (0.04 s apart)
+AFTER_ONSET_S = 3.0  # each recording is cut this long after its onset: its event starts well within that
 DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against the hop
 # the recordings with a labelled sound, and the classes that count as hearing it (the class and its parents)
 RECORDINGS = {"miaow_16k.wav": {76, 77, 78, 68, 67}, "dog_975ms.wav": {69, 70, 71, 72, 74, 75, 68, 67},
@@ -95,6 +95,7 @@ def load_recordings(folder: Path, phases: int = PHASES) -> list[Clip]:
             r = Resampler(wav.rate_hz, RATE, x.size)
             x = np.concatenate([r.process(x), r.flush()])
         pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+        pcm = pcm[:onset_sample(pcm) + int(AFTER_ONSET_S * RATE)]
         for k in range(phases):
             shifted = np.concatenate([np.zeros(int(k * 0.48 * RATE / phases), np.int16), pcm])
             clips.append(Clip(f"{name}@{k}", shifted, lenient, onset_sample(shifted)))
@@ -259,7 +260,7 @@ def run(args) -> int:
     say = lambda m: print(f"onset: {m}", file=sys.stderr, flush=True)  # noqa: E731
     model = args.model or str(default_bundle_path())
     classifier = Classifier.open(model, None, "cpu", 1)
-    recordings = load_recordings(Path(args.audio), OFFLINE_PHASES)
+    recordings = load_recordings(Path(args.audio), args.phases)
     clips = load_devset(Path(args.devset))
     board = _board_detector(Path(args.board_profile))
     base = DetectorParams()
@@ -269,8 +270,7 @@ def run(args) -> int:
     say(f"offline: {len(recordings)} recordings, {len(clips)} devset clips x {DEVSET_OFFSETS} positions, "
         f"{BACKGROUND_S * 6:.0f} s of background")
     off = offline(classifier, recordings, clips, args.hop, configs, board.allow, board.hold_seconds)
-    live_clips = load_recordings(Path(args.audio), args.phases) + load_devset(Path(args.devset),
-                                                                             per_class=args.per_class)
+    live_clips = recordings + load_devset(Path(args.devset), per_class=args.per_class)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     on = {}
@@ -297,8 +297,9 @@ def report(result: dict, recordings: int, per_class: int) -> list[str]:
         med = statistics.median(rec) if rec else None
         verdict = "" if name != "after" or med is None else \
             f" (target <= {LATENCY_TARGET_S} s): " + ("met" if med <= LATENCY_TARGET_S else "NOT met")
-        lines.append(f"onset -> start at the broker, {name:6s}: recordings (meow, bark, baby cry; {recordings} "
-                     f"sounds) median " + (f"{med:.2f} s" if med is not None else "-") + f" ({len(rec)} heard)"
+        lines.append(f"onset -> start at the broker, {name:6s}: recordings (meow, bark, baby cry, each at {recordings // 3} "
+                     f"positions against the hop) median " + (f"{med:.2f} s" if med is not None else "-")
+                     + f" ({len(rec)}/{recordings} heard)"
                      + f"; devset ({per_class} clip per class) median "
                      + (f"{statistics.median(dev):.2f} s ({len(dev)} heard)" if dev else "- (none heard)")
                      + f"; {r['false_starts']} starts of another label meanwhile{verdict}")

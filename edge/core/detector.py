@@ -98,6 +98,8 @@ class Detector:
         self._on_sum = on[self.watched] * np.float32(windows)
         self._off_sum = self.off[self.watched] * np.float32(windows)
         self._min_on_sum = float(self._on_sum.min()) if m else np.inf  # the quiet-window test
+        self._off_list = self._off_sum.tolist()
+        self._inv = 1.0 / windows
         fast = cfg.onset_threshold < 1.0
         self._fast_on = np.maximum(on[self.watched], np.float32(cfg.onset_threshold)) if fast else None
         self._min_fast = float(self._fast_on.min()) if fast and m else np.inf
@@ -169,17 +171,27 @@ class Detector:
             np.logical_or(up, self._fast_up, out=up)
         np.logical_or(up, self._busy, out=interesting)
         events = []
-        inv = np.float32(1.0 / self._history.shape[0])
+        active, pending, classes, off, inv = self._active, self._pending, self._classes, self._off_list, self._inv
         for j in np.flatnonzero(interesting).tolist():
-            c = self._classes[j]
-            score = float(total[j] * inv)  # the mean, in float32 as it always was
-            still = total.item(j) >= self._off_sum.item(j)
-            if self._active[c]:
+            c = classes[j]
+            total_j = total.item(j)
+            score = total_j * inv  # the mean of the last N windows
+            still = total_j >= off[j]
+            if active[c] and still:  # the usual case while a sound goes on, inline
+                self._last_above[c] = t_end
+                if score > self._peak[c]:
+                    self._peak[c] = score
+                self._total[c] += score
+                self._count[c] += 1
+                if level_dbfs > self._level[c]:
+                    self._level[c] = level_dbfs
+                continue
+            if active[c]:
                 self._continue(c, score, t_end, still, level_dbfs, events)
             else:
                 quick = fast and self._fast_up.item(j)
                 self._maybe_start(c, score, t_start, t_end, up.item(j), still or quick, level_dbfs, events)
-            busy = self._active[c] or self._pending[c]
+            busy = active[c] or pending[c]
             if busy != self._busy.item(j):
                 self._busy[j] = busy
                 self._busy_count += 1 if busy else -1

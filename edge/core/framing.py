@@ -28,8 +28,10 @@ class RingBuffer:
             n = self.capacity
         start = self.written % self.capacity
         first = min(n, self.capacity - start)
-        self.buffer[start:start + first] = samples[:first]
-        if first < n:
+        if first == n:  # no wrap: one copy, no slice of the input
+            self.buffer[start:start + n] = samples
+        else:
+            self.buffer[start:start + first] = samples[:first]
             self.buffer[:n - first] = samples[first:]
         self.written += n
 

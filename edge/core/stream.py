@@ -27,6 +27,7 @@ HOP_SECONDS = 0.48  # YAMNet's reference patch hop: every default hop in the kit
 HOP_RANGE_SECONDS = (0.05, 5.0)
 CHUNK_FRAMES = 1024  # frames per read: one ALSA period by default; files and the benchmark read the same
 MAX_CHUNK_FRAMES = 8192  # the largest chunk the framer's buffers take in one piece (larger ones are split)
+NO_WINDOWS: tuple = ()
 
 
 def hop_samples_for(hop_seconds: float, rate_hz: int = 16000) -> int:
@@ -70,7 +71,10 @@ class WindowLoop:
 
     def feed(self, chunk: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         """Push interleaved int16 PCM; yield every window it completes with its first sample's index."""
-        self.framer.push(chunk)
+        framer = self.framer
+        framer.push(chunk)
+        if framer.samples_until_next_window():
+            return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
         return self._drain()
 
     def end(self) -> Iterator[tuple[np.ndarray, int]]:
