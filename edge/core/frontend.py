@@ -66,7 +66,7 @@ def hann_periodic(length: int) -> np.ndarray:
 
 
 MEL_BLOCKS = 2  # the banded projection: bands in this many groups, each a product over the bins it covers
-FRAME_BLOCK = 48  # frames transformed per call: the new frames of a 0.48 s hop; more come in several blocks
+FRAME_BLOCK = 50  # frames transformed per call: the new frames of a hop up to 0.5 s; more come in several blocks
 
 
 def mel_blocks(weights: np.ndarray, groups: int = MEL_BLOCKS) -> list[tuple[slice, slice, np.ndarray]]:

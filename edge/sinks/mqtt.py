@@ -99,7 +99,8 @@ class MqttSink(Sink):
     # -- audio-loop side: never blocks ---------------------------------------------------------------------------
     def publish_event(self, event: Event) -> None:
         """On disk (with a spool) before it returns: the audio loop moves on only once the event is durable."""
-        self.outbox.append(Message(self.topics.events, event.to_json(), qos=1), event.to_dict())
+        payload = event.to_dict()  # once: to_json() is this dict as JSON
+        self.outbox.append(Message(self.topics.events, json.dumps(payload, sort_keys=True), qos=1), payload)
         self._queued = True
 
     def set_state(self, label: str, on: bool) -> None:
