@@ -56,3 +56,19 @@ def test_matches_tensorflow_reference_on_real_audio(assets, tensorflow):
             worst = max(worst, float(np.abs(fe.compute(w, start) - reference(w)).max()))
         fe.reset()
     assert worst <= 1e-3, worst
+
+
+def test_frames_are_shared_at_a_hop_off_the_frame_grid():
+    """Through the window loop at a 0.4875 s hop, each 10 ms frame is computed once and every patch equals the
+    patch of that window computed on its own."""
+    from edge.core.stream import WindowLoop, recording_windows
+    pcm = (np.random.default_rng(3).uniform(-0.5, 0.5, 16000 * 6) * 32767).astype(np.int16)
+    loop = WindowLoop(15600, 7800, grid_samples=160)
+    streaming, fresh = LogMelFrontEnd(), LogMelFrontEnd()
+    windows = 0
+    for window, start in recording_windows(pcm, loop):
+        got = streaming.compute(window, start).copy()
+        np.testing.assert_allclose(got, fresh.compute(window), atol=1e-5)
+        windows += 1
+    assert windows > 5
+    assert streaming.frames_computed < 96 + (windows - 1) * 50  # shared: ~49 new frames a window, not 96

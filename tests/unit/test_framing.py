@@ -72,3 +72,15 @@ def test_a_consumer_that_falls_behind_skips_windows_and_counts_them():
         framer.push(pcm)  # never drained
     assert framer.next_window() is not None
     assert framer.skipped_windows > 0
+
+
+def test_windows_on_a_grid_start_on_its_multiples_and_keep_the_average_hop():
+    """A 0.4875 s hop (7800 samples, not a whole number of 10 ms frames): on the 160-sample grid every window
+    starts on a frame boundary, within half a frame of k x 7800, and is still the stream at that start."""
+    pcm = np.random.default_rng(2).integers(-30000, 30000, 16000 * 8).astype(np.int16)
+    windows = _frame_all(Framer(15600, 7800, grid_samples=160), pcm, 1024)
+    starts = [s for s, _ in windows]
+    assert all(s % 160 == 0 and abs(s - k * 7800) <= 80 for k, s in enumerate(starts))
+    assert starts[-1] - starts[0] == pytest.approx(7800 * (len(starts) - 1), abs=80)
+    for start, w in windows:
+        np.testing.assert_array_equal(w * 32768, pcm[start:start + 15600])

@@ -1,0 +1,74 @@
+"""The capture thread's hand-off to the processing loop: the loop sleeps until the audio it asked for (a window's
+worth) has arrived, wakes at once for the end of a file or a new device generation, takes everything queued once
+awake, and a full queue makes the producer wait."""
+
+import threading
+import time
+
+import numpy as np
+
+from edge.audio.capture import Handoff
+
+CHUNK = np.zeros(1024, np.int16)
+
+
+def _get_later(handoff: Handoff, timeout_s: float, out: list) -> threading.Thread:
+    def run():
+        out.append(handoff.get(timeout_s))
+        out.append(time.monotonic())
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_the_loop_sleeps_until_what_it_wants_has_arrived():
+    h = Handoff(64)
+    h.put((1, CHUNK), 1024, 1.0)  # a new generation: handed over at once
+    assert h.get(0.0) == (1, CHUNK) and h.get(0.0) is None
+    h.wanted = 3000
+    got: list = []
+    t = _get_later(h, 5.0, got)
+    h.put((1, CHUNK), 1024, 1.0)
+    h.put((1, CHUNK), 1024, 1.0)
+    time.sleep(0.3)
+    assert not got, "woken before a window's worth of audio was there"
+    sent = time.monotonic()
+    h.put((1, CHUNK), 1024, 1.0)  # 3072 >= 3000
+    t.join(2.0)
+    assert got[0] == (1, CHUNK) and got[1] - sent < 0.5
+    assert h.get(0.0) is not None and h.get(0.0) is not None  # awake: the rest without waiting
+    assert h.get(0.0) is None
+
+
+def test_the_end_of_a_file_wakes_the_loop_at_once():
+    h = Handoff(64)
+    h.put((1, CHUNK), 1024, 1.0)
+    h.get(0.0)
+    h.get(0.0)
+    h.wanted = 100000
+    got: list = []
+    t = _get_later(h, 5.0, got)
+    time.sleep(0.1)
+    h.put((1, None), 0, 1.0)
+    t.join(2.0)
+    assert got and got[0] == (1, None)
+
+
+def test_nothing_arrives_is_none_after_the_timeout():
+    h = Handoff(4)
+    t0 = time.monotonic()
+    assert h.get(0.2) is None
+    assert 0.15 < time.monotonic() - t0 < 1.5
+
+
+def test_a_full_queue_makes_the_producer_wait_for_room():
+    h = Handoff(2)
+    assert h.put((1, CHUNK), 1024, 0.1) and h.put((1, CHUNK), 1024, 0.1)
+    assert not h.put((1, CHUNK), 1024, 0.1)  # full for 0.1 s: the caller tries again (nothing is dropped here)
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(h.put((1, CHUNK), 1024, 2.0)))
+    t.start()
+    time.sleep(0.1)
+    assert h.get(0.0) is not None  # room for one
+    t.join(2.0)
+    assert done == [True] and len(h) == 2
