@@ -89,9 +89,9 @@ class LogMelFrontEnd:
     0.48 s hop is 48 of them, and the window loop keeps a patch model's windows on that 10 ms grid at any hop),
     the frames they share are copied from the previous patch, so each 10 ms frame is transformed once.
 
-    Each new frame: the Hann window in float32; the FFT in float64 (NumPy's FFT computes in float64: given a
-    float64 input and a complex128 `out` it allocates nothing, while its float32 path was slower here and
-    allocates a temporary on every call); from the spectrum on float32 again: magnitude, mel projection, log.
+    Each new frame: the Hann window and the FFT in float64 (NumPy's FFT computes in float64: given a float64 input
+    and a complex128 `out` it allocates nothing, while its float32 path was slower here and allocates a temporary
+    on every call); from the spectrum on float32: magnitude, mel projection, log.
     The projection is banded: the 64 triangular filters touch only FFT bins 5-239, each filter a few of them,
     so it runs as one small product per group of bands over the bins that group covers (mel_blocks), not as
     one product with a 97 %-zero matrix. New frames go through in blocks of FRAME_BLOCK (the first window's 96
@@ -105,11 +105,13 @@ class LogMelFrontEnd:
         self._blocks = mel_blocks(mel_matrix(p))
         b = self._block = min(FRAME_BLOCK, n)
         # a full [48, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
-        self._hann = np.tile(hann_periodic(p.stft_window_samples), (b, 1))
+        self._hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (b, 1))
         self._window = np.zeros(p.window_samples, np.float32)
         self._frames = np.lib.stride_tricks.as_strided(  # [96, 400] overlapping views of _window
             self._window, shape=(n, p.stft_window_samples), strides=(p.stft_hop_samples * 4, 4), writeable=False)
-        self._windowed = np.zeros((b, p.stft_window_samples), np.float32)
+        # float64 up to the FFT: a float32 sample times a float32 Hann value is exact in float64, so the spectrum's
+        # weak bins keep their precision (a float32 product would add rounding noise ~140 dB down)
+        self._windowed = np.zeros((b, p.stft_window_samples), np.float64)
         self._padded = np.zeros((b, p.fft_length), np.float64)  # columns past the STFT window stay zero
         self._spectrum = np.zeros((b, bins), np.complex128)
         self._spectrum32 = np.zeros((b, bins), np.complex64)
