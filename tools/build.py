@@ -30,7 +30,8 @@ from edge.model.fetch import ASSETS, mirror_root
 from edge.core.frontend import FrontEndParams
 from edge.model.labels import find_labels_near, load_labels
 from edge.core.stream import HOP_SECONDS
-from edge.model.tflite_file import read_model_info, set_tensor_quantization
+from edge.model.tflite_edit import set_tensor_quantization
+from edge.model.tflite_file import read_model_info
 
 from .audio_windows import collect, patches_of, wav_files
 from .check import check_model

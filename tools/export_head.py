@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge.core.errors import ModelError
-from edge.model.tflite_file import move_operators_to_end, read_model_info, reorder_outputs, set_tensor_quantization
+from edge.model.tflite_edit import move_operators_to_end, reorder_outputs, set_tensor_quantization
+from edge.model.tflite_file import read_model_info
 
 from .embeddings import Backbone
 from .tflite_patch import range_to_int8

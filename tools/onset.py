@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Choosing an int8 range for a tensor (the edit itself is edge.model.tflite_file.set_tensor_quantization).
+"""Choosing an int8 range for a tensor (the edit itself is edge.model.tflite_edit.set_tensor_quantization).
 
 Used to give the logits tensor a range chosen for the sigmoid after it: below about -6.2 the int8 sigmoid output
 is already 0 (its scale is 1/256), so clamping very negative logits there loses nothing and buys resolution

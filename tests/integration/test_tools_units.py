@@ -7,7 +7,7 @@ import pytest
 
 from edge.model.tflite_file import read_model_info
 from tools.compare import compare_scores
-from edge.model.tflite_file import set_tensor_quantization
+from edge.model.tflite_edit import set_tensor_quantization
 from tools.tflite_patch import range_to_int8
 
 
