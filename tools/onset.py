@@ -44,7 +44,7 @@ DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against t
 # the recordings with a labelled sound, and the classes that count as hearing it (the class and its parents)
 RECORDINGS = {"miaow_16k.wav": {76, 77, 78, 68, 67}, "dog_975ms.wav": {69, 70, 71, 72, 74, 75, 68, 67},
               "baby_5000ms.wav": {20, 19, 21, 22, 14}}
-BOARD_PROFILE = "firmware_configs/pi4-usb-coral.toml"
+BOARD_PROFILE = "edge/firmware/profiles/pi4-usb-coral.toml"
 
 
 @dataclass

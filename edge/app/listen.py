@@ -79,6 +79,7 @@ class Recorder:
 
     def __init__(self, index: np.ndarray, max_windows: int | None = None, progress=None):
         self.index = index
+        self.at: np.ndarray | None = None
         self.rows: list[np.ndarray] = []
         self.levels: list[float] = []
         self.gated = 0
@@ -87,7 +88,9 @@ class Recorder:
         self.last_window_at = time.monotonic()
 
     def __call__(self, daemon: Daemon, level: float, gated: bool) -> None:
-        self.rows.append(daemon.detector.smoothed[self.index].copy())
+        if self.at is None:  # the detector keeps only its watched classes: where the recorded labels sit in them
+            self.at = daemon.detector.positions(self.index)
+        self.rows.append(daemon.detector.smoothed[self.at])
         self.levels.append(level)
         self.gated += gated
         self.last_window_at = time.monotonic()

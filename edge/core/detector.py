@@ -136,6 +136,15 @@ class Detector:
         """The smoothed scores of the watched classes (in the order of `watched`); allocates: not for the hot path."""
         return self._sum / np.float32(self._history.shape[0])
 
+    def positions(self, classes: np.ndarray) -> np.ndarray:
+        """Where the given class indices sit in `watched` (and so in `smoothed`); LabelError for one not watched."""
+        at = np.searchsorted(self.watched, classes)
+        missing = [self.labels[c] for c, i in zip(classes.tolist(), at.tolist())
+                   if i >= self.watched.size or self.watched[i] != c]
+        if missing:
+            raise LabelError(f"not watched by this detector: {', '.join(missing)}")
+        return at.astype(np.intp)
+
     def _smooth(self, scores: np.ndarray) -> np.ndarray:
         """Sum of the last N windows of the watched scores (the history starts silent, so below the onset
         threshold one loud first window cannot start an event on its own). Returns the newest raw scores."""
