@@ -37,7 +37,9 @@ BACKGROUND_S = 60.0
 ONSET_FROM_TOP_DB = 20.0  # the sound begins at the first 10 ms frame within this of the clip's loudest ...
 ONSET_OVER_FLOOR_DB = 10.0  # ... and this far above its background (the level of its quietest tenth)
 LATENCY_TARGET_S = 0.6
-SWEEP = ((0.6, 3.0), (0.7, 3.0), (0.7, 0.0), (0.8, 3.0), (0.9, 3.0))  # (onset_threshold, rise dB)
+# (onset_threshold, rise dB, onset window lead s, onset window threshold)
+SWEEP = ((0.75, 3.0, 0.4, 0.6), (0.75, 3.0, 0.4, 0.65), (0.75, 3.0, 0.4, 0.7), (0.75, 3.0, 0.3, 0.6),
+         (0.75, 3.0, 0.3, 0.65), (0.75, 3.0, 0.5, 0.6), (0.75, 3.0, 0.5, 0.65))
 PHASES = 12  # positions of each recording's onset against the hop grid (0.04 s apart)
 AFTER_ONSET_S = 3.0  # each recording is cut this long after its onset: its event starts well within that
 DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against the hop
@@ -120,20 +122,27 @@ def backgrounds(seconds: float = BACKGROUND_S) -> list[tuple[str, np.ndarray]]:
             ("brown noise -30 dBFS", at(brown, -30)), ("mains hum -35 dBFS", at(hum, -35))]
 
 
-def window_scores(classifier, pcm: np.ndarray, hop_s: float) -> list:
-    """(t_start, t_end, level dBFS, scores) of every window of a stream, as the daemon frames it."""
+def window_scores(classifier, pcm: np.ndarray, hop_s: float, lead_s: float = 0.0) -> list:
+    """(t_start, t_end, level dBFS, scores, extra) of every window of a stream, as the daemon frames it: the hop
+    grid's, and with `lead_s` > 0 an extra one ending that long after each sound's onset (extra True)."""
     from edge.core.detector import level_dbfs
     from edge.core.stream import WindowLoop, hop_samples_for
     p = classifier.params
-    loop = WindowLoop(p.window_samples, hop_samples_for(hop_s), RATE, 1, RATE, grid_samples=classifier.grid_samples)
+    loop = WindowLoop(p.window_samples, hop_samples_for(hop_s), RATE, 1, RATE, grid_samples=classifier.grid_samples,
+                      onset_lead_samples=round(lead_s * RATE))
     if classifier.frontend is not None:
         classifier.frontend.reset()
     out = []
     for i in range(0, pcm.size, CHUNK):
         for window, start in loop.feed(pcm[i:i + CHUNK]):
             out.append((start / RATE, (start + p.window_samples) / RATE, level_dbfs(window),
-                        classifier.classify(window, start).copy()))
+                        classifier.classify(window, start).copy(), loop.extra))
     return out
+
+
+def lead_of(params) -> float:
+    """The onset window's lead the daemon would use with these detector parameters (0: none)."""
+    return params.onset_window_seconds if params.onset_threshold < 1.0 else 0.0
 
 
 def starts(labels, params, windows) -> list[tuple[float, int]]:
@@ -141,8 +150,9 @@ def starts(labels, params, windows) -> list[tuple[float, int]]:
     from edge.core.detector import Detector
     det = Detector(labels, params)
     found = []
-    for t0, t1, level, scores in windows:
-        found += [(t1, e.class_index) for e in det.update(scores, t0, t1, level) if e.type == "start"]
+    for t0, t1, level, scores, extra in windows:
+        events = det.onset(scores, t0, t1, level) if extra else det.update(scores, t0, t1, level)
+        found += [(t1, e.class_index) for e in events if e.type == "start"]
     return found
 
 
@@ -151,14 +161,18 @@ def offline(classifier, recordings: list[Clip], clips: list[Clip], hop_s: float,
     """Per detector configuration: false starts for both watch lists, and how soon after the sound began the
     window that starts its event ends (the earliest its start can be sent)."""
     gap = np.zeros(int(GAP_S * RATE), np.int16)
-    rec_windows = [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s) for c in recordings]
     step = int(hop_s * RATE) // DEVSET_OFFSETS
     clips = [replace(c, pcm=np.concatenate([np.zeros(k * step, np.int16), c.pcm]), onset=c.onset + k * step)
              for k in range(DEVSET_OFFSETS) for c in clips]
-    clip_windows = [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s) for c in clips]
-    bg_windows = [(name, window_scores(classifier, pcm, hop_s)) for name, pcm in backgrounds()]
+    framed = {}  # the windows of every stream, per onset window lead
+    for lead in sorted({lead_of(p) for p in configs.values()}):
+        framed[lead] = (
+            [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s, lead) for c in recordings],
+            [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s, lead) for c in clips],
+            [(name, window_scores(classifier, pcm, hop_s, lead)) for name, pcm in backgrounds()])
     result = {}
     for name, params in configs.items():
+        rec_windows, clip_windows, bg_windows = framed[lead_of(params)]
         board = replace(params, allow=list(board_allow), hold_seconds=board_hold_s)
         false_devset = sum(sum(1 for _, c in starts(classifier.labels, params, w) if c not in clip.lenient)
                            for clip, w in zip(clips, clip_windows))
@@ -252,7 +266,7 @@ def _board_detector(path: Path):
 
 
 def run(args) -> int:
-    from edge.core.detector import ONSET_RISE_DB, ONSET_THRESHOLD, DetectorParams
+    from edge.core.detector import ONSET_RISE_DB, ONSET_THRESHOLD, ONSET_WINDOW_SECONDS, DetectorParams
     from edge.model.bundle import default_bundle_path
     from edge.model.classifier import Classifier
 
@@ -265,7 +279,9 @@ def run(args) -> int:
     base = DetectorParams()
     configs = {"before": replace(base, onset_threshold=1.0), "after": base}
     if args.sweep:
-        configs.update({f"{t:g}, {r:g} dB": replace(base, onset_threshold=t, onset_rise_db=r) for t, r in SWEEP})
+        configs.update({f"{t:g}/{r:g} dB, {w:g} s/{wt:g}": replace(
+            base, onset_threshold=t, onset_rise_db=r, onset_window_seconds=w, onset_window_threshold=wt)
+            for t, r, w, wt in SWEEP})
     say(f"offline: {len(recordings)} recordings, {len(clips)} devset clips x {DEVSET_OFFSETS} positions, "
         f"{BACKGROUND_S * 6:.0f} s of background")
     off = offline(classifier, recordings, clips, args.hop, configs, board.allow, board.hold_seconds)
@@ -277,6 +293,7 @@ def run(args) -> int:
         work = Path(tempfile.mkdtemp(prefix="onset-", dir=out))
         on = live(model, live_clips, {"before": "onset_threshold = 1.0", "after": ""}, work, say, args.hop)
     result = {"model": model, "onset_threshold": ONSET_THRESHOLD, "onset_rise_db": ONSET_RISE_DB,
+              "onset_window_seconds": ONSET_WINDOW_SECONDS,
               "board_allow": board.allow, "offline": off, "live": on, "live_clips": [c.name for c in live_clips]}
     (out / "onset.json").write_text(json.dumps(result, indent=2) + "\n")
     for line in report(result, len(recordings), args.per_class):
@@ -289,7 +306,8 @@ def report(result: dict, recordings: int, per_class: int) -> list[str]:
     off, on = result["offline"], result["live"]
     lines = [f"detector defaults (smoothing 2 windows, threshold 0.5, hold 1 s); before = onset_threshold 1.0 (only "
              f"the average starts events), after = onset_threshold {result['onset_threshold']:g} on a window "
-             f"{result['onset_rise_db']:g} dB louder than the one before (the defaults)"]
+             f"{result['onset_rise_db']:g} dB louder than the one before, or on an extra window ending "
+             f"{result['onset_window_seconds']:g} s after a sound began (the defaults)"]
     for name, r in on.items():
         rec = [x for c, x in zip(result["live_clips"], r["latencies"]) if "@" in c and x is not None]
         dev = [x for c, x in zip(result["live_clips"], r["latencies"]) if "@" not in c and x is not None]
@@ -305,7 +323,7 @@ def report(result: dict, recordings: int, per_class: int) -> list[str]:
     for name, r in off.items():
         e, b = r["false_starts_every_label"], r["false_starts_board_list"]
         lat = r["window_end_latency_s"]
-        lines.append(f"offline, {name:12s} false starts, every label: {sum(e.values()):3d} (devset {e['devset']}, "
+        lines.append(f"offline, {name:20s} false starts, every label: {sum(e.values()):3d} (devset {e['devset']}, "
                      f"background {sum(e.values()) - e['devset']}); board allow list: {sum(b.values())}; window end "
                      f"after the onset, median: recordings {_s(lat['recordings'])}, devset {_s(lat['devset'])}")
     if "before" in off and "after" in off:

@@ -101,6 +101,10 @@ class Daemon:
         self._latency_ms = np.zeros(LATENCY_WINDOWS, np.float32)
         self.windows = 0
         self.gated = 0
+        self.onset_windows = 0  # extra windows classified where a sound began (counted apart from `windows`)
+        rate = classifier.params.sample_rate_hz
+        self._onset_lead = round(params.onset_window_seconds * rate) if self.detector.onset_windows else 0
+        capture.wake_on_onsets = self._onset_lead > 0
         self.events = 0
         self._busy_s = 0.0
         self._audio_s = 0.0
@@ -198,7 +202,7 @@ class Daemon:
         if self._loop is None or (src.rate_hz, src.channels) != (self._loop.rate_in_hz, self._loop.channels):
             self._loop = WindowLoop(p.window_samples, hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz),
                                     src.rate_hz, src.channels, p.sample_rate_hz,
-                                    grid_samples=self.classifier.grid_samples)
+                                    grid_samples=self.classifier.grid_samples, onset_lead_samples=self._onset_lead)
             if self.classifier.frontend is not None:
                 self.classifier.frontend.reset()
         # stream sample 0 is "now" minus what the loop already holds: wall-clock timestamps for events
@@ -208,10 +212,18 @@ class Daemon:
     def _process(self, windows) -> None:
         rate = self.classifier.params.sample_rate_hz
         window_s = self.classifier.params.window_samples / rate
+        loop = self._loop
         for window, start in windows:
             t_start = self._t0 + start / rate
             level = level_dbfs(window)
             gated = level < self.cfg.detector.min_level_dbfs
+            if loop.extra:  # ends just after a sound began: only the fast onset looks at it
+                if not gated:
+                    self.onset_windows += 1
+                    scores = self.delegates.classify(window, start)
+                    for event in self.detector.onset(scores, t_start, t_start + window_s, level):
+                        self._emit(event)
+                continue
             if gated:
                 scores = self._silence
                 self.gated += 1
@@ -260,7 +272,8 @@ class Daemon:
         lat = self._latency_ms[:n] if n else self._silence[:1]
         capture = self.capture
         return {
-            "windows": self.windows, "gated_windows": self.gated, "events": self.events,
+            "windows": self.windows, "gated_windows": self.gated, "onset_windows": self.onset_windows,
+            "events": self.events,
             "inference_p50_ms": round(float(np.percentile(lat, 50)), 3),
             "inference_p99_ms": round(float(np.percentile(lat, 99)), 3),
             "real_time_factor": round(self._busy_s / self._audio_s, 5) if self._audio_s else 0.0,

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import AudioConfig
+from ..core.onsets import LevelRise
 
 log = logging.getLogger("edge.audio")
 
@@ -68,9 +69,9 @@ class Handoff:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: tuple, frames: int, timeout_s: float) -> bool:
-        """Queue (generation, chunk) holding `frames` frames (chunk None: the end of a file). False when the queue
-        stayed full for timeout_s."""
+    def put(self, item: tuple, frames: int, timeout_s: float, urgent: bool = False) -> bool:
+        """Queue (generation, chunk) holding `frames` frames (chunk None: the end of a file); `urgent`: wake the
+        loop now (a sound began in it). False when the queue stayed full for timeout_s."""
         with self._lock:
             while len(self._items) >= self.depth:
                 if not self._room.wait(timeout_s):
@@ -78,7 +79,7 @@ class Handoff:
             self._items.append(item)
             self._arrived += frames
             self.last_put = time.monotonic()
-            if item[1] is None or item[0] != self._generation or len(self._items) >= self.depth:
+            if urgent or item[1] is None or item[0] != self._generation or len(self._items) >= self.depth:
                 self._urgent = True
                 self._generation = item[0]
             if self._urgent or self._arrived >= self.wanted:
@@ -121,6 +122,8 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_audio = time.monotonic()
+        # wake the loop as soon as a sound begins (its extra onset window is due sooner than the hop grid's)
+        self.wake_on_onsets = False
 
     def start(self) -> None:
         self._stop.clear()
@@ -147,6 +150,7 @@ class Capture:
                 delay = min(delay * 2, self.cfg.reopen_max_seconds)
                 continue
             delay = self.cfg.reopen_min_seconds
+            rise = LevelRise(self.source.rate_hz, self.source.channels) if self.wake_on_onsets else None
             self.generation += 1
             log.info("capturing from %s at %d Hz, %d channel(s)", self.source.name, self.source.rate_hz,
                      self.source.channels)
@@ -158,7 +162,8 @@ class Capture:
                         self._put((self.generation, None), 0)
                         return
                     if chunk.size:
-                        self._put((self.generation, chunk), chunk.size // self.source.channels)
+                        urgent = rise is not None and rise.scan(chunk) >= 0
+                        self._put((self.generation, chunk), chunk.size // self.source.channels, urgent)
             except SourceLost as exc:
                 log.warning("%s; reopening", exc)
                 self.reopens += 1
@@ -168,11 +173,11 @@ class Capture:
             return
         self.source.close()
 
-    def _put(self, item, frames: int) -> None:
+    def _put(self, item, frames: int, urgent: bool = False) -> None:
         """Wait for room: a file or pipe then waits for the loop, and a device that is not read in time
         overruns in the driver, where ALSA counts it (source.overruns). Nothing is dropped silently here."""
         while not self._stop.is_set():
-            if self.handoff.put(item, frames, 0.2):
+            if self.handoff.put(item, frames, 0.2, urgent):
                 return
 
     def want(self, frames: int) -> None:

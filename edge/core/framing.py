@@ -80,6 +80,8 @@ class Framer:
         self._next_start = 0
         self._last_start = -hop_samples  # the last window handed out (none yet)
         self.skipped_windows = 0  # windows dropped because the consumer fell behind the ring
+        self.extra = False  # the window just handed out is an extra one (between two of the grid)
+        self._extra_start = -1  # an extra window to come (add_window_ending_after), or -1
         self._mono = np.zeros(max_chunk_frames, np.float32)
         self._interleaved = np.zeros(max_chunk_frames * channels, np.float32)
         self._mono16 = np.zeros(max_chunk_frames, np.int16)
@@ -153,7 +155,28 @@ class Framer:
 
     def samples_until_next_window(self) -> int:
         """Samples (at rate_hz) still missing for the next window; 0 when it can be read now."""
-        return max(0, self._next_start + self.window_samples - self.ring.written)
+        wait = self._next_start + self.window_samples - self.ring.written
+        if 0 <= self._extra_start < self._next_start:
+            wait = min(wait, self._extra_start + self.window_samples - self.ring.written)
+        return max(0, wait)
+
+    def add_window_ending_after(self, sample: int) -> bool:
+        """One extra window, on the grid, that ends at stream sample `sample` or just after it; next_window()
+        hands it out between the grid's windows, in time order. Not added (False) when one is already to come, a
+        window handed out ends later, or a window of the grid ends within a quarter hop after it."""
+        grid = self.grid_samples
+        start = -(-(sample - self.window_samples) // grid) * grid
+        if self._extra_start >= 0 or start <= self._last_start or start < 0:
+            return False
+        k = self._index + max(0, -(-(start - self._next_start) // self.hop_samples))
+        while k > self._index and self._start_of(k - 1) >= start:
+            k -= 1
+        while self._start_of(k) < start:
+            k += 1
+        if self._start_of(k) - start < self.hop_samples // 4:  # the grid's own window comes as soon
+            return False
+        self._extra_start = start
+        return True
 
     def _start_of(self, index: int) -> int:
         grid = self.grid_samples
@@ -161,6 +184,15 @@ class Framer:
 
     def next_window(self) -> np.ndarray | None:
         """The next window if enough audio has arrived, else None."""
+        extra = self._extra_start
+        if extra >= 0 and extra < self._next_start and self.ring.written >= extra + self.window_samples:
+            self._extra_start = -1
+            if extra >= self.ring.oldest():  # else the consumer fell behind: the grid's windows skip ahead
+                self.ring.read_float(extra, self.window)
+                self.window_start = self._last_start = extra
+                self.extra = True
+                return self.window
+        self.extra = False
         if self.ring.written < self._next_start + self.window_samples:
             return None
         if self._next_start < self.ring.oldest():  # the consumer fell behind: skip to the newest full window

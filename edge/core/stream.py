@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .framing import Framer
+from .onsets import LevelRise
 from .resample import check_rate
 
 HOP_SECONDS = 0.48  # YAMNet's reference patch hop: every default hop in the kit is this one
@@ -42,15 +43,25 @@ class WindowLoop:
     """push audio -> next window, for live streams and recordings alike."""
 
     def __init__(self, window_samples: int, hop_samples: int, rate_in_hz: int = 16000, channels: int = 1,
-                 rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES, grid_samples: int = 1):
+                 rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES, grid_samples: int = 1,
+                 onset_lead_samples: int = 0):
         """`grid_samples`: windows start on multiples of it (a classifier's `grid_samples`: its front end's STFT
-        hop for a log-mel model, so frames are shared at any hop; 1 for a waveform model)."""
+        hop for a log-mel model, so frames are shared at any hop; 1 for a waveform model).
+        `onset_lead_samples` > 0: where a sound begins (edge.core.onsets), one extra window that ends this many
+        samples later (`extra` is True while it is the window handed out); 0: the grid's windows only."""
         try:
             check_rate(rate_in_hz, rate_hz, max_chunk_frames)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames,
                              grid_samples)
+        self._lead = onset_lead_samples
+        self.rise = LevelRise(rate_in_hz, channels, max_chunk_frames) if onset_lead_samples > 0 else None
+
+    @property
+    def extra(self) -> bool:
+        """The window just handed out is an onset's extra window, not one of the hop grid."""
+        return self.framer.extra
 
     @property
     def rate_in_hz(self) -> int:
@@ -73,6 +84,9 @@ class WindowLoop:
         """Push interleaved int16 PCM; yield every window it completes with its first sample's index."""
         framer = self.framer
         framer.push(chunk)
+        if self.rise is not None and (at := self.rise.scan(chunk)) >= 0:
+            behind = (chunk.size // framer.channels - at) * framer.rate_hz // framer.rate_in_hz
+            framer.add_window_ending_after(framer.ring.written - behind + self._lead)
         if framer.samples_until_next_window():
             return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
         return self._drain()

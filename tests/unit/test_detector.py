@@ -145,3 +145,30 @@ def test_bundle_thresholds_sit_beneath_the_config_and_name_the_watched_labels():
     configured = with_model_thresholds(DetectorParams(thresholds={"Dog": 0.6}, allow=["Dog", "Music"]), bundle)
     assert configured.thresholds == {"Dog": 0.6, "Cat": 0.3} and configured.allow == ["Dog", "Music"]
     assert with_model_thresholds(DetectorParams(), {}) == DetectorParams()
+
+
+def test_an_onset_window_starts_on_its_raw_score_and_leaves_the_average_alone():
+    d = det(smoothing_windows=2, onset_window_threshold=0.6, hold_seconds=1.0)
+    quiet = np.zeros(len(LABELS), np.float32)
+    assert d.update(quiet, 0.0, 0.975, -60.0) == ()
+    loud = np.zeros(len(LABELS), np.float32)
+    loud[1] = 0.65
+    below = loud * np.float32(0.9)  # 0.585: under the bar
+    assert d.onset(below, 0.2, 1.175, -20.0) == ()
+    started = d.onset(loud, 0.2, 1.175, -20.0)
+    assert [(e.type, e.label, e.start_ts) for e in started] == [("start", "Dog", 0.2)]
+    assert d.onset(loud, 0.3, 1.275, -20.0) == []  # already active: nothing new
+    # the average was not fed by the onset windows: the grid's next window (0.4 with the quiet one: 0.2 mean)
+    # is under the off bar, and the hold keeps the event until 1 s after the onset window's end
+    mid = np.zeros(len(LABELS), np.float32)
+    mid[1] = 0.4
+    assert d.update(mid, 0.48, 1.455, -20.0) == []
+    ends = [*d.update(quiet, 1.44, 2.415, -60.0), *d.update(quiet, 1.92, 2.895, -60.0)]
+    assert [(e.type, e.label) for e in ends] == [("end", "Dog")]
+
+
+def test_onset_windows_are_wanted_only_with_the_fast_onset_on():
+    assert det().onset_windows
+    assert not det(onset_threshold=1.0).onset_windows
+    assert not det(onset_window_seconds=0.0).onset_windows
+    assert det(onset_threshold=1.0).onset(np.ones(len(LABELS), np.float32), 0, 1, -20.0) == ()

@@ -72,3 +72,20 @@ def test_a_full_queue_makes_the_producer_wait_for_room():
     assert h.get(0.0) is not None  # room for one
     t.join(2.0)
     assert done == [True] and len(h) == 2
+
+
+def test_a_chunk_where_a_sound_begins_wakes_the_loop_at_once():
+    h = Handoff(64)
+    h.put((1, CHUNK), 1024, 1.0)
+    h.get(0.0)
+    h.get(0.0)
+    h.wanted = 100000
+    got: list = []
+    t = _get_later(h, 5.0, got)
+    h.put((1, CHUNK), 1024, 1.0)
+    time.sleep(0.2)
+    assert not got
+    sent = time.monotonic()
+    h.put((1, CHUNK), 1024, 1.0, urgent=True)
+    t.join(2.0)
+    assert got and got[0] == (1, CHUNK) and got[1] - sent < 0.5

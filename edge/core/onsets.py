@@ -1,0 +1,84 @@
+"""Where a sound begins, from the level of 10 ms blocks of the incoming audio.
+
+A block is an onset when it is RISE_DB louder than the loudest of the BEFORE blocks just before it and louder
+than FLOOR_DBFS: a sound that begins, not one that goes on (however loud) nor one that fades in. After an onset
+no other is reported for REFRACTORY_S.
+
+The window loop uses it to add one window that ends a fixed time after a sound began (the fast onset's window),
+and the capture thread uses the same rule to wake the processing loop as soon as that happens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RISE_DB = 12.0
+FLOOR_DBFS = -50.0
+BEFORE = 5
+REFRACTORY_S = 0.5
+BLOCK_S = 0.01
+
+
+class LevelRise:
+    """Feed interleaved int16 chunks with scan(); it returns the frame offset (within the chunk) of the first
+    block where a sound begins, or -1. State carries over from chunk to chunk; buffers are allocated here, for
+    chunks of up to max_chunk_frames frames."""
+
+    def __init__(self, rate_hz: int, channels: int = 1, max_chunk_frames: int = 8192):
+        self.block = max(1, round(rate_hz * BLOCK_S))  # frames per block
+        self.channels = channels
+        self._refractory_blocks = round(REFRACTORY_S / BLOCK_S)
+        self._scratch = np.zeros((max_chunk_frames + self.block) * channels, np.float32)
+        self._powers = np.zeros(max_chunk_frames // self.block + 2, np.float32)
+        self._carry = 0  # frames of a block begun in the previous chunk (its samples are in _scratch[:carry])
+        self._before = [math.inf] * BEFORE  # levels of the last blocks (dB re one int16 step), oldest first
+        self._quiet_for = self._refractory_blocks  # blocks since the last onset
+        self._floor_power = 10.0 ** (FLOOR_DBFS / 10.0) * (32768.0 ** 2)
+        self.onsets = 0  # a counter for tests and metrics
+
+    def scan(self, chunk: np.ndarray) -> int:
+        ch = self.channels
+        frames = chunk.size // ch
+        most = self._scratch.size // ch - self.block
+        if frames <= most:
+            return self._scan(chunk, frames)
+        found = -1
+        for first in range(0, frames, most):
+            at = self._scan(chunk[first * ch:(first + most) * ch], min(most, frames - first))
+            if found < 0 and at >= 0:
+                found = first + at
+        return found
+
+    def _scan(self, chunk: np.ndarray, frames: int) -> int:
+        ch, block = self.channels, self.block
+        carry = self._carry
+        total = carry + frames
+        blocks = total // block
+        scratch = self._scratch
+        np.copyto(scratch[carry * ch:total * ch], chunk[:frames * ch], casting="unsafe")
+        found = -1
+        if blocks:
+            used = scratch[:blocks * block * ch]
+            np.multiply(used, used, out=used)
+            powers = self._powers[:blocks]
+            np.sum(used.reshape(blocks, block * ch), axis=1, out=powers)
+            scale = 1.0 / (block * ch)
+            floor, rise_db, before = self._floor_power, RISE_DB, self._before
+            for i, power in enumerate(powers.tolist()):
+                power *= scale
+                level = 10.0 * math.log10(power) if power > 1e-3 else -30.0
+                self._quiet_for += 1
+                if (found < 0 and self._quiet_for > self._refractory_blocks and power >= floor
+                        and level >= max(before) + rise_db):
+                    found = max(0, i * block - carry)
+                    self._quiet_for = 0
+                    self.onsets += 1
+                before.pop(0)
+                before.append(level)
+        rest = total - blocks * block
+        if rest and blocks:  # the start of the next block, kept for the next chunk (without blocks: in place)
+            scratch[:rest * ch] = scratch[blocks * block * ch:total * ch]
+        self._carry = rest
+        return found
