@@ -37,9 +37,8 @@ BACKGROUND_S = 60.0
 ONSET_FROM_TOP_DB = 20.0  # the sound begins at the first 10 ms frame within this of the clip's loudest ...
 ONSET_OVER_FLOOR_DB = 10.0  # ... and this far above its background (the level of its quietest tenth)
 LATENCY_TARGET_S = 0.6
-# (onset_threshold, rise dB, onset window lead s, onset window threshold)
-SWEEP = ((0.75, 3.0, 0.4, 0.6), (0.75, 3.0, 0.4, 0.65), (0.75, 3.0, 0.4, 0.7), (0.75, 3.0, 0.3, 0.6),
-         (0.75, 3.0, 0.3, 0.65), (0.75, 3.0, 0.5, 0.6), (0.75, 3.0, 0.5, 0.65))
+# (onset_threshold, rise dB, onset window lead s): the bar, and where the extra window ends after a sound began
+SWEEP = ((0.7, 3.0, 0.3), (0.8, 3.0, 0.3), (0.75, 3.0, 0.4), (0.75, 3.0, 0.5), (0.75, 3.0, 0.0))
 PHASES = 12  # positions of each recording's onset against the hop grid (0.04 s apart)
 AFTER_ONSET_S = 3.0  # each recording is cut this long after its onset: its event starts well within that
 DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against the hop
@@ -279,9 +278,8 @@ def run(args) -> int:
     base = DetectorParams()
     configs = {"before": replace(base, onset_threshold=1.0), "after": base}
     if args.sweep:
-        configs.update({f"{t:g}/{r:g} dB, {w:g} s/{wt:g}": replace(
-            base, onset_threshold=t, onset_rise_db=r, onset_window_seconds=w, onset_window_threshold=wt)
-            for t, r, w, wt in SWEEP})
+        configs.update({f"{t:g}, {r:g} dB, {w:g} s": replace(base, onset_threshold=t, onset_rise_db=r,
+                                                                onset_window_seconds=w) for t, r, w in SWEEP})
     say(f"offline: {len(recordings)} recordings, {len(clips)} devset clips x {DEVSET_OFFSETS} positions, "
         f"{BACKGROUND_S * 6:.0f} s of background")
     off = offline(classifier, recordings, clips, args.hop, configs, board.allow, board.hold_seconds)

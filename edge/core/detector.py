@@ -22,8 +22,7 @@ NO_EVENTS: tuple = ()
 # and start a few more)
 ONSET_THRESHOLD = 0.75
 ONSET_RISE_DB = 3.0
-ONSET_WINDOW_SECONDS = 0.4
-ONSET_WINDOW_THRESHOLD = 0.75
+ONSET_WINDOW_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,6 @@ class DetectorParams:
     onset_window_seconds: float = param(ONSET_WINDOW_SECONDS, "where a sound begins (a 10 ms block 12 dB over the "
                                         "50 ms before it), one extra window ending this long after it, for the fast "
                                         "onset only: a start does not wait for the hop grid (0: off)", 0.0, 0.9)
-    onset_window_threshold: float = param(ONSET_WINDOW_THRESHOLD, "the raw score (and at least the label's own "
-                                          "threshold) that starts an event on that extra window", 0.0, 1.0)
     min_duration_seconds: float = param(0.0, "a score must stay up this long before 'start'", 0.0, 60.0)
     hold_seconds: float = param(1.0, "a score must stay down this long before 'end'", 0.0, 600.0)
     cooldown_seconds: float = param(0.0, "after 'end', no new 'start' of that label for this long", 0.0, 3600.0)
@@ -110,8 +107,6 @@ class Detector:
         fast = cfg.onset_threshold < 1.0
         self._fast_on = np.maximum(on[self.watched], np.float32(cfg.onset_threshold)) if fast else None
         self._min_fast = float(self._fast_on.min()) if fast and m else np.inf
-        self._window_on = np.maximum(on[self.watched], np.float32(cfg.onset_window_threshold))
-        self._min_window = float(self._window_on.min()) if m else np.inf
         self._last_level = 0.0  # dBFS of the previous window (0: the first window is no onset)
         self._history = np.zeros((windows, m), np.float32)
         self._slot = 0
@@ -222,8 +217,8 @@ class Detector:
         return self._fast_on is not None and self.cfg.onset_window_seconds > 0
 
     def onset(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
-        """An extra window that ends just after a sound began: its raw scores may start events (over
-        onset_window_threshold), nothing else. The smoothing, the ends and the previous window's level are the hop grid's."""
+        """An extra window that ends just after a sound began: its raw scores may start events (the fast onset's
+        bar, onset_threshold), nothing else. The smoothing, the ends and the previous window's level are the hop grid's."""
         if self._fast_on is None or not self.watched.size:
             return NO_EVENTS
         raw = self._up_scratch
@@ -231,9 +226,9 @@ class Detector:
             scores.take(self.watched, out=raw, mode="clip")
         else:
             np.copyto(raw, scores)
-        if raw.max() < self._min_window:
+        if raw.max() < self._min_fast:
             return NO_EVENTS
-        np.greater_equal(raw, self._window_on, out=self._fast_up)
+        np.greater_equal(raw, self._fast_on, out=self._fast_up)
         events = []
         for j in np.flatnonzero(self._fast_up).tolist():
             c = self._classes[j]

@@ -148,7 +148,7 @@ def test_bundle_thresholds_sit_beneath_the_config_and_name_the_watched_labels():
 
 
 def test_an_onset_window_starts_on_its_raw_score_and_leaves_the_average_alone():
-    d = det(smoothing_windows=2, onset_window_threshold=0.6, hold_seconds=1.0)
+    d = det(smoothing_windows=2, onset_threshold=0.6, hold_seconds=1.0)
     quiet = np.zeros(len(LABELS), np.float32)
     assert d.update(quiet, 0.0, 0.975, -60.0) == ()
     loud = np.zeros(len(LABELS), np.float32)
