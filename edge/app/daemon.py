@@ -154,7 +154,7 @@ class Daemon:
                 item = self.capture.get(WAIT_S)
                 if item is None:
                     continue
-                generation, chunk = item
+                generation, chunk, onset = item
                 if generation != self._generation:
                     self._new_loop(generation)
                 if chunk is None:  # end of a file: let the last windows out
@@ -162,7 +162,7 @@ class Daemon:
                     ended = True
                     break
                 self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
-                self._process(self._loop.feed(chunk))
+                self._process(self._loop.feed(chunk, onset))
                 self.capture.want(self._loop.frames_wanted())
         finally:
             self.notifier.notify("STOPPING=1")

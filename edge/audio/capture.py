@@ -122,7 +122,8 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_audio = time.monotonic()
-        # wake the loop as soon as a sound begins (its extra onset window is due sooner than the hop grid's)
+        # find where sounds begin (edge.core.onsets) as audio arrives, pass it on with the chunk, and wake the loop
+        # at once for it: the extra onset window is due sooner than the hop grid's
         self.wake_on_onsets = False
 
     def start(self) -> None:
@@ -159,11 +160,11 @@ class Capture:
                     chunk = self.source.read()
                     if chunk is None:
                         self.ended = True
-                        self._put((self.generation, None), 0)
+                        self._put((self.generation, None, -1), 0)
                         return
                     if chunk.size:
-                        urgent = rise is not None and rise.scan(chunk) >= 0
-                        self._put((self.generation, chunk), chunk.size // self.source.channels, urgent)
+                        onset = rise.scan(chunk) if rise is not None else -1
+                        self._put((self.generation, chunk, onset), chunk.size // self.source.channels, onset >= 0)
             except SourceLost as exc:
                 log.warning("%s; reopening", exc)
                 self.reopens += 1
@@ -185,7 +186,8 @@ class Capture:
         self.handoff.wanted = frames
 
     def get(self, timeout_s: float):
-        """(generation, chunk), (generation, None) at the end of a file, or None when nothing arrived."""
+        """(generation, chunk, onset), (generation, None, -1) at the end of a file, or None when nothing arrived.
+        `onset`: where a sound begins in the chunk (a frame offset; -1: none, or onsets not watched)."""
         item = self.handoff.get(timeout_s)
         if item is None:
             last = max(self._last_audio, self.handoff.last_put)

@@ -80,11 +80,14 @@ class WindowLoop:
             return samples
         return samples * framer.rate_in_hz // framer.rate_hz
 
-    def feed(self, chunk: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
-        """Push interleaved int16 PCM; yield every window it completes with its first sample's index."""
+    def feed(self, chunk: np.ndarray, onset: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+        """Push interleaved int16 PCM; yield every window it completes with its first sample's index. With onset
+        windows on, `onset` is where a sound begins in the chunk (a frame offset, -1: nowhere) when the caller
+        has looked already (the capture thread does, as audio arrives); None: the loop looks itself."""
         framer = self.framer
         framer.push(chunk)
-        if self.rise is not None and (at := self.rise.scan(chunk)) >= 0:
+        at = -1 if self.rise is None else self.rise.scan(chunk) if onset is None else onset
+        if at >= 0:
             behind = (chunk.size // framer.channels - at) * framer.rate_hz // framer.rate_in_hz
             framer.add_window_ending_after(framer.ring.written - behind + self._lead)
         if framer.samples_until_next_window():

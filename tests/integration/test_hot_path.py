@@ -11,6 +11,7 @@ import pytest
 from edge.model.classifier import Classifier
 from edge.core.detector import Detector, DetectorParams
 from edge.core.framing import Framer
+from edge.core.onsets import LevelRise
 from edge.sinks.base import Sink
 
 WINDOWS = 1000
@@ -88,11 +89,14 @@ class CountingSink(Sink):
 
 class LoopedCapture:
     """Stands where the capture thread does: the same preallocated chunks, in turn, as fast as the daemon takes
-    them. It starts tracemalloc after `warmup` windows and stops the daemon `windows` windows later."""
+    them, each with where a sound begins in it as the capture thread finds it (so the onset windows are in the
+    loop too). It starts tracemalloc after `warmup` windows and stops the daemon `windows` windows later."""
 
     def __init__(self, rate: int, channels: int, chunks: list, warmup: int, windows: int):
         self.source = SimpleNamespace(name="looped", rate_hz=rate, channels=channels, overruns=0)
         self.failed, self.stalls, self.reopens = "", 0, 0
+        self.wake_on_onsets = False
+        self._rise = LevelRise(rate, channels)
         self.daemon = None
         self._chunks, self._next = chunks, 0
         self._warmup, self._windows = warmup, windows
@@ -123,7 +127,7 @@ class LoopedCapture:
             d.request_stop()
         chunk = self._chunks[self._next]
         self._next = (self._next + 1) % len(self._chunks)
-        return 1, chunk
+        return 1, chunk, self._rise.scan(chunk) if self.wake_on_onsets else -1
 
 
 @pytest.mark.parametrize("model,rate,channels", [
@@ -141,7 +145,8 @@ def test_the_whole_daemon_loop_allocates_nothing_per_window(request, model, rate
     cfg = parse_config('[detector]\nallow = ["Dog", "Cat"]\n[mqtt]\nenabled = false\n'
                        '[metrics]\ninterval_seconds = 86400\n', "hot-path.toml")
     rng = np.random.default_rng(0)
-    chunks = [rng.integers(-8000, 8000, 1024 * channels).astype(np.int16) for _ in range(8)]
+    # quiet, then loud: a sound begins once per turn, so the onset windows run too
+    chunks = [rng.integers(-a, a, 1024 * channels).astype(np.int16) for a in (30,) * 4 + (8000,) * 4]
     capture = LoopedCapture(rate, channels, chunks, warmup=20, windows=WINDOWS)
     sink = CountingSink()
     daemon = Daemon(cfg, classifier, capture, sink)
@@ -151,6 +156,7 @@ def test_the_whole_daemon_loop_allocates_nothing_per_window(request, model, rate
     print(f"\ndaemon loop, {model} {rate} Hz x{channels}: growth {growth} B over {done} windows, "
           f"transient peak {peak} B, {sink.calls} sink calls")
     assert done >= WINDOWS and sink.calls >= 1  # the top class was published
+    assert daemon.onset_windows >= WINDOWS // 4, daemon.onset_windows
     assert growth <= 1024, f"the daemon loop kept {growth} bytes over {done} windows"
     assert peak <= 16384, f"a window allocated {peak} bytes on the way"
     assert same_buffers, "a buffer was replaced"
