@@ -12,12 +12,10 @@ Standard library only: this runs from the wheel itself on a device that has no v
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,8 +153,10 @@ def prune(layout: Layout, keep: int) -> list[str]:
 
 # -- fingerprints: what a release is made of, independent of file times ---------------------------------------------
 def _file_digest(path: Path) -> str:
+    import hashlib  # here, as zipfile: hashlib maps OpenSSL's libcrypto (3.4 MB) into every process that imports it
     digest = hashlib.sha256()
     if path.suffix == ".whl":  # a wheel's zip holds build times: hash its members instead
+        import zipfile  # here: the command line imports this module to build its parser, the daemon included
         with zipfile.ZipFile(path) as z:
             for name in sorted(z.namelist()):
                 digest.update(name.encode() + b"\0" + hashlib.sha256(z.read(name)).digest())
@@ -176,6 +176,7 @@ def install_options(profile: str | None, settings: list[str], extras: str, syste
 
 def fingerprint(stage: Path, options: dict) -> str:
     """sha256 over every staged file's content and the install options: equal fingerprints = the same release."""
+    import hashlib
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
         rel = path.relative_to(stage).as_posix()

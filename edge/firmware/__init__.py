@@ -4,12 +4,11 @@ from a source checkout, an installed wheel and a wheel on sys.path alike (import
 
 from __future__ import annotations
 
-from importlib import resources
-
 from ..core.errors import InputError
 
 
 def _file(relpath: str):
+    from importlib import resources  # imports tempfile and random: only when a shipped file is read
     item = resources.files(__name__)
     for part in relpath.split("/"):
         item = item.joinpath(part)

@@ -2,19 +2,18 @@
 
 The mirror is a folder laid out like the project's asset share (models/, models/coral/, audio/), named by
 EDGE_AUDIO_ASSETS: set it on air-gapped machines and in CI; nothing is downloaded then.
+
+urllib.request (with http.client, email and ssl: ~5 MB resident), hashlib (OpenSSL's libcrypto), tarfile and
+tempfile are imported by the functions that download, verify, extract and write: the command line imports this
+module to list what `fetch` offers, and the daemon must not carry a download stack it never uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
 import sys
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +70,13 @@ def mirror_root() -> Path | None:
 
 
 def _sha256(data: bytes) -> str:
+    import hashlib  # here: OpenSSL's libcrypto is mapped by its import (see the module's docstring)
     return hashlib.sha256(data).hexdigest()
 
 
 def _download(url: str, label: str, timeout_s: float = 30.0) -> bytes:
+    import urllib.error
+    import urllib.request
     request = urllib.request.Request(url, headers={"User-Agent": "edge-audio"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -117,6 +119,7 @@ def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False
     if digest != asset.sha256:
         raise InputError(f"{asset.name} from {origin} has sha256 {digest[:16]}..., expected {asset.sha256[:16]}...; "
                          "refusing to install it")
+    import tempfile
     with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp:
         tmp.write(data)
     os.replace(tmp.name, dest)
@@ -126,6 +129,7 @@ def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False
 
 
 def _extract(archive: bytes, member: str, url: str) -> bytes:
+    import tarfile
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
             f = tar.extractfile(member)
@@ -139,6 +143,7 @@ def _extract(archive: bytes, member: str, url: str) -> bytes:
 def install_default_bundle(dest: Path, mirror: Path | None) -> Path:
     """Coral's split YAMNet (Edge TPU model + int8 CPU twin + class map) as a bundle at `dest`, with a known clip
     (miaow_16k.wav, expected class Cat) that `edge-audio selftest` classifies before a release goes live."""
+    import tempfile
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=dest.parent))
     try:
