@@ -17,7 +17,6 @@ output (the first is the one classified; the others, e.g. the 521 AudioSet score
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,8 +33,21 @@ SCHEMA = 1
 INPUT_KINDS = ("waveform", "logmel_patch")
 
 
+def _sha256():
+    """CPython's own SHA-256 (_sha2 from 3.12, _sha256 before) when there is one, else hashlib's: importing hashlib
+    maps OpenSSL's libcrypto (3.4 MB resident), which a daemon with TLS off needs for nothing else. Same digest."""
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
+
+
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):  # small reads: no large block to free at start-up
             digest.update(block)

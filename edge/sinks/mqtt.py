@@ -14,7 +14,7 @@ import collections
 import json
 import logging
 import random
-import ssl
+import sys
 import threading
 import time
 
@@ -36,7 +36,7 @@ class MqttSink(Sink):
     def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
                  model: str = "", client_factory=None, spool: str | None = None):
         try:
-            paho = import_paho()
+            paho = import_paho(tls=cfg.tls)  # TLS off: no ssl, no OpenSSL in the process
         except ImportError:
             raise ConfigError("mqtt.enabled needs paho-mqtt: pip install 'edge-audio[device]'") from None
         self._paho = paho
@@ -181,7 +181,7 @@ class MqttSink(Sink):
             try:
                 self._awaiting_connack = True
                 self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **self._connect_kwargs())
-            except (OSError, ssl.SSLError, ValueError, UnicodeError) as exc:
+            except (OSError, ValueError, UnicodeError) as exc:  # ssl.SSLError is an OSError
                 self._note_error(f"cannot connect to {cfg.host}:{cfg.port}: {describe_error(exc)}")
                 delay = self._backoff(delay)
                 continue
@@ -348,6 +348,7 @@ def new_client(paho, cfg: MqttConfig, client_id: str, password: str | None):
     if cfg.username:
         client.username_pw_set(cfg.username, password)
     if cfg.tls:
+        import ssl
         try:
             client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
                            keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
@@ -358,9 +359,10 @@ def new_client(paho, cfg: MqttConfig, client_id: str, password: str | None):
 
 def describe_error(exc: BaseException) -> str:
     """One line for a failed connection attempt."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")  # not loaded (TLS off): no TLS error is possible, an SSL socket needs it
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}); check mqtt.ca_file"
-    if isinstance(exc, ssl.SSLError):
+    if ssl is not None and isinstance(exc, ssl.SSLError):
         return f"TLS error ({exc.reason or exc})"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running on that port?)"

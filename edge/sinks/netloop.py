@@ -93,28 +93,58 @@ class NetworkLoop:
 
 
 class _OnFirstUse(types.ModuleType):
-    """Stands in for a module until an attribute is read, then imports the real one and answers from it."""
+    """Stands in for a module until an attribute is read, then imports the real one and answers from it.
+
+    `unraisable`: exception classes the client library names in `except` clauses around every socket call (ssl's
+    SSLWantReadError, SSLWantWriteError). While the real module is not loaded nothing can raise them (an SSL socket
+    needs the ssl module), so until then they read as a class nothing raises and import nothing; once the real
+    module is loaded (a TLS client, in this process or any other part of it) they read as the real classes."""
+
+    def __init__(self, name: str, unraisable: tuple[str, ...] = ()):
+        super().__init__(name)
+        self._unraisable = unraisable
 
     def __getattr__(self, name: str):
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), name)
+        real = sys.modules.get(self.__name__)
+        if real is None or real is self:
+            if name in self._unraisable:
+                return _NeverRaised
+            if real is self:
+                del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+        return getattr(real, name)
 
 
-def import_paho():
-    """paho.mqtt.client. It imports urllib.request at the top (with http.client, email, tempfile and 30 more
-    modules, ~2 MB) for one thing: proxy settings from the environment, read only when PySocks is installed. Its
-    import gets a stand-in that imports the real module the first time it is used; later imports get the real one."""
-    if "paho.mqtt.client" in sys.modules or "urllib.request" in sys.modules:
+class _NeverRaised(Exception):
+    """What an `except module.Error` clause catches while that module is not loaded: nothing."""
+
+
+# modules paho.mqtt.client imports at the top for features a connection may not use (see import_paho)
+_STAND_INS = {"urllib.request": (), "hashlib": (), "ssl": ("SSLWantReadError", "SSLWantWriteError")}
+
+
+def import_paho(tls: bool = True):
+    """paho.mqtt.client, without the modules it imports at the top for features this connection does not use:
+    urllib.request (with http.client, email and 30 more modules, ~2 MB) for proxy settings read only when PySocks
+    is installed; hashlib for the websocket handshake; and, with tls False, ssl. hashlib and ssl map OpenSSL's
+    libcrypto and libssl, ~5 MB resident, which a daemon with TLS off never uses. Each gets a stand-in
+    (_OnFirstUse) that imports the real module the first time it is used; a module already imported is used as
+    it is, and later imports elsewhere get the real ones."""
+    if "paho.mqtt.client" in sys.modules:
         import paho.mqtt.client as paho
         return paho
-    import urllib
-    stand_in = _OnFirstUse("urllib.request")
-    sys.modules["urllib.request"] = stand_in
-    urllib.request = stand_in  # the attribute paho reads (an import of the real module replaces it)
+    if tls:
+        import ssl  # noqa: F401  (the real one, before the client library looks for it)
+    stand_ins = {name: _OnFirstUse(name, unraisable) for name, unraisable in _STAND_INS.items()
+                 if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    if "urllib.request" in stand_ins:
+        import urllib
+        urllib.request = stand_ins["urllib.request"]  # the attribute paho reads (an import of the real one replaces it)
     try:
         import paho.mqtt.client as paho
     finally:
-        if sys.modules.get("urllib.request") is stand_in:
-            del sys.modules["urllib.request"]
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
     return paho

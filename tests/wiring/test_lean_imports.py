@@ -1,0 +1,68 @@
+"""What the daemon's process imports: with TLS off no OpenSSL (ssl, hashlib: libssl and libcrypto, ~5 MB resident),
+no download stack (urllib.request), no numpy.ma (np.percentile's first call); with TLS on, the real ssl. Each check
+runs in a fresh interpreter, since an import anywhere in the test process would hide one."""
+
+import hashlib
+import subprocess
+import sys
+
+OPENSSL_AND_FRIENDS = ("ssl", "_ssl", "hashlib", "_hashlib", "urllib.request", "numpy.ma")
+
+DAEMON_PATH = f"""
+import sys
+import numpy as np
+from edge.app.cli import build_parser
+build_parser()
+from edge.app.daemon import percentile
+from edge.config import parse_config
+from edge.model.bundle import sha256_file
+from edge.sinks.mqtt import MqttSink
+MqttSink(parse_config("[mqtt]\\nspool_file = 'none'\\n").mqtt, "pi")
+sha256_file(sys.executable)
+percentile(np.sort(np.arange(10, dtype=np.float32)), 99)
+print(sorted(m for m in {OPENSSL_AND_FRIENDS!r} if m in sys.modules))
+"""
+
+
+def _run(code: str) -> str:
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_the_daemon_path_with_tls_off_imports_no_openssl_no_download_stack_no_numpy_ma():
+    assert _run(DAEMON_PATH) == "[]"
+
+
+def test_with_tls_on_the_client_library_gets_the_real_ssl():
+    out = _run("""
+import ssl
+from edge.config import parse_config
+from edge.sinks.mqtt import MqttSink
+MqttSink(parse_config("[mqtt]\\ntls = true\\nport = 8883\\nspool_file = 'none'\\n").mqtt, "pi")
+import paho.mqtt.client as client
+print(client.ssl.SSLWantReadError is ssl.SSLWantReadError, client.ssl.SSLContext is ssl.SSLContext)
+""")
+    assert out == "True True"
+
+
+def test_a_plain_client_then_ssl_loaded_in_the_same_process_sees_the_real_classes():
+    out = _run("""
+import sys
+from edge.config import parse_config
+from edge.sinks.mqtt import MqttSink
+MqttSink(parse_config("[mqtt]\\nspool_file = 'none'\\n").mqtt, "pi")
+import paho.mqtt.client as client
+before = client.ssl.SSLWantReadError  # what paho's `except` clauses read on every non-blocking socket call
+print("ssl" in sys.modules, issubclass(before, OSError))
+import ssl
+print(client.ssl.SSLWantReadError is ssl.SSLWantReadError, client.ssl.SSLContext is ssl.SSLContext)
+""")
+    assert out.splitlines() == ["False False", "True True"]
+
+
+def test_the_bundle_digest_is_sha256(tmp_path):
+    from edge.model.bundle import sha256_file
+    data = bytes(range(256)) * 1000
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
