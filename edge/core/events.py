@@ -8,7 +8,7 @@ from the spool after a restart) carries the same pair, so consumers deduplicate 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 
 SCHEMA_VERSION = 1
@@ -41,7 +41,7 @@ class Event:
         return f"{self.event_id}:{self.type}"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _FIELDS}  # every field is a scalar: no deep copy (asdict)
         d["schema"] = SCHEMA_VERSION
         d["start_time"] = iso(self.start_ts)
         d["end_time"] = iso(self.end_ts) if self.end_ts is not None else None
@@ -51,3 +51,6 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_FIELDS = tuple(f.name for f in fields(Event))
