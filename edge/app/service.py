@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import firmware
 from ..core.errors import InputError
+from .release import MODES
 from .release_store import Layout
 
 UNIT = "edge-audio.service"
@@ -27,7 +28,6 @@ SYSTEM_TEMPLATE_PREFIX = "/opt/edge-audio"  # the shipped units are written for 
 USER_TEMPLATE_PREFIX = "%h/edge-audio"
 SERVICE_ACCOUNT = "edge-audio"
 SAFE_PREFIX = re.compile(r"[A-Za-z0-9._/+@-]+")
-MODES = ("auto", "system", "user", "none")
 
 
 class ServiceError(InputError):
