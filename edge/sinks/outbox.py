@@ -2,7 +2,8 @@
 
 The audio loop appends; the network thread sends the head and removes it once the broker acknowledged it. With a
 spool file (SQLite in WAL mode, synchronous=FULL, from the standard library) an event is on disk, fsynced, before
-append() returns, so a kill, a watchdog abort or a power cut loses nothing that was produced. The spool also keeps
+append() returns, so a kill, a watchdog abort or a power cut loses nothing that was produced. Marking an event
+delivered is not fsynced by itself (the next event's commit syncs it): a power cut may send it again, never lose it. The spool also keeps
 which events are open (a start without its end yet), so the next start can end them, marked as cut short.
 
 A spool that cannot be read never prevents a start: a corrupt record is skipped and counted; a file that is not
@@ -184,7 +185,7 @@ class Outbox:
         with self._lock:
             if self._db is not None:
                 try:
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
+                    self._lazy("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
                 except sqlite3.Error:
                     pass
 
@@ -212,9 +213,20 @@ class Outbox:
     def _delete(self, msg: Message) -> None:
         if self._db is not None and msg.seq:
             try:
-                self._db.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
+                self._lazy("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
             except sqlite3.Error as exc:
                 log.error("spool %s: cannot mark an event delivered (%s)", self.path, exc)
+
+    def _lazy(self, sql: str, params: tuple) -> None:
+        """A commit that is not fsynced by itself (synchronous=NORMAL): a delivery or a heartbeat. The next
+        event's commit (FULL) syncs the log it follows; a process crash loses neither (the log is written), a
+        power cut may lose the last delivery marks, and those events are sent again: at least once, never lost."""
+        db = self._db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute(sql, params)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
 
     def _rollback(self) -> None:
         try:

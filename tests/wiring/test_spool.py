@@ -120,3 +120,18 @@ def test_memory_only_without_a_path():
     box.open()
     box.append(*_event(1))
     assert _ids(box) == ["id1"] and box.path is None
+
+
+def test_delivery_marks_are_lazy_and_every_append_stays_fully_synced(tmp_path):
+    """An acknowledged event's delete is committed without its own fsync (the next append's full sync covers it):
+    the connection is back to synchronous=FULL for the next event, and a new process sees the delete at once."""
+    box = _spool(tmp_path / "spool.db")
+    for i in range(3):
+        box.append(*_event(i))
+    assert box.remove_head(box.head())
+    box.mark_alive()
+    full = 2  # SQLite's code for synchronous=FULL
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == full
+    other = sqlite3.connect(tmp_path / "spool.db")
+    assert [json.loads(r[0])["event_id"] for r in other.execute("SELECT payload FROM outbox ORDER BY seq")] == \
+        ["id1", "id2"]
