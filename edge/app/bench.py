@@ -133,14 +133,19 @@ def load_audio(path: str | None):
 
 
 def detector_hook(labels: list[str], params):
-    """The daemon's detector (default settings, every label watched) as the per-window callback."""
+    """The daemon's detector (default settings, every label watched) as the per-window callback, with the
+    daemon's onset windows (`onset_lead_samples`: the pipeline's window loop adds them)."""
     from ..core.detector import Detector
     detector = Detector(labels)
     rate, window_s = params.sample_rate_hz, params.window_samples / params.sample_rate_hz
 
-    def on_window(scores, start_sample: int) -> None:
+    def on_window(scores, start_sample: int, extra: bool = False) -> None:
         t = start_sample / rate
-        detector.update(scores, t, t + window_s, -30.0)
+        if extra:
+            detector.onset(scores, t, t + window_s, -30.0)
+        else:
+            detector.update(scores, t, t + window_s, -30.0)
+    on_window.onset_lead_samples = round(detector.cfg.onset_window_seconds * rate) if detector.onset_windows else 0
     return on_window
 
 

@@ -28,7 +28,7 @@ WARMUP_INVOKES = 10
 ROUNDS = 5  # bare invoke and pipeline alternate this many times
 PROGRESS_EVERY_S = 10.0  # a progress line this often inside long loops
 # the per-window hook: scores (the classifier's preallocated array) and the window's first sample index
-WindowCallback = Callable[[np.ndarray, int], None]
+WindowCallback = Callable[[np.ndarray, int, bool], None]  # scores, start sample, an onset window?
 Progress = Callable[[str], None]
 
 
@@ -86,8 +86,9 @@ class Pipeline:
     """The device's per-window path, with each stage timed.
 
     `step()` reads one chunk from the source, pushes it through the ring and returns after classifying every
-    window that chunk completed. `on_window(scores, start_sample)` is called once per window after the scores
-    are read: that is where the detector plugs in.
+    window that chunk completed. `on_window(scores, start_sample, extra)` is called once per window after the
+    scores are read: that is where the detector plugs in. A callback that carries `onset_lead_samples` (the
+    detector's, edge.app.bench.detector_hook) gets the daemon's onset windows too (extra True), as the daemon does.
     """
 
     def __init__(self, classifier, audio: Audio, hop_samples: int, on_window: Optional[WindowCallback] = None):
@@ -95,7 +96,8 @@ class Pipeline:
         self.classifier = classifier
         self.source = LoopedSource(audio)
         self.loop = WindowLoop(p.window_samples, hop_samples, audio.rate_hz, audio.channels, p.sample_rate_hz,
-                               grid_samples=classifier.grid_samples)
+                               grid_samples=classifier.grid_samples,
+                               onset_lead_samples=getattr(on_window, "onset_lead_samples", 0))
         self.hop_samples = hop_samples
         self.on_window = on_window
         self.windows = 0
@@ -136,7 +138,7 @@ class Pipeline:
             scores = c.read_scores()
             t5 = clock()
             if self.on_window is not None:
-                self.on_window(scores, start)
+                self.on_window(scores, start, self.loop.extra)
             t6 = clock()
             framing = self._pending_framing + (t1 - t0)
             self._pending_framing = 0.0

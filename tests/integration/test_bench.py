@@ -196,13 +196,35 @@ def test_pipeline_calls_the_per_window_callback(coral_twin, class_map):
     rng = np.random.default_rng(1)
     audio = Audio(rng.integers(-3000, 3000, 16000 * 3).astype(np.int16), 16000, 1, "noise")
     seen = []
-    pipe = Pipeline(classifier, audio, 7680, lambda scores, start: seen.append((scores.shape, float(scores.max()),
-                                                                               start)))
+    pipe = Pipeline(classifier, audio, 7680, lambda scores, start, extra: seen.append(
+        (scores.shape, float(scores.max()), start, extra)))
     pipe.run_windows(8, record=True)
     assert len(seen) == pipe.windows >= 8
-    assert [s[2] for s in seen] == [i * 7680 for i in range(len(seen))]
-    assert all(shape == (521,) and 0 < top <= 1 for shape, top, _ in seen)
+    assert [s[2] for s in seen] == [i * 7680 for i in range(len(seen))]  # no onset windows without a lead
+    assert all(shape == (521,) and 0 < top <= 1 and not extra for shape, top, _, extra in seen)
     assert len(pipe.callback_s) == len(pipe.total_s) == len(seen)
+
+
+def test_the_detector_hook_brings_the_daemons_onset_windows(coral_twin, class_map):
+    """With the detector's hook the pipeline runs what the daemon runs: the hop grid's windows and, where a sound
+    begins, the onset window (off the grid)."""
+    from edge.app.bench import detector_hook
+    classifier = Classifier.open(coral_twin, class_map, "cpu")
+    rng = np.random.default_rng(1)
+    quiet, loud = rng.integers(-30, 30, 35200), rng.integers(-8000, 8000, 16000)  # begins at 2.2 s: between two grid windows
+    audio = Audio(np.concatenate([quiet, loud]).astype(np.int16), 16000, 1, "a sound after quiet")
+    hook = detector_hook(classifier.labels, classifier.params)
+    seen = []
+
+    def noted(scores, start, extra):
+        seen.append((start, extra))
+        hook(scores, start, extra)
+    noted.onset_lead_samples = hook.onset_lead_samples
+    pipe = Pipeline(classifier, audio, 7680, noted)
+    pipe.run_windows(12)
+    extra = [start for start, e in seen if e]
+    assert hook.onset_lead_samples == round(0.3 * 16000)
+    assert extra and all(s % 7680 for s in extra)
 
 
 def test_stats_are_the_usual_percentiles():
