@@ -110,7 +110,13 @@ def cmd_monitor(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+BUILT_IN = ("classify", "doctor", "run", "calibrate", "monitor", "profiles")  # subcommands defined here
+ADDED_BY_MODULES = ("bench", "selftest", "fetch", "release")  # subcommands whose parsers live in their own modules
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `command` (one of ADDED_BY_MODULES or not) the other modules' subcommands are
+    left out, so running one command does not import the others (the daemon's memory)."""
     parser = OneLineParser(prog=PROG, description="Continuous audio event classification (YAMNet) on Coral Edge TPU "
                                             "and Raspberry Pi boards.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -202,14 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
     p.set_defaults(func=cmd_monitor)
 
-    from .bench import add_parser as add_bench_parser
-    add_bench_parser(sub)
-    from .selftest import add_parser as add_selftest_parser
-    add_selftest_parser(sub)
-    from .fetch import add_parser as add_fetch_parser
-    add_fetch_parser(sub, PROG)
-    from .release import add_subcommands as add_release_parser
-    add_release_parser(sub)
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
+    if wanted("bench"):
+        from .bench import add_parser as add_bench_parser
+        add_bench_parser(sub)
+    if wanted("selftest"):
+        from .selftest import add_parser as add_selftest_parser
+        add_selftest_parser(sub)
+    if wanted("fetch"):
+        from .fetch import add_parser as add_fetch_parser
+        add_fetch_parser(sub, PROG)
+    if wanted("release"):
+        from .release import add_subcommands as add_release_parser
+        add_release_parser(sub)
 
     p = sub.add_parser("profiles", help="list the board profiles shipped with the kit, or print one",
                        description="Board profiles are complete daemon configs for each supported board. Print one "
@@ -227,7 +240,9 @@ def cmd_profiles(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
+    args = sys.argv[1:] if argv is None else argv
+    first = next((a for a in args if not a.startswith("-")), None)
+    return run(build_parser(first if first in BUILT_IN + ADDED_BY_MODULES else None), argv)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,26 @@ def test_the_bundle_digest_is_sha256(tmp_path):
     data = bytes(range(256)) * 1000
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_running_one_command_does_not_import_the_others():
+    out = _run("""
+import sys
+from edge.app.cli import main
+try:
+    main(["run", "--help"])
+except SystemExit:
+    pass
+print(sorted(m for m in ("edge.app.bench", "edge.app.fetch", "edge.app.release", "edge.model.fetch")
+             if m in sys.modules))
+""")
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_the_command_list_is_complete():
+    from edge.app.cli import ADDED_BY_MODULES, BUILT_IN, build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(BUILT_IN + ADDED_BY_MODULES)
+    for name in ADDED_BY_MODULES:  # each one alone still parses as in the full command line
+        sub = next(a for a in build_parser(name)._actions if a.dest == "command")
+        assert name in sub.choices and not set(sub.choices) & (set(ADDED_BY_MODULES) - {name})
