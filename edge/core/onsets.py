@@ -33,9 +33,10 @@ class LevelRise:
         self._scratch = np.zeros((max_chunk_frames + self.block) * channels, np.float32)
         self._powers = np.zeros(max_chunk_frames // self.block + 2, np.float32)
         self._carry = 0  # frames of a block begun in the previous chunk (its samples are in _scratch[:carry])
-        self._before = [math.inf] * BEFORE  # levels of the last blocks (dB re one int16 step), oldest first
+        self._before = [math.inf] * BEFORE  # sums of squares of the last blocks, oldest first
         self._quiet_for = self._refractory_blocks  # blocks since the last onset
-        self._floor_power = 10.0 ** (FLOOR_DBFS / 10.0) * (32768.0 ** 2)
+        self._floor_sum = 10.0 ** (FLOOR_DBFS / 10.0) * (32768.0 ** 2) * self.block * channels
+        self._rise_factor = 10.0 ** (RISE_DB / 10.0)
         self.onsets = 0  # a counter for tests and metrics
 
     def scan(self, chunk: np.ndarray) -> int:
@@ -60,23 +61,21 @@ class LevelRise:
         np.copyto(scratch[carry * ch:total * ch], chunk[:frames * ch], casting="unsafe")
         found = -1
         if blocks:
-            used = scratch[:blocks * block * ch]
-            np.multiply(used, used, out=used)
+            rows = scratch[:blocks * block * ch].reshape(blocks, block * ch)
             powers = self._powers[:blocks]
-            np.sum(used.reshape(blocks, block * ch), axis=1, out=powers)
-            scale = 1.0 / (block * ch)
-            floor, rise_db, before = self._floor_power, RISE_DB, self._before
+            np.einsum("ij,ij->i", rows, rows, out=powers)  # sum of squares per block, in one pass
+            # in the power domain (sums over a block): a rise of RISE_DB is a factor, the floor a sum
+            floor, rise, before = self._floor_sum, self._rise_factor, self._before
+            quiet_for, refractory = self._quiet_for, self._refractory_blocks
             for i, power in enumerate(powers.tolist()):
-                power *= scale
-                level = 10.0 * math.log10(power) if power > 1e-3 else -30.0
-                self._quiet_for += 1
-                if (found < 0 and self._quiet_for > self._refractory_blocks and power >= floor
-                        and level >= max(before) + rise_db):
+                quiet_for += 1
+                if found < 0 and quiet_for > refractory and power >= floor and power >= rise * max(before):
                     found = max(0, i * block - carry)
-                    self._quiet_for = 0
+                    quiet_for = 0
                     self.onsets += 1
                 before.pop(0)
-                before.append(level)
+                before.append(power)
+            self._quiet_for = quiet_for
         rest = total - blocks * block
         if rest and blocks:  # the start of the next block, kept for the next chunk (without blocks: in place)
             scratch[:rest * ch] = scratch[blocks * block * ch:total * ch]
