@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import make_source
 from ..audio.capture import Capture
 from ..config import Config
-from ..core.detector import Detector, level_dbfs, with_model_thresholds
+from ..core.detector import Detector, level_dbfs
 from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
 from ..core.events import Event
 from ..core.stream import WindowLoop, hop_samples_for
@@ -85,7 +85,7 @@ class Daemon:
         self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
         self.observer = observer
         # with no allow list a trained bundle's own labels are the ones watched; the thresholds are the layers'
-        params = self.thresholds.apply(with_model_thresholds(cfg.detector, classifier.thresholds))
+        params = self.thresholds.apply(cfg.detector)
         try:
             self.detector = Detector(classifier.labels, params,
                                      {"device_id": self.device_id, "model": classifier.model_name,

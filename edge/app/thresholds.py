@@ -4,7 +4,7 @@ bundle > profile default (the layers are edge/core/thresholds.py; this file find
 from __future__ import annotations
 
 from ..config import CALIBRATION_FILE, Calibration, Config, calibration_path, load_calibration, state_directory
-from ..core.detector import resolve_labels, with_model_thresholds
+from ..core.detector import resolve_labels
 from ..core.errors import ConfigError, InputError
 from ..core.thresholds import ThresholdLayers, canonical
 
@@ -40,7 +40,7 @@ def layers_for(cfg: Config, classifier) -> ThresholdLayers:
 def watched_labels(cfg: Config, labels: list[str], bundle: dict | None = None) -> list[str]:
     """The labels the detector watches, as the model spells them (with no `allow` list: a trained bundle's own
     labels, else every label)."""
-    d = with_model_thresholds(cfg.detector, bundle or {})
+    d = ThresholdLayers.of(cfg.detector, bundle=bundle).apply(cfg.detector)
     try:
         deny = set(resolve_labels(d.deny, labels, "detector.deny"))
         allow = resolve_labels(d.allow, labels, "detector.allow") if d.allow else range(len(labels))

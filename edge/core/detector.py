@@ -8,7 +8,7 @@ made only when something may start or is going on.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,15 +49,6 @@ class DetectorParams:
     cooldown_seconds: float = param(0.0, "after 'end', no new 'start' of that label for this long", 0.0, 3600.0)
     min_level_dbfs: float = param(-120.0, "skip inference when the window is quieter than this (-120: never)",
                                   -120.0, 0.0)
-
-
-def with_model_thresholds(params: DetectorParams, thresholds: dict) -> DetectorParams:
-    """The parameters with a model bundle's per-label thresholds beneath the configuration's: a label the
-    configuration sets keeps its value, the others take the bundle's. With no `allow` list, the bundle's labels
-    are the ones watched (a bundle trained for its own sounds names them; its "background" has no threshold)."""
-    if not thresholds:
-        return params
-    return replace(params, thresholds={**thresholds, **params.thresholds}, allow=params.allow or list(thresholds))
 
 
 class LabelError(InputError):

@@ -49,5 +49,7 @@ class ThresholdLayers:
         return float(self.default), DEFAULT
 
     def apply(self, params: DetectorParams) -> DetectorParams:
-        """The detector's parameters with the merged per-label thresholds."""
-        return replace(params, thresholds=self.merged())
+        """The detector's parameters with the merged per-label thresholds. With no `allow` list, a bundle's
+        labels are the ones watched (a bundle trained for its own sounds names them; its "background" has no
+        threshold)."""
+        return replace(params, thresholds=self.merged(), allow=params.allow or list(self.bundle))

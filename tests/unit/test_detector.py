@@ -134,17 +134,22 @@ def test_level_dbfs():
     assert level_dbfs(np.zeros(100, np.float32)) == -120.0
 
 
+def layered(params, bundle):
+    """A bundle's thresholds beneath the configuration's, as the daemon applies them (edge.core.thresholds)."""
+    from edge.core.thresholds import ThresholdLayers
+    return ThresholdLayers.of(params, bundle=bundle).apply(params)
+
+
 def test_bundle_thresholds_sit_beneath_the_config_and_name_the_watched_labels():
-    from edge.core.detector import with_model_thresholds
     bundle = {"Dog": 0.8, "Cat": 0.3}
-    plain = with_model_thresholds(DetectorParams(), bundle)
+    plain = layered(DetectorParams(), bundle)
     assert plain.thresholds == bundle and plain.allow == ["Dog", "Cat"]
     det = Detector(LABELS, plain)
     assert det.on[1] == pytest.approx(0.8) and det.on[2] == pytest.approx(0.3) and det.on[0] == 0.5
     assert sorted(det.watched.tolist()) == [1, 2]  # "Speech" and "Music" have no bundle threshold
-    configured = with_model_thresholds(DetectorParams(thresholds={"Dog": 0.6}, allow=["Dog", "Music"]), bundle)
+    configured = layered(DetectorParams(thresholds={"Dog": 0.6}, allow=["Dog", "Music"]), bundle)
     assert configured.thresholds == {"Dog": 0.6, "Cat": 0.3} and configured.allow == ["Dog", "Music"]
-    assert with_model_thresholds(DetectorParams(), {}) == DetectorParams()
+    assert layered(DetectorParams(), {}) == DetectorParams()
 
 
 def test_an_onset_window_starts_on_its_raw_score_and_leaves_the_average_alone():
