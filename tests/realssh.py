@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from realparts import free_port, wait_for_port
+from realparts import free_port, stop_process, wait_for_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
 PRIVSEP_DIR = Path("/run/sshd")
@@ -195,13 +195,8 @@ class SshRig:
 
     @staticmethod
     def _stop(device: Device) -> None:
-        if device.proc is not None and device.proc.poll() is None:
-            device.proc.terminate()
-            try:
-                device.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                device.proc.kill()
-                device.proc.wait()
+        if device.proc is not None:
+            stop_process(device.proc)
         device.proc = None
         time.sleep(0.05)
 

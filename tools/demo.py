@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,23 +17,22 @@ import numpy as np
 from edge.core.errors import InputError
 from edge.core.wavfile import read_wav, write_wav
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .live import Broker, LiveError, stop_process
 
 
 def run_demo(audio_dir: Path, bundle: str | None, realtime: bool) -> int:
     if not shutil.which("mosquitto"):
         raise InputError("the demo needs a local broker: sudo apt-get install mosquitto (make test installs it)")
-    work = Path(tempfile.mkdtemp(prefix="edge-audio-demo-"))
     pieces = [read_wav(audio_dir / name).samples[:, 0] for name in ("miaow_16k.wav", "speech_whistling2.wav")]
+    work = Path(tempfile.mkdtemp(prefix="edge-audio-demo-"))
     gap = np.zeros(16000 * 2, np.int16)
     write_wav(work / "demo.wav", np.concatenate([gap, pieces[0], gap, pieces[1], gap]), 16000)
-    port = _free_port()
-    (work / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                                         "user root\n")
+    try:
+        broker = Broker(work / "broker")
+    except LiveError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise InputError(f"the demo's broker: {exc}") from None
+    port = broker.port
     (work / "edge.toml").write_text(f"""[device]
 id = "demo"
 [audio]
@@ -52,11 +50,8 @@ host = "127.0.0.1"
 port = {port}
 """)
     edge = [sys.executable, "-m", "edge"]
-    broker = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
     monitor = None
     try:
-        time.sleep(0.3)
         print(f"broker: mosquitto on 127.0.0.1:{port}; daemon config: {work / 'edge.toml'}", file=sys.stderr)
         monitor = subprocess.Popen([*edge, "monitor", "--port", str(port)])
         time.sleep(0.5)
@@ -64,11 +59,11 @@ port = {port}
         time.sleep(0.5)
         return status
     finally:
-        for proc in (monitor, broker):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if monitor is not None and monitor.poll() is None:
+            monitor.send_signal(signal.SIGINT)  # the monitor ends quietly on Ctrl-C
+            try:
+                monitor.wait(3)
+            except subprocess.TimeoutExpired:
+                stop_process(monitor)
+        broker.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class LiveError(Exception):
+class LiveError(RuntimeError):
     """A part that could not be started: one line."""
 
 
@@ -35,7 +35,18 @@ def wait_for_port(port: int, timeout_s: float = 5.0) -> None:
             return
         except OSError:
             time.sleep(0.05)
-    raise LiveError(f"the broker did not listen on 127.0.0.1:{port} within {timeout_s:g} s")
+    raise LiveError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class Broker:
@@ -59,13 +70,7 @@ class Broker:
             raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
@@ -158,13 +163,7 @@ class DaemonProcess:
                 self.proc.stdin.close()
             except OSError:
                 pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_s)
         self._log.close()
         return self.proc.returncode
 
