@@ -139,11 +139,6 @@ def window_scores(classifier, pcm: np.ndarray, hop_s: float, lead_s: float = 0.0
     return out
 
 
-def lead_of(params) -> float:
-    """The onset window's lead the daemon would use with these detector parameters (0: none)."""
-    return params.onset_window_seconds if params.onset_threshold < 1.0 else 0.0
-
-
 def starts(labels, params, windows) -> list[tuple[float, int]]:
     """(window end time, class) of every start the detector makes on these windows."""
     from edge.core.detector import Detector
@@ -164,14 +159,14 @@ def offline(classifier, recordings: list[Clip], clips: list[Clip], hop_s: float,
     clips = [replace(c, pcm=np.concatenate([np.zeros(k * step, np.int16), c.pcm]), onset=c.onset + k * step)
              for k in range(DEVSET_OFFSETS) for c in clips]
     framed = {}  # the windows of every stream, per onset window lead
-    for lead in sorted({lead_of(p) for p in configs.values()}):
+    for lead in sorted({p.onset_lead_seconds for p in configs.values()}):
         framed[lead] = (
             [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s, lead) for c in recordings],
             [window_scores(classifier, np.concatenate([gap, c.pcm, gap]), hop_s, lead) for c in clips],
             [(name, window_scores(classifier, pcm, hop_s, lead)) for name, pcm in backgrounds()])
     result = {}
     for name, params in configs.items():
-        rec_windows, clip_windows, bg_windows = framed[lead_of(params)]
+        rec_windows, clip_windows, bg_windows = framed[params.onset_lead_seconds]
         board = replace(params, allow=list(board_allow), hold_seconds=board_hold_s)
         false_devset = sum(sum(1 for _, c in starts(classifier.labels, params, w) if c not in clip.lenient)
                            for clip, w in zip(clips, clip_windows))

@@ -145,7 +145,7 @@ def detector_hook(labels: list[str], params):
             detector.onset(scores, t, t + window_s, -30.0)
         else:
             detector.update(scores, t, t + window_s, -30.0)
-    on_window.onset_lead_samples = round(detector.cfg.onset_window_seconds * rate) if detector.onset_windows else 0
+    on_window.onset_lead_samples = round(detector.cfg.onset_lead_seconds * rate)
     return on_window
 
 

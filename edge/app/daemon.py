@@ -102,8 +102,7 @@ class Daemon:
         self.windows = 0
         self.gated = 0
         self.onset_windows = 0  # extra windows classified where a sound began (counted apart from `windows`)
-        rate = classifier.params.sample_rate_hz
-        self._onset_lead = round(params.onset_window_seconds * rate) if self.detector.onset_windows else 0
+        self._onset_lead = round(params.onset_lead_seconds * classifier.params.sample_rate_hz)
         capture.wake_on_onsets = self._onset_lead > 0
         self.events = 0
         self._busy_s = 0.0

@@ -34,6 +34,11 @@ def cmd_install(args) -> int:
     finally:
         if stage.parent == layout.incoming:  # an upload is used once, whatever happened
             shutil.rmtree(stage, ignore_errors=True)
+    return _done(args, result)
+
+
+def _done(args, result: dict) -> int:
+    """A step's result as JSON on stdout when asked for (the host reads it), exit status 0."""
     if args.json:
         print(json.dumps(result))
     return 0
@@ -57,9 +62,7 @@ def cmd_rollback(args) -> int:
         raise InputError(f"rollback to {target.id} failed health ({exc}); switched back to "
                          f"{current.id if current else 'nothing'}") from None
     say(f"rolled back: {target.id} is current (was {current.id if current else 'nothing'})")
-    if args.json:
-        print(json.dumps({"result": "rolled back", "release": target.id, "previous": current.id if current else None}))
-    return 0
+    return _done(args, {"result": "rolled back", "release": target.id, "previous": current.id if current else None})
 
 
 def cmd_list(args) -> int:
@@ -91,9 +94,7 @@ def cmd_calibrate(args) -> int:
     layout = Layout.at(args.prefix)
     result = CalibrationJob(layout, Service.choose(args.service, layout), say).run(args.minutes,
                                                                                   args.false_starts_per_day)
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    return _done(args, result)
 
 
 def cmd_status(args) -> int:

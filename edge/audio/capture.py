@@ -50,7 +50,7 @@ class Source(Protocol):
 class Handoff:
     """The bounded queue from the capture thread to the processing loop. The loop says how many frames it needs
     before its next window (`want`); the capture thread wakes it once that much has arrived, at the end of a
-    file, at a new device generation or when the queue is full, not at every read: at the default hop that is
+    file, at a new device generation, where a sound begins or when the queue is full, not at every read: at the default hop that is
     two wake-ups a second instead of one per 64 ms read. Once woken the loop takes everything queued."""
 
     def __init__(self, depth: int):
@@ -70,8 +70,8 @@ class Handoff:
         return len(self._items)
 
     def put(self, item: tuple, frames: int, timeout_s: float, urgent: bool = False) -> bool:
-        """Queue (generation, chunk) holding `frames` frames (chunk None: the end of a file); `urgent`: wake the
-        loop now (a sound began in it). False when the queue stayed full for timeout_s."""
+        """Queue an item, (generation, chunk, onset), holding `frames` frames (chunk None: the end of a file);
+        `urgent`: wake the loop now (a sound began in it). False when the queue stayed full for timeout_s."""
         with self._lock:
             while len(self._items) >= self.depth:
                 if not self._room.wait(timeout_s):

@@ -50,6 +50,11 @@ class DetectorParams:
     min_level_dbfs: float = param(-120.0, "skip inference when the window is quieter than this (-120: never)",
                                   -120.0, 0.0)
 
+    @property
+    def onset_lead_seconds(self) -> float:
+        """How long after a sound begins its onset window ends; 0 when there is none (the fast onset off)."""
+        return self.onset_window_seconds if self.onset_threshold < 1.0 else 0.0
+
 
 class LabelError(InputError):
     """A label name that the model does not have."""
@@ -103,7 +108,7 @@ class Detector:
         self._slot = 0
         self._sum = np.zeros(m, np.float32)
         self._up = np.zeros(m, bool)  # per-window scratch
-        self._up_scratch = np.zeros(m, np.float32)  # an onset window's watched scores
+        self._onset_raw = np.zeros(m, np.float32)  # an onset window's watched scores
         self._fast_up = np.zeros(m, bool)
         self._interesting = np.zeros(m, bool)
         self._busy = np.zeros(m, bool)  # active or pending, by watched position
@@ -205,14 +210,14 @@ class Detector:
     @property
     def onset_windows(self) -> bool:
         """Whether extra windows where a sound begins are wanted (the fast onset is on and has a window)."""
-        return self._fast_on is not None and self.cfg.onset_window_seconds > 0
+        return self.cfg.onset_lead_seconds > 0
 
     def onset(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
         """An extra window that ends just after a sound began: its raw scores may start events (the fast onset's
         bar, onset_threshold), nothing else. The smoothing, the ends and the previous window's level are the hop grid's."""
         if self._fast_on is None or not self.watched.size:
             return NO_EVENTS
-        raw = self._up_scratch
+        raw = self._onset_raw
         if self._gather:
             scores.take(self.watched, out=raw, mode="clip")
         else:

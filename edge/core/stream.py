@@ -56,7 +56,7 @@ class WindowLoop:
         self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames,
                              grid_samples)
         self._lead = onset_lead_samples
-        self.rise = LevelRise(rate_in_hz, channels, max_chunk_frames) if onset_lead_samples > 0 else None
+        self._rise: LevelRise | None = None  # the loop's own scan, made when a caller does not pass onsets
 
     @property
     def extra(self) -> bool:
@@ -86,7 +86,14 @@ class WindowLoop:
         has looked already (the capture thread does, as audio arrives); None: the loop looks itself."""
         framer = self.framer
         framer.push(chunk)
-        at = -1 if self.rise is None else self.rise.scan(chunk) if onset is None else onset
+        if not self._lead:
+            at = -1
+        elif onset is not None:
+            at = onset
+        else:
+            if self._rise is None:
+                self._rise = LevelRise(framer.rate_in_hz, framer.channels, framer.max_chunk_frames)
+            at = self._rise.scan(chunk)
         if at >= 0:
             behind = (chunk.size // framer.channels - at) * framer.rate_hz // framer.rate_in_hz
             framer.add_window_ending_after(framer.ring.written - behind + self._lead)

@@ -40,14 +40,19 @@ def test_the_loop_sleeps_until_what_it_wants_has_arrived():
     assert h.get(0.0) is None
 
 
-def test_the_end_of_a_file_wakes_the_loop_at_once():
+def _waiting_for_much(out: list) -> tuple[Handoff, threading.Thread]:
+    """A hand-off whose loop has taken everything and sleeps until far more audio than a read has arrived."""
     h = Handoff(64)
     h.put((1, CHUNK), 1024, 1.0)
     h.get(0.0)
     h.get(0.0)
     h.wanted = 100000
+    return h, _get_later(h, 5.0, out)
+
+
+def test_the_end_of_a_file_wakes_the_loop_at_once():
     got: list = []
-    t = _get_later(h, 5.0, got)
+    h, t = _waiting_for_much(got)
     time.sleep(0.1)
     h.put((1, None), 0, 1.0)
     t.join(2.0)
@@ -75,13 +80,8 @@ def test_a_full_queue_makes_the_producer_wait_for_room():
 
 
 def test_a_chunk_where_a_sound_begins_wakes_the_loop_at_once():
-    h = Handoff(64)
-    h.put((1, CHUNK), 1024, 1.0)
-    h.get(0.0)
-    h.get(0.0)
-    h.wanted = 100000
     got: list = []
-    t = _get_later(h, 5.0, got)
+    h, t = _waiting_for_much(got)
     h.put((1, CHUNK), 1024, 1.0)
     time.sleep(0.2)
     assert not got
