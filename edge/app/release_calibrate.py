@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import EdgeAudioError, InputError
+from ..core.files import commit_file
 from .release_store import Layout, current_release
 from .service import ServiceError
 
@@ -171,14 +172,7 @@ class CalibrationJob:
         if not thresholds:
             raise InputError("no label could be calibrated from what was heard (each needs enough of its "
                              "background's tail: listen longer, see the lines above)")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        commit_file(tmp, target)
         return thresholds
 
     def _start_again(self, was_running: bool) -> str:

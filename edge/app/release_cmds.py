@@ -5,13 +5,13 @@ it runs from the wheel before any venv exists."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.files import replace_file
 from .release_steps import Rejected, ReleaseJob
 from .release_store import OK, Layout, current_release, list_releases, previous_good, prune
 from .service import Service
@@ -115,10 +115,6 @@ def cmd_secret(args) -> int:
     data = sys.stdin.buffer.read()
     if not data.strip():
         raise InputError("no secret on stdin")
-    tmp = layout.secrets / f".{args.name}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, layout.secrets / args.name)
+    replace_file(layout.secrets / args.name, data, mode=0o600)
     say(f"{args.name} stored in {layout.secrets} (mode 0600)")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import firmware
 from ..core.errors import InputError
+from ..core.files import replace_file
 from .release_store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, fingerprint, install_options,
                             new_release_id, project_wheel, prune, switch, wheel_version)
 from .service import Service, ServiceError
@@ -124,9 +125,7 @@ class ReleaseJob:
             if not sep:
                 raise InputError(f"--set {item}: expected KEY=VALUE")
             text = set_key(text, key.strip(), toml_value(value.strip()))
-        tmp = own.with_name("config.toml.new")  # a new file: `own` may be a hard link into the upload
-        tmp.write_text(text)
-        os.replace(tmp, own)
+        replace_file(own, text)  # a new file: `own` may be a hard link into the upload
 
     def _make_venv(self, release: Release, wheel: str, extras: str, system_site_packages: bool) -> None:
         venv, wheels = release.path / "venv", release.path / "wheels"

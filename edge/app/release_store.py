@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.files import replace_file
 
 RELEASE_FILE = "release.json"
 OK, REJECTED, INSTALLING = "ok", "rejected", "installing"
@@ -79,9 +80,7 @@ class Release:
 
     def save(self, **updates) -> None:
         self.info.update(updates)
-        tmp = self.path / (RELEASE_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.info, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path / RELEASE_FILE)
+        replace_file(self.path / RELEASE_FILE, json.dumps(self.info, indent=2, sort_keys=True) + "\n")
 
 
 def load_release(path: Path) -> Release:

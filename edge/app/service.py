@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import firmware
 from ..core.errors import InputError
+from ..core.files import replace_file
 from .release import MODES
 from .release_store import Layout
 
@@ -161,8 +162,5 @@ def _replace(path: Path, text: str) -> bool:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    replace_file(path, text)
     return True

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..core.errors import DelegateError
+from ..core.files import replace_file
 from . import compat, edgetpu
 from .runtime import Backend
 
@@ -115,9 +116,7 @@ def write_cached(key: str, result: ProbeResult) -> None:
     folder = cache_dir() / "probe"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(asdict(result)))
-        os.replace(tmp, folder / f"{key}.json")
+        replace_file(folder / f"{key}.json", json.dumps(asdict(result)))
     except OSError:
         pass  # a read-only home costs a probe per start, nothing else
 
