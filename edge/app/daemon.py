@@ -105,7 +105,8 @@ class Daemon:
         self._onset_lead = round(params.onset_lead_seconds * classifier.params.sample_rate_hz)
         capture.wake_on_onsets = self._onset_lead > 0
         self.events = 0
-        self._busy_s = 0.0
+        self._busy_s = 0.0  # time spent classifying, every window classified (the grid's and onsets')
+        self._invokes = 0  # windows classified: where the next latency goes in _latency_ms
         self._audio_s = 0.0
         self._started = time.monotonic()
         self._last_metrics = time.monotonic()
@@ -219,7 +220,7 @@ class Daemon:
             if loop.extra:  # ends just after a sound began: only the fast onset looks at it
                 if not gated:
                     self.onset_windows += 1
-                    scores = self.delegates.classify(window, start)
+                    scores = self._classify(window, start)
                     for event in self.detector.onset(scores, t_start, t_start + window_s, level):
                         self._emit(event)
                 continue
@@ -227,11 +228,7 @@ class Daemon:
                 scores = self._silence
                 self.gated += 1
             else:
-                t = time.perf_counter()
-                scores = self.delegates.classify(window, start)
-                spent = time.perf_counter() - t
-                self._busy_s += spent
-                self._latency_ms[self.windows % LATENCY_WINDOWS] = spent * 1e3
+                scores = self._classify(window, start)
             self.windows += 1
             for event in self.detector.update(scores, t_start, t_start + window_s, level):
                 self._emit(event)
@@ -241,6 +238,16 @@ class Daemon:
                 self._set_top(GATED_TOP)
             else:
                 self._publish_top(scores, t_start)
+
+    def _classify(self, window: np.ndarray, start: int) -> np.ndarray:
+        """Scores of one window (the grid's or an onset's), its time kept for the metrics."""
+        t = time.perf_counter()
+        scores = self.delegates.classify(window, start)
+        spent = time.perf_counter() - t
+        self._busy_s += spent
+        self._latency_ms[self._invokes % LATENCY_WINDOWS] = spent * 1e3
+        self._invokes += 1
+        return scores
 
     def _switched(self, old: Classifier, new: Classifier, why: str) -> None:
         """The delegate supervisor moved the stream to another model: stamp events, publish it now."""
@@ -267,7 +274,7 @@ class Daemon:
             self.sink.publish_scores({"t_start": round(t_start, 3), "top": self.classifier.top(scores, m.scores_top_k)})
 
     def metrics(self) -> dict:
-        n = min(self.windows - self.gated, LATENCY_WINDOWS)
+        n = min(self._invokes, LATENCY_WINDOWS)
         lat = np.sort(self._latency_ms[:n] if n else self._silence[:1])
         capture = self.capture
         return {
