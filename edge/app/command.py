@@ -14,9 +14,28 @@ PROG = "edge-audio"
 
 
 class OneLineParser(argparse.ArgumentParser):
+    def _get_formatter(self):
+        # argparse sizes its help to shutil.get_terminal_size(), importing shutil (and through it bz2 and lzma,
+        # 0.5 MB the daemon would keep) for every parser that has an argument; the same width, found here
+        return self.formatter_class(prog=self.prog, width=terminal_columns() - 2)
+
     def error(self, message):  # one line, exit 2 (argparse would print the usage block first)
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def terminal_columns() -> int:
+    """What shutil.get_terminal_size() reads: $COLUMNS, else the terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PROG) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from typing import Protocol
@@ -18,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import AudioConfig
+from ..core.backoff import jitter
 from ..core.onsets import LevelRise
 
 log = logging.getLogger("edge.audio")
@@ -147,7 +147,7 @@ class Capture:
                 self.source.open()
             except SourceLost as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
-                self._stop.wait(delay * random.uniform(0.8, 1.2))
+                self._stop.wait(delay * jitter(0.8, 1.2))
                 delay = min(delay * 2, self.cfg.reopen_max_seconds)
                 continue
             delay = self.cfg.reopen_min_seconds

@@ -9,11 +9,8 @@ interpreter backend's own load_delegate, the same way the probe loads it.
 
 from __future__ import annotations
 
-import glob
 import os
 import platform
-import subprocess
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +71,7 @@ def locate_library() -> str | None:
     cached = _loader_cache(name)
     if cached:
         return cached
+    import sysconfig  # here and below: the daemon on the CPU delegate never looks for a TPU (its memory)
     multiarch = sysconfig.get_config_var("MULTIARCH") or ""
     for folder in (f"/usr/lib/{multiarch}", f"/lib/{multiarch}", "/usr/local/lib", "/usr/lib", "/lib"):
         if os.path.isfile(os.path.join(folder, name)):
@@ -82,6 +80,7 @@ def locate_library() -> str | None:
 
 
 def _loader_cache(name: str) -> str | None:
+    import subprocess
     for ldconfig in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
         if not os.path.exists(ldconfig):
             continue
@@ -139,6 +138,7 @@ def list_edge_tpus(sysfs: str | None = None, dev: str | None = None) -> list[Tpu
                     for d in coral.list_edge_tpus()]
         except Exception:
             pass
+    import glob
     found = []
     for vendor_file in sorted(glob.glob(os.path.join(sysfs, "bus/usb/devices/*/idVendor"))):
         folder = Path(vendor_file).parent

@@ -13,12 +13,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import random
 import sys
 import threading
 import time
 
 from ..config import MqttConfig
+from ..core.backoff import jitter
 from ..core.errors import ConfigError
 from ..core.events import Event
 from . import homeassistant
@@ -209,7 +209,7 @@ class MqttSink(Sink):
         return {"clean_start": True, "properties": props}
 
     def _backoff(self, delay: float) -> float:
-        self._stop.wait(delay * random.uniform(0.5, 1.0))  # jitter: a fleet must not reconnect in lockstep
+        self._stop.wait(delay * jitter(0.5, 1.0))  # jitter: a fleet must not reconnect in lockstep
         return min(delay * 2, self.cfg.reconnect_max_seconds)
 
     def _note_error(self, message: str) -> None:

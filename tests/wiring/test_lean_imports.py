@@ -6,7 +6,14 @@ import hashlib
 import subprocess
 import sys
 
+import numpy as np
+
+from edge.core.wavfile import write_wav
+
 OPENSSL_AND_FRIENDS = ("ssl", "_ssl", "hashlib", "_hashlib", "urllib.request", "numpy.ma")
+# shutil (argparse sizes its help with it; it brings bz2 and lzma), random (retry jitter), subprocess, glob and
+# sysconfig (the Edge TPU library search, which the CPU delegate never runs): 0.5 MB resident together
+NOT_ON_THE_CPU_DAEMON = ("shutil", "bz2", "lzma", "random", "subprocess", "glob", "sysconfig")
 
 DAEMON_PATH = f"""
 import sys
@@ -32,6 +39,20 @@ def _run(code: str) -> str:
 
 def test_the_daemon_path_with_tls_off_imports_no_openssl_no_download_stack_no_numpy_ma():
     assert _run(DAEMON_PATH) == "[]"
+
+
+def test_the_daemon_on_the_cpu_delegate_keeps_no_archive_random_or_process_modules(tmp_path, coral_twin):
+    wav, config = tmp_path / "quiet.wav", tmp_path / "daemon.toml"
+    write_wav(wav, np.zeros(16000, np.int16), 16000)
+    config.write_text(f"[audio]\nsource = 'wav'\nfile = '{wav}'\n[model]\npath = '{coral_twin}'\n"
+                      f"delegate = 'cpu'\n[mqtt]\nenabled = false\n")
+    out = _run(f"""
+import sys
+from edge.app.cli import main
+assert main(["run", "--config", {str(config)!r}]) == 0
+print(sorted(m for m in {NOT_ON_THE_CPU_DAEMON!r} if m in sys.modules))
+""")
+    assert out.splitlines()[-1] == "[]"
 
 
 def test_with_tls_on_the_client_library_gets_the_real_ssl():
