@@ -103,7 +103,7 @@ class Daemon:
         self.gated = 0
         self.onset_windows = 0  # extra windows classified where a sound began (counted apart from `windows`)
         self._onset_lead = round(params.onset_lead_seconds * classifier.params.sample_rate_hz)
-        capture.wake_on_onsets = self._onset_lead > 0
+        capture.onset_lead_seconds = params.onset_lead_seconds
         self.events = 0
         self._busy_s = 0.0  # time spent classifying, every window classified (the grid's and onsets')
         self._invokes = 0  # windows classified: where the next latency goes in _latency_ms
@@ -152,18 +152,19 @@ class Daemon:
                     self._metrics(now)
                 self.sink.flush()  # what this pass queued goes out while the loop sleeps
                 item = self.capture.get(WAIT_S)
-                if item is None:
-                    continue
-                generation, chunk, onset = item
-                if generation != self._generation:
-                    self._new_loop(generation)
-                if chunk is None:  # end of a file: let the last windows out
-                    self._process(self._loop.end())
-                    ended = True
+                queued = self.capture.queued()  # taken in this pass too, without the checks above in between
+                while item is not None:
+                    if self._take(item):
+                        ended = True
+                        break
+                    if queued <= 0 or self._stop:
+                        break
+                    queued -= 1
+                    item = self.capture.get(0.0)
+                if ended:
                     break
-                self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
-                self._process(self._loop.feed(chunk, onset))
-                self.capture.want(self._loop.frames_wanted())
+                if self._loop is not None:
+                    self.capture.want(self._loop.frames_wanted())
         finally:
             self.notifier.notify("STOPPING=1")
             self.capture.stop(SHUTDOWN_CAPTURE_S)
@@ -174,6 +175,18 @@ class Daemon:
         log.info("stopped (%s): %d windows, %d events", "end of input" if ended else "failure" if failure else
                  "signal", self.windows, self.events)
         return EXIT_UNEXPECTED if failure else 0
+
+    def _take(self, item) -> bool:
+        """One item from the capture thread through the window loop; True at the end of a file."""
+        generation, chunk, onset = item
+        if generation != self._generation:
+            self._new_loop(generation)
+        if chunk is None:  # end of a file: let the last windows out
+            self._process(self._loop.end())
+            return True
+        self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
+        self._process(self._loop.feed(chunk, onset))
+        return False
 
     def _end_what_was_left_open(self) -> None:
         """Events the previous run left open (it was killed, or lost power) get their end now, marked cut short

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import AudioConfig
 from ..core.backoff import jitter
-from ..core.onsets import LevelRise
+from ..core.onsets import StreamOnsets
 
 log = logging.getLogger("edge.audio")
 
@@ -122,9 +122,10 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_audio = time.monotonic()
-        # find where sounds begin (edge.core.onsets) as audio arrives, pass it on with the chunk, and wake the loop
-        # at once for it: the extra onset window is due sooner than the hop grid's
-        self.wake_on_onsets = False
+        # > 0: find where sounds begin (edge.core.onsets) as audio arrives, at least once per this many seconds
+        # (the onset window's lead), pass it on with the chunk and wake the loop for it: the extra onset window is
+        # due sooner than the hop grid's
+        self.onset_lead_seconds = 0.0
 
     def start(self) -> None:
         self._stop.clear()
@@ -151,7 +152,9 @@ class Capture:
                 delay = min(delay * 2, self.cfg.reopen_max_seconds)
                 continue
             delay = self.cfg.reopen_min_seconds
-            rise = LevelRise(self.source.rate_hz, self.source.channels) if self.wake_on_onsets else None
+            src = self.source
+            onsets = StreamOnsets(src.rate_hz, src.channels, round(self.onset_lead_seconds * src.rate_hz)) \
+                if self.onset_lead_seconds > 0 else None
             self.generation += 1
             log.info("capturing from %s at %d Hz, %d channel(s)", self.source.name, self.source.rate_hz,
                      self.source.channels)
@@ -163,8 +166,8 @@ class Capture:
                         self._put((self.generation, None, -1), 0)
                         return
                     if chunk.size:
-                        onset = rise.scan(chunk) if rise is not None else -1
-                        self._put((self.generation, chunk, onset), chunk.size // self.source.channels, onset >= 0)
+                        onset = onsets.add(chunk) if onsets is not None else -1
+                        self._put((self.generation, chunk, onset), chunk.size // src.channels, onset >= 0)
             except SourceLost as exc:
                 log.warning("%s; reopening", exc)
                 self.reopens += 1
@@ -181,13 +184,17 @@ class Capture:
             if self.handoff.put(item, frames, 0.2, urgent):
                 return
 
+    def queued(self) -> int:
+        """Items waiting in the hand-off now: the loop takes them in the same pass."""
+        return len(self.handoff)
+
     def want(self, frames: int) -> None:
         """The processing loop needs this many more frames before its next window: wake it then, not before."""
         self.handoff.wanted = frames
 
     def get(self, timeout_s: float):
         """(generation, chunk, onset), (generation, None, -1) at the end of a file, or None when nothing arrived.
-        `onset`: where a sound begins in the chunk (a frame offset; -1: none, or onsets not watched)."""
+        `onset`: how many frames before the end of this chunk a sound began (-1: none found, or not watched)."""
         item = self.handoff.get(timeout_s)
         if item is None:
             last = max(self._last_audio, self.handoff.last_put)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .framing import Framer
-from .onsets import LevelRise
+from .onsets import StreamOnsets
 from .resample import check_rate
 
 HOP_SECONDS = 0.48  # YAMNet's reference patch hop: every default hop in the kit is this one
@@ -56,7 +56,7 @@ class WindowLoop:
         self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames,
                              grid_samples)
         self._lead = onset_lead_samples
-        self._rise: LevelRise | None = None  # the loop's own scan, made when a caller does not pass onsets
+        self._onsets: StreamOnsets | None = None  # the loop's own scan, made when a caller does not pass them
 
     @property
     def extra(self) -> bool:
@@ -82,21 +82,23 @@ class WindowLoop:
 
     def feed(self, chunk: np.ndarray, onset: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
         """Push interleaved int16 PCM; yield every window it completes with its first sample's index. With onset
-        windows on, `onset` is where a sound begins in the chunk (a frame offset, -1: nowhere) when the caller
-        has looked already (the capture thread does, as audio arrives); None: the loop looks itself."""
+        windows on, `onset` is how many frames before the end of this chunk a sound began (-1: none found) when
+        the caller has looked already (the capture thread does, as audio arrives); None: the loop looks itself,
+        the same way (edge.core.onsets.StreamOnsets)."""
         framer = self.framer
         framer.push(chunk)
         if not self._lead:
-            at = -1
+            behind = -1
         elif onset is not None:
-            at = onset
+            behind = onset
         else:
-            if self._rise is None:
-                self._rise = LevelRise(framer.rate_in_hz, framer.channels, framer.max_chunk_frames)
-            at = self._rise.scan(chunk)
-        if at >= 0:
-            behind = (chunk.size // framer.channels - at) * framer.rate_hz // framer.rate_in_hz
-            framer.add_window_ending_after(framer.ring.written - behind + self._lead)
+            if self._onsets is None:
+                self._onsets = StreamOnsets(framer.rate_in_hz, framer.channels,
+                                            self._lead * framer.rate_in_hz // framer.rate_hz, framer.max_chunk_frames)
+            behind = self._onsets.add(chunk)
+        if behind >= 0:
+            framer.add_window_ending_after(framer.ring.written - behind * framer.rate_hz // framer.rate_in_hz
+                                           + self._lead)
         if framer.samples_until_next_window():
             return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
         return self._drain()

@@ -11,7 +11,7 @@ import pytest
 from edge.model.classifier import Classifier
 from edge.core.detector import Detector, DetectorParams
 from edge.core.framing import Framer
-from edge.core.onsets import LevelRise
+from edge.core.onsets import StreamOnsets
 from edge.sinks.base import Sink
 
 WINDOWS = 1000
@@ -89,14 +89,14 @@ class CountingSink(Sink):
 
 class LoopedCapture:
     """Stands where the capture thread does: the same preallocated chunks, in turn, as fast as the daemon takes
-    them, each with where a sound begins in it as the capture thread finds it (so the onset windows are in the
+    them, each with where a sound began as the capture thread finds it (so the onset windows are in the
     loop too). It starts tracemalloc after `warmup` windows and stops the daemon `windows` windows later."""
 
     def __init__(self, rate: int, channels: int, chunks: list, warmup: int, windows: int):
         self.source = SimpleNamespace(name="looped", rate_hz=rate, channels=channels, overruns=0)
         self.failed, self.stalls, self.reopens = "", 0, 0
-        self.wake_on_onsets = False
-        self._rise = LevelRise(rate, channels)
+        self.onset_lead_seconds = 0.0  # the daemon sets it, as it does the capture thread's
+        self._onsets = None
         self.daemon = None
         self._chunks, self._next = chunks, 0
         self._warmup, self._windows = warmup, windows
@@ -111,6 +111,9 @@ class LoopedCapture:
 
     def want(self, frames: int) -> None:
         pass
+
+    def queued(self) -> int:
+        return 7  # as after a wake-up at the default hop: the daemon takes several chunks in one pass
 
     def get(self, timeout_s: float):
         d = self.daemon
@@ -127,7 +130,10 @@ class LoopedCapture:
             d.request_stop()
         chunk = self._chunks[self._next]
         self._next = (self._next + 1) % len(self._chunks)
-        return 1, chunk, self._rise.scan(chunk) if self.wake_on_onsets else -1
+        if self._onsets is None and self.onset_lead_seconds > 0:
+            rate, channels = self.source.rate_hz, self.source.channels
+            self._onsets = StreamOnsets(rate, channels, round(self.onset_lead_seconds * rate))
+        return 1, chunk, self._onsets.add(chunk) if self._onsets is not None else -1
 
 
 @pytest.mark.parametrize("model,rate,channels", [

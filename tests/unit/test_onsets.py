@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge.core.onsets import REFRACTORY_S, LevelRise
+from edge.core.onsets import REFRACTORY_S, LevelRise, StreamOnsets
 from edge.core.stream import WindowLoop, hop_samples_for, recording_windows
 
 RATE = 16000
@@ -55,6 +55,35 @@ def test_onsets_closer_than_the_refractory_time_count_once_and_stereo_44k1_works
         if at >= 0:
             found.append(i // 2 + at)
     assert len(found) == 2 and rise.onsets == 2
+
+
+@pytest.mark.parametrize("chunk,channels", [(1024, 1), (100, 1), (4800, 1), (2048, 2)])
+def test_looking_once_per_lead_finds_the_same_onsets_no_later_than_the_lead(chunk, channels):
+    span = int(0.3 * RATE)
+    pcm = np.concatenate([noise(2.333), tone(0.4), noise(0.3, seed=3), tone(0.5), noise(1.0, seed=2)])
+    pcm = np.repeat(pcm, channels)
+    rise, onsets = LevelRise(RATE, channels), StreamOnsets(RATE, channels, span)
+    expected, found, told_at = [], [], []
+    for i in range(0, pcm.size, chunk * channels):
+        part = pcm[i:i + chunk * channels]
+        at, behind = rise.scan(part), onsets.add(part)  # every read looked at, and once per lead
+        end = (i + part.size) // channels
+        if at >= 0:
+            expected.append(i // channels + at)
+        if behind >= 0:
+            found.append(end - behind)
+            told_at.append(end)
+    assert len(expected) == 2 and found == expected
+    for at, told in zip(found, told_at):  # the onset window (lead = span) is not complete before it is told
+        assert told - at <= max(span, chunk), (at, told)
+
+
+def test_chunks_held_for_the_next_look_are_let_go_once_scanned():
+    onsets = StreamOnsets(RATE, 1, int(0.3 * RATE))
+    chunks = [noise(0.064, seed=i) for i in range(5)]
+    results = [onsets.add(c) for c in chunks]
+    assert results == [-1] * 5  # noise: no onset
+    assert onsets._held[0] is chunks[4] and onsets._held[1:] == [None] * 3  # a look after four reads let them go
 
 
 def _windows(pcm, lead_s):
