@@ -182,7 +182,7 @@ class Daemon:
         if generation != self._generation:
             self._new_loop(generation)
         if chunk is None:  # end of a file: let the last windows out
-            self._process(self._loop.end())
+            self._process(self._loop.end(onset))
             return True
         self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
         self._process(self._loop.feed(chunk, onset))

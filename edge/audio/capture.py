@@ -163,7 +163,8 @@ class Capture:
                     chunk = self.source.read()
                     if chunk is None:
                         self.ended = True
-                        self._put((self.generation, None, -1), 0)
+                        # what is still held is looked at now: a sound that began in the last reads keeps its window
+                        self._put((self.generation, None, onsets.scan_held() if onsets is not None else -1), 0)
                         return
                     if chunk.size:
                         onset = onsets.add(chunk) if onsets is not None else -1
@@ -193,8 +194,9 @@ class Capture:
         self.handoff.wanted = frames
 
     def get(self, timeout_s: float):
-        """(generation, chunk, onset), (generation, None, -1) at the end of a file, or None when nothing arrived.
-        `onset`: how many frames before the end of this chunk a sound began (-1: none found, or not watched)."""
+        """(generation, chunk, onset), (generation, None, onset) at the end of a file, or None when nothing arrived.
+        `onset`: how many frames before the end of this chunk (at the end of a file: of the last one) a sound
+        began; -1: none found, or not watched."""
         item = self.handoff.get(timeout_s)
         if item is None:
             last = max(self._last_audio, self.handoff.last_put)

@@ -96,19 +96,29 @@ class WindowLoop:
                 self._onsets = StreamOnsets(framer.rate_in_hz, framer.channels,
                                             self._lead * framer.rate_in_hz // framer.rate_hz, framer.max_chunk_frames)
             behind = self._onsets.add(chunk)
-        if behind >= 0:
-            framer.add_window_ending_after(framer.ring.written - behind * framer.rate_hz // framer.rate_in_hz
-                                           + self._lead)
+        self._onset_window(behind)
         if framer.samples_until_next_window():
             return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
         return self._drain()
 
-    def end(self) -> Iterator[tuple[np.ndarray, int]]:
-        """End of a recording: the resampler's tail, then one padded window over audio not yet covered."""
+    def end(self, onset: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+        """End of a recording: the resampler's tail, then one padded window over audio not yet covered. `onset`
+        as in feed(), for the audio fed since it was last told (the capture thread looks at what it still holds
+        when a file ends); None: the loop looks at what its own scan still holds."""
+        if self._lead:
+            self._onset_window(onset if onset is not None else
+                               self._onsets.scan_held() if self._onsets is not None else -1)
         self.framer.finish()
         yield from self._drain()
         self.framer.pad_to_complete()
         yield from self._drain()
+
+    def _onset_window(self, behind: int) -> None:
+        """A sound began `behind` input frames before the end of what was fed (-1: none): its onset window."""
+        if behind >= 0:
+            framer = self.framer
+            framer.add_window_ending_after(framer.ring.written - behind * framer.rate_hz // framer.rate_in_hz
+                                           + self._lead)
 
     def _drain(self) -> Iterator[tuple[np.ndarray, int]]:
         framer = self.framer

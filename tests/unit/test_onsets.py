@@ -104,6 +104,13 @@ def test_the_loop_adds_one_window_ending_the_lead_after_an_onset_on_the_frame_gr
     assert starts == sorted(starts)  # handed out in time order
 
 
+def test_a_sound_that_begins_just_before_the_end_of_a_recording_keeps_its_onset_window():
+    onset = int(2.333 * RATE)
+    pcm = np.concatenate([noise(2.333), tone(0.1)])  # ends before the loop's next look at what it holds
+    extra = [s for s, e in _windows(pcm, 0.3) if e]
+    assert len(extra) == 1 and 0 <= extra[0] + 15600 - (onset + int(0.3 * RATE)) < 160 + 160
+
+
 def test_no_extra_window_when_the_grid_has_one_as_soon():
     # the onset placed so that a grid window ends just after onset + lead: no extra window
     hop = hop_samples_for(0.48)

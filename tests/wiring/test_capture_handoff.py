@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from edge.audio.capture import Handoff
+from edge.audio.capture import Capture, Handoff
+from edge.config import AudioConfig
 
 CHUNK = np.zeros(1024, np.int16)
 
@@ -89,3 +90,38 @@ def test_a_chunk_where_a_sound_begins_wakes_the_loop_at_once():
     h.put((1, CHUNK), 1024, 1.0, urgent=True)
     t.join(2.0)
     assert got and got[0] == (1, CHUNK) and got[1] - sent < 0.5
+
+
+class _Reads:
+    """A source that delivers `pcm` in 1024-frame reads, then the end of the file."""
+
+    def __init__(self, pcm):
+        self.name, self.rate_hz, self.channels, self.overruns = "reads", 16000, 1, 0
+        self._chunks = [pcm[i:i + 1024] for i in range(0, pcm.size, 1024)]
+
+    def open(self):
+        pass
+
+    def read(self):
+        return self._chunks.pop(0) if self._chunks else None
+
+    def close(self):
+        pass
+
+
+def test_at_the_end_of_a_file_the_capture_thread_tells_a_sound_it_has_not_looked_at_yet():
+    began = 40 * 1024 + 300  # in the last reads: fewer than 0.3 s of audio follow it
+    pcm = np.zeros(began + 1500, np.int16)
+    pcm[began:] = (np.sin(np.arange(1500) * 0.3) * 8000).astype(np.int16)
+    capture = Capture(_Reads(pcm), AudioConfig())
+    capture.onset_lead_seconds = 0.3
+    capture.start()
+    items = []
+    while not items or items[-1][1] is not None:
+        item = capture.get(2.0)
+        assert item is not None, "the capture thread stopped delivering"
+        items.append(item)
+    capture.stop()
+    assert [onset for *_, onset in items[:-1]] == [-1] * (len(items) - 1)  # looked at only once the file ended
+    behind = items[-1][2]  # frames before the end of the last read
+    assert abs((pcm.size - behind) - began) <= 160  # within a 10 ms block of where the sound began
