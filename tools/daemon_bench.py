@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .live import Broker, DaemonProcess, LiveError, Subscriber, cpu_seconds, daemon_config, peak_rss_mb, ROOT
+from .live import Broker, DaemonProcess, LiveError, Subscriber, cpu_seconds, daemon_config, process_peak_rss_mb, ROOT
 
 RSS_MARGIN_MB = 10.0
 CPU_RATIO_TARGET = 1.3
@@ -55,8 +55,7 @@ def _pipeline_child(args) -> int:
 
     classifier = Classifier.open(args.model, None, "cpu", 1)
     audio = load_audio(args.audio)
-    hook = detector_hook(classifier.labels, classifier.params)
-    pipe = Pipeline(classifier, audio, hop_samples_for(args.hop), hook)
+    pipe = Pipeline(classifier, audio, hop_samples_for(args.hop), *detector_hook(classifier.labels, classifier.params))
     pipe.run_windows(5)
     print("ready", flush=True)
     for line in sys.stdin:
@@ -93,7 +92,7 @@ def run(args) -> int:
     try:
         sub = Subscriber(broker.port, "edge-audio/bench/#")
         audio = f'source = "wav"\nfile = "{Path(args.audio).resolve()}"\nrealtime = true\nloop = true'
-        cfg = daemon_config(work / "daemon.toml", broker.port, audio, model, work / "spool.db")
+        cfg = daemon_config(work / "daemon.toml", broker.port, audio, model, work / "spool.db", args.hop)
         daemon = DaemonProcess(cfg)
         if not sub.wait_for("/status", b"online", 30):
             raise LiveError(f"the daemon did not come online: {daemon.log_tail()}")
@@ -117,7 +116,7 @@ def run(args) -> int:
             say(f"round {r + 1}/{args.rounds}: daemon {d:.2f} %, bench pipeline {rt['cpu_percent']:.2f} % of a core")
         child.stdin.close()
         child.wait(30)
-        daemon_rss = peak_rss_mb(daemon.pid)
+        daemon_rss = process_peak_rss_mb(daemon.pid)
         if not daemon.alive():
             raise LiveError(f"the daemon stopped: {daemon.log_tail()}")
         code = daemon.stop()

@@ -115,16 +115,17 @@ class Subscriber:
         self.client.disconnect()
 
 
-def daemon_config(path: Path, port: int, audio: str, model: str, spool: Path, detector: str = "",
+def daemon_config(path: Path, port: int, audio: str, model: str, spool: Path, hop_s: float, detector: str = "",
                   device_id: str = "bench") -> Path:
-    """A daemon config: `audio` and `detector` are the lines of those sections."""
-    model_line = f'path = "{model}"\ndelegate = "cpu"' if model else 'delegate = "cpu"'
+    """A daemon config on the CPU delegate at hop `hop_s`: `audio` and `detector` are the lines of those sections."""
     path.write_text(f"""[device]
 id = "{device_id}"
 [audio]
 {audio}
 [model]
-{model_line}
+path = "{model}"
+delegate = "cpu"
+hop_seconds = {hop_s}
 [detector]
 {detector}
 [mqtt]
@@ -142,10 +143,10 @@ interval_seconds = 30
 class DaemonProcess:
     """`edge-audio run --config CONFIG` as a child process (stdin: a pipe when `stdin_pipe`), its log in a file."""
 
-    def __init__(self, config: Path, stdin_pipe: bool = False, env: dict | None = None):
+    def __init__(self, config: Path, stdin_pipe: bool = False):
         self.log_path = config.with_suffix(".log")
         self._log = open(self.log_path, "w")
-        full_env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env or {}))
+        full_env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
                                      env=full_env, stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._log)
@@ -183,7 +184,7 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def peak_rss_mb(pid: int | str = "self") -> float:
+def process_peak_rss_mb(pid: int) -> float:
     """VmHWM of a process in MiB: the most resident memory it ever had (file-backed pages included)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -45,7 +45,7 @@ DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against t
 # the recordings with a labelled sound, and the classes that count as hearing it (the class and its parents)
 RECORDINGS = {"miaow_16k.wav": {76, 77, 78, 68, 67}, "dog_975ms.wav": {69, 70, 71, 72, 74, 75, 68, 67},
               "baby_5000ms.wav": {20, 19, 21, 22, 14}}
-BOARD_PROFILE = "edge/firmware/profiles/pi4-usb-coral.toml"
+BOARD_PROFILE = "pi4-usb-coral"
 
 
 @dataclass
@@ -195,15 +195,15 @@ def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: f
     broker = Broker(work / "broker")
     daemons = {}
     try:
-        sub = Subscriber(broker.port, "edge-audio/+/events")
+        sub = Subscriber(broker.port, "edge-audio/#")
         for name, detector in configs.items():
             audio = 'source = "stdin"\nrate_hz = 16000\nchannels = 1'
-            cfg = daemon_config(work / f"{name}.toml", broker.port, audio, model, work / f"{name}.db", detector, name)
+            cfg = daemon_config(work / f"{name}.toml", broker.port, audio, model, work / f"{name}.db", hop_s,
+                                detector, name)
             daemons[name] = DaemonProcess(cfg, stdin_pipe=True)
-        time.sleep(3.0)  # model loaded, connected
-        for name, d in daemons.items():
-            if not d.alive():
-                raise LiveError(f"the {name} daemon stopped: {d.log_tail()}")
+        for name, d in daemons.items():  # model loaded and connected before the first sound
+            if not sub.wait_for(f"/{name}/status", b"online", 60) or not d.alive():
+                raise LiveError(f"the {name} daemon did not come online: {d.log_tail()}")
         gap = np.zeros(int(GAP_S * RATE), np.int16)
         hop = int(round(hop_s * RATE))
         pieces, onsets, seg_starts, pos = [], [], [], 0
@@ -254,9 +254,13 @@ def _feed(stream: np.ndarray, pipes: list) -> float:
     return t0
 
 
-def _board_detector(path: Path):
-    from edge.config import load_config
-    return load_config(str(path)).detector
+def _board_detector(profile: str):
+    """The [detector] of a shipped board profile by name, or of a daemon config file."""
+    from edge import firmware
+    from edge.config import load_config, parse_config
+    if profile in firmware.profile_names():
+        return parse_config(firmware.profile_text(profile), profile).detector
+    return load_config(profile).detector
 
 
 def run(args) -> int:
@@ -269,7 +273,7 @@ def run(args) -> int:
     classifier = Classifier.open(model, None, "cpu", 1)
     recordings = load_recordings(Path(args.audio), args.phases)
     clips = load_devset(Path(args.devset))
-    board = _board_detector(Path(args.board_profile))
+    board = _board_detector(args.board_profile)
     base = DetectorParams()
     configs = {"before": replace(base, onset_threshold=1.0), "after": base}
     if args.sweep:
@@ -357,8 +361,9 @@ def add_parser(sub, make) -> None:
     p.add_argument("--phases", type=int, default=PHASES, help=f"positions of each recording against the hop "
                                                                f"(default: {PHASES})")
     p.add_argument("--per-class", type=int, default=1, help="devset clips per class in the live run (default: 1)")
-    p.add_argument("--board-profile", default=BOARD_PROFILE, help="the config whose allow list the second false "
-                                                                  "start figure uses (default: %(default)s)")
+    p.add_argument("--board-profile", default=BOARD_PROFILE, help="board profile name (edge-audio profiles) or daemon "
+                                                                  "config whose allow list the second false start "
+                                                                  "figure uses (default: %(default)s)")
     p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--sweep", action="store_true", help="also the offline figures for other onset thresholds")
     p.add_argument("--no-live", dest="live", action="store_false", help="offline figures only")

@@ -132,9 +132,9 @@ def load_audio(path: str | None):
                  f"{path} ({wav.seconds:.1f} s, {wav.rate_hz} Hz, {wav.channels} ch)")
 
 
-def detector_hook(labels: list[str], params):
-    """The daemon's detector (default settings, every label watched) as the per-window callback, with the
-    daemon's onset windows (`onset_lead_samples`: the pipeline's window loop adds them)."""
+def detector_hook(labels: list[str], params) -> tuple:
+    """(callback, onset_lead_samples): the daemon's detector (default settings, every label watched) as the
+    per-window callback, and the lead of the daemon's onset windows, for the pipeline's window loop to add them."""
     from ..core.detector import Detector
     detector = Detector(labels)
     rate, window_s = params.sample_rate_hz, params.window_samples / params.sample_rate_hz
@@ -145,8 +145,7 @@ def detector_hook(labels: list[str], params):
             detector.onset(scores, t, t + window_s, -30.0)
         else:
             detector.update(scores, t, t + window_s, -30.0)
-    on_window.onset_lead_samples = round(detector.cfg.onset_lead_seconds * rate)
-    return on_window
+    return on_window, round(detector.cfg.onset_lead_seconds * rate)
 
 
 def run_bench(model, labels, delegates: list[str], threads: list[int], backend_spec, audio, hop_seconds: float,
@@ -176,10 +175,11 @@ def run_bench(model, labels, delegates: list[str], threads: list[int], backend_s
 
         def open_it(delegate=delegate, n_threads=n_threads):
             return Classifier.open(model, labels, delegate, n_threads, backend)
-        hook = on_window or (detector_hook(label_list, source.frontend) if label_list else None)  # fresh per run
+        hook, lead = (on_window, 0) if on_window or not label_list else \
+            detector_hook(label_list, source.frontend)  # fresh per run
         try:
             run = measure(open_it, audio, hop_samples, seconds, realtime_seconds, hook,
-                          lambda m, tag=tag: say(f"{tag}: {m}"), rounds=rounds)
+                          lambda m, tag=tag: say(f"{tag}: {m}"), rounds=rounds, onset_lead_samples=lead)
         except (DelegateError, ModelError) as exc:
             if isinstance(exc, ModelError) and delegate == "cpu":
                 raise

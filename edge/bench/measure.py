@@ -87,20 +87,23 @@ class Pipeline:
 
     `step()` reads one chunk from the source, pushes it through the ring and returns after classifying every
     window that chunk completed. `on_window(scores, start_sample, extra)` is called once per window after the
-    scores are read: that is where the detector plugs in. A callback that carries `onset_lead_samples` (the
-    detector's, edge.app.bench.detector_hook) gets the daemon's onset windows too (extra True), as the daemon does.
+    scores are read: that is where the detector plugs in. With `onset_lead_samples` (the detector's, from
+    edge.app.bench.detector_hook) the loop adds the daemon's onset windows too (extra True), as the daemon does.
+    `windows` counts the hop grid's windows (each one a hop of audio), `onset_windows` the extra ones.
     """
 
-    def __init__(self, classifier, audio: Audio, hop_samples: int, on_window: Optional[WindowCallback] = None):
+    def __init__(self, classifier, audio: Audio, hop_samples: int, on_window: Optional[WindowCallback] = None,
+                 onset_lead_samples: int = 0):
         p = classifier.params
         self.classifier = classifier
         self.source = LoopedSource(audio)
         self.loop = WindowLoop(p.window_samples, hop_samples, audio.rate_hz, audio.channels, p.sample_rate_hz,
                                grid_samples=classifier.grid_samples,
-                               onset_lead_samples=getattr(on_window, "onset_lead_samples", 0))
+                               onset_lead_samples=onset_lead_samples)
         self.hop_samples = hop_samples
         self.on_window = on_window
         self.windows = 0
+        self.onset_windows = 0
         self._pending_framing = 0.0
         self.reset_times()
 
@@ -142,7 +145,10 @@ class Pipeline:
             t6 = clock()
             framing = self._pending_framing + (t1 - t0)
             self._pending_framing = 0.0
-            self.windows += 1
+            if self.loop.extra:
+                self.onset_windows += 1
+            else:
+                self.windows += 1
             done += 1
             if record:
                 self.framing_s.append(framing)
@@ -167,7 +173,8 @@ def _ms(seconds_list) -> list:
 
 def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: int, seconds: float,
             realtime_seconds: float, on_window: Optional[WindowCallback] = None,
-            progress: Optional[Progress] = None, alloc_windows: int = 100, rounds: int = ROUNDS) -> dict:
+            progress: Optional[Progress] = None, alloc_windows: int = 100, rounds: int = ROUNDS,
+            onset_lead_samples: int = 0) -> dict:
     """All the figures for one configuration. `open_classifier()` builds the classifier (timed as init).
 
     Bare invoke and the pipeline run in alternating rounds, so a machine that gets busier or quieter meanwhile
@@ -178,7 +185,7 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     classifier = open_classifier()
     init_ms = (clock() - t0) * 1e3
 
-    pipe = Pipeline(classifier, audio, hop_samples, on_window)
+    pipe = Pipeline(classifier, audio, hop_samples, on_window, onset_lead_samples)
     pipe.first_window()  # then the first invoke on its own
     t0 = clock()
     classifier.invoke()
@@ -195,7 +202,7 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     pipe.reset_times()
     invoke: list = []
     paired: list = []  # per round: (bare invoke p50, end to end p50, front end p50)
-    windows_before = pipe.windows
+    windows_before, onset_before = pipe.windows, pipe.onset_windows
     cpu, wall = 0.0, 0.0
     t_begin = clock()
     next_note = t_begin + PROGRESS_EVERY_S
@@ -216,7 +223,8 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         if clock() >= next_note:
             say(f"round {r + 1}/{rounds}: {pipe.windows - windows_before} windows, {clock() - t_begin:.0f} s")
             next_note += PROGRESS_EVERY_S
-    windows = pipe.windows - windows_before
+    windows = pipe.windows - windows_before  # the grid's: each one a hop of audio
+    onset_windows = pipe.onset_windows - onset_before  # classified too, where a sound began
     audio_s = windows * hop_samples / classifier.params.sample_rate_hz
 
     say(f"paced at real time for {realtime_seconds:g} s")
@@ -247,6 +255,7 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         "e2e_over_invoke": ratio_stats([(e, i) for i, e, _ in paired]),
         "frontend_over_invoke": ratio_stats([(f, i) for i, _, f in paired if f is not None]),
         "windows": windows,
+        "onset_windows": onset_windows,
         "windows_per_s": windows / wall if wall > 0 else 0.0,
         "audio_seconds": audio_s,
         "rtf": wall / audio_s if audio_s else None,

@@ -329,7 +329,10 @@ def text_report(result: dict) -> list[str]:
             lines.append(f"  {label:16s} " + " ".join(_f(st[k], "{:8.3f}") for k in
                                                        ("mean", "std", "min", "p50", "p90", "p99", "max"))
                          + f" {st['n']:7d}")
-        lines.append(f"  {run['windows_per_s']:.0f} windows/s, real-time factor {_f(run['rtf'], '{:.5f}')} "
+        onsets = run.get("onset_windows")
+        lines.append(f"  {run['windows_per_s']:.0f} windows/s of the hop grid"
+                     + (f" (and {onsets} onset windows besides)" if onsets else "")
+                     + f", real-time factor {_f(run['rtf'], '{:.5f}')} "
                      f"({_f(1 / run['rtf'] if run['rtf'] else None, '{:.0f}')}x faster than real time)")
         for key, what in (("e2e_over_invoke", "end to end / bare invoke"), ("frontend_over_invoke",
                                                                            "front end / bare invoke")):

@@ -143,8 +143,9 @@ class Framer:
         """End of a file, after the windows are drained: add silence so audio not covered by a window yet gets
         one more window (YAMNet's reference pads the same way; a clip shorter than a window becomes one)."""
         written = self.ring.written
-        last_end = self._last_start + self.window_samples
-        if written >= self.window_samples and written <= last_end:
+        # the grid's windows are the ones that must cover the audio (an onset window feeds the fast onset only)
+        last_grid_start = self._start_of(self._index - 1) if self._index else -self.hop_samples
+        if written >= self.window_samples and written <= last_grid_start + self.window_samples:
             return
         needed = self._next_start + self.window_samples - written
         zeros = np.zeros(min(needed, self.ring.capacity - self.window_samples), np.int16)

@@ -213,18 +213,19 @@ def test_the_detector_hook_brings_the_daemons_onset_windows(coral_twin, class_ma
     rng = np.random.default_rng(1)
     quiet, loud = rng.integers(-30, 30, 35200), rng.integers(-8000, 8000, 16000)  # begins at 2.2 s: between two grid windows
     audio = Audio(np.concatenate([quiet, loud]).astype(np.int16), 16000, 1, "a sound after quiet")
-    hook = detector_hook(classifier.labels, classifier.params)
+    hook, lead = detector_hook(classifier.labels, classifier.params)
     seen = []
 
     def noted(scores, start, extra):
         seen.append((start, extra))
         hook(scores, start, extra)
-    noted.onset_lead_samples = hook.onset_lead_samples
-    pipe = Pipeline(classifier, audio, 7680, noted)
+    pipe = Pipeline(classifier, audio, 7680, noted, lead)
     pipe.run_windows(12)
     extra = [start for start, e in seen if e]
-    assert hook.onset_lead_samples == round(0.3 * 16000)
+    assert lead == round(0.3 * 16000)
     assert extra and all(s % 7680 for s in extra)
+    # the audio the pipeline went through is the grid's windows: onset windows are counted apart
+    assert pipe.onset_windows == len(extra) and pipe.windows == len(seen) - len(extra) >= 12
 
 
 def test_stats_are_the_usual_percentiles():

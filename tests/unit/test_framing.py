@@ -84,3 +84,23 @@ def test_windows_on_a_grid_start_on_its_multiples_and_keep_the_average_hop():
     assert starts[-1] - starts[0] == pytest.approx(7800 * (len(starts) - 1), abs=80)
     for start, w in windows:
         np.testing.assert_array_equal(w * 32768, pcm[start:start + 15600])
+
+
+def test_an_onset_window_at_the_end_of_a_recording_does_not_take_the_padded_grid_window():
+    def starts(extra_end):
+        f = Framer(15600, 7680, grid_samples=160)
+        for size in (8192, 8192, 8192, 2704):  # 27280 samples: the grid's third window needs padding
+            f.push(np.ones(size, np.int16))
+        out = []
+        while f.next_window() is not None:
+            out.append((f.window_start, f.extra))
+        if extra_end:
+            assert f.add_window_ending_after(extra_end)
+        while f.next_window() is not None:
+            out.append((f.window_start, f.extra))
+        f.pad_to_complete()
+        while f.next_window() is not None:
+            out.append((f.window_start, f.extra))
+        return out
+    assert starts(None) == [(0, False), (7680, False), (15360, False)]
+    assert starts(27280) == [(0, False), (7680, False), (11680, True), (15360, False)]  # the grid still covers all

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     classifier = Classifier.open(args.model, args.labels, args.delegate, 1)
     audio = load_audio(args.audio)
     hop = hop_samples_for(args.hop)
-    pipe = Pipeline(classifier, audio, hop, detector_hook(classifier.labels, classifier.params))
+    pipe = Pipeline(classifier, audio, hop, *detector_hook(classifier.labels, classifier.params))
     pipe.run_windows(20)  # warm-up: caches, the ring, the detector's history
     clock = time.perf_counter
 
