@@ -133,7 +133,7 @@ arm-check: $(VENV)/.device
 .PHONY: bench-probe
 bench: bench-probe
 bench-probe: $(VENV)/.device
-	@EDGE_AUDIO_ASSETS=$${EDGE_AUDIO_ASSETS:-../shared} $(BIN)/python tests/probe_timing.py --repeat 5
+	@EDGE_AUDIO_ASSETS=$(ASSET_MIRROR) $(BIN)/python tests/probe_timing.py --repeat 5
 
 # last: every target of the parts above, with its figure, in one place
 .PHONY: bench-targets

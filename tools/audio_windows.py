@@ -19,7 +19,7 @@ def file_windows(path: Path, hop_seconds: float = HOP_SECONDS,
     same window loop as `edge-audio classify` and the daemon."""
     audio = read_wav(path)
     loop = WindowLoop(params.window_samples, hop_samples_for(hop_seconds, params.sample_rate_hz), audio.rate_hz,
-                      audio.channels, params.sample_rate_hz)
+                      audio.channels, params.sample_rate_hz, grid_samples=params.stft_hop_samples)
     windows = [window.copy() for window, _ in recording_windows(audio.samples, loop)]
     return np.stack(windows) if windows else np.zeros((0, params.window_samples), np.float32)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.measure import ROUNDS
 from ..core.errors import DelegateError, InputError, ModelError
 
 EXIT_REGRESSION = 1
-ROUNDS = 5
 DELEGATES = ("all", "cpu", "edgetpu", "auto")
 MAX_SECONDS = 3600.0
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import CALIBRATION_FILE, Config, load_config, state_directory
 from ..core.errors import InputError
+from ..core.files import replace_file
 from ..core.falsestarts import TailFit, fit_tail, start_statistic, windows_to_start
 from ..core.frontend import FrontEndParams
 from ..core.thresholds import USER
@@ -245,9 +246,7 @@ def cmd_calibrate(args, say) -> int:
     out = Path(args.out) if args.out else default_out(cfg)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".new")
-        tmp.write_text(toml_text(results, heard, cfg, target, source, classifier.model_name))
-        tmp.replace(out)
+        replace_file(out, toml_text(results, heard, cfg, target, source, classifier.model_name))
     except OSError as exc:
         raise InputError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     say(f"wrote {out}" + ("" if args.out or cfg.calibration.file else " (the daemon loads it from there)"))

@@ -41,7 +41,6 @@ class Classifier:
                  frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1,
                  thresholds: dict | None = None, clip_pool: str | None = None):
         self.interpreter = interpreter
-        self.model_path = info.path
         self.thresholds = dict(thresholds or {})  # the bundle's per-label start thresholds, if it has them
         self.clip_pool = clip_pool  # the bundle's measured clip pooling, if it has one
         self.decision = decision

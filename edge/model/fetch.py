@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .bundle import write_manifest
 from ..core.errors import InputError
+from ..core.files import replace_file
 from ..core.frontend import FrontEndParams
 
 ENV_MIRROR = "EDGE_AUDIO_ASSETS"
@@ -119,10 +120,7 @@ def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False
     if digest != asset.sha256:
         raise InputError(f"{asset.name} from {origin} has sha256 {digest[:16]}..., expected {asset.sha256[:16]}...; "
                          "refusing to install it")
-    import tempfile
-    with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, dest)
+    replace_file(dest, data)  # readable by the service user (a temporary file's 0600 would not be)
     if not quiet:
         print(f"  {asset.name}: ok ({len(data) >> 10} KiB, sha256 verified, from {origin})", file=sys.stderr)
     return dest

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..core.errors import DelegateError
 from ..core.files import replace_file
 from . import compat, edgetpu
+from .bundle import sha256_file
 from .runtime import Backend
 
 OK, CRASHED, HUNG, FAILED, KNOWN_BAD = "ok", "crashed", "hung", "failed", compat.KNOWN_BAD
@@ -90,16 +91,8 @@ def cache_dir() -> Path:
     return Path(base) / "edge-audio"
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(backend: Backend, library: str, model: Path, device: str) -> str:
-    parts = [backend.name, backend.version, file_sha256(library), file_sha256(model), device]
+    parts = [backend.name, backend.version, sha256_file(library), sha256_file(model), device]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 

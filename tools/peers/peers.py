@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -121,8 +122,11 @@ class Runner:
                  start_timeout_s: float = 300.0):
         self.name = name
         self.rounds: list[dict] = []
+        # stderr into a file, not a pipe nobody reads while the runner lives: a chatty library (glog) would fill
+        # the pipe and block the runner until the bench gives up on it
+        self._stderr = tempfile.TemporaryFile("w+")
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          text=True, env=env, cwd=cwd)
         except OSError as exc:
             raise PeerError(f"cannot run {cmd[0]}: {exc.strerror}") from None
@@ -140,12 +144,16 @@ class Runner:
                 raise PeerError(f"no answer within {timeout_s:.0f} s")
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read() if self.proc.poll() is not None or self._ended() else ""
+            err = self._errors() if self.proc.poll() is not None or self._ended() else ""
             raise PeerError(_last_line(err) + f" (exit {self.proc.poll()})")
         try:
             return json.loads(line)
         except ValueError:
             raise PeerError(f"printed no JSON result: {line.strip()[:200]}") from None
+
+    def _errors(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()
 
     def _ended(self) -> bool:
         try:
@@ -159,7 +167,7 @@ class Runner:
             self.proc.stdin.write(f"run {seconds}\n")
             self.proc.stdin.flush()
         except OSError:
-            raise PeerError(f"stopped ({_last_line(self.proc.stderr.read())})") from None
+            raise PeerError(f"stopped ({_last_line(self._errors())})") from None
         result = self._answer(seconds * 4 + 60)
         self.rounds.append(result)
         return result
@@ -173,6 +181,7 @@ class Runner:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        self._stderr.close()
 
 
 def peer_command(peer: Peer, python: Path, model: Path, audio: Path, hop_seconds: float, threads: int = 1) -> list:
