@@ -7,6 +7,7 @@ Secrets are never in the file: the MQTT password comes from a file, a systemd cr
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -14,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .core.detector import DetectorParams
-from .core.errors import ConfigError
+from .core.errors import ConfigError, InputError
 from .core.params import default_of, param
 from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
 from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
@@ -256,15 +257,40 @@ class Calibration:
     info: dict
 
 
-def calibration_path(cfg: CalibrationConfig) -> Path | None:
-    """The calibration file to load: the configured one, or the state directory's if it exists, or None."""
+def calibration_target(cfg: CalibrationConfig, state: Path | None = None) -> Path | None:
+    """Where this config's calibration file is, or goes: calibration.file, else CALIBRATION_FILE in the state
+    directory (`state`, by default this machine's); None when calibration.file is 'none'."""
     setting = cfg.file.strip()
     if setting.lower() == "none":
         return None
-    if setting:
-        return Path(setting)
-    default = state_directory() / CALIBRATION_FILE
-    return default if default.is_file() else None
+    return Path(setting) if setting else (state or state_directory()) / CALIBRATION_FILE
+
+
+def calibration_path(cfg: CalibrationConfig) -> Path | None:
+    """The calibration file to load: the configured one, or the state directory's if it exists, or None."""
+    target = calibration_target(cfg)
+    return target if target is not None and (cfg.file.strip() or target.is_file()) else None
+
+
+MAX_TARGET_PER_DAY = 100_000.0
+MAX_LISTEN_MINUTES = 7 * 24 * 60.0
+
+
+def target_per_day(value: float) -> float:
+    """A calibration's false starts per day, checked (InputError)."""
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"--false-starts-per-day {value:g}: must be greater than 0 (no threshold below 1 promises "
+                         "none at all; 0.1 is one every ten days)")
+    if value > MAX_TARGET_PER_DAY:
+        raise InputError(f"--false-starts-per-day {value:g}: must be at most {MAX_TARGET_PER_DAY:g}")
+    return value
+
+
+def listen_minutes(value: float, flag: str = "--minutes") -> float:
+    """How long a calibration listens, checked (InputError)."""
+    if not (math.isfinite(value) and 0 < value <= MAX_LISTEN_MINUTES):
+        raise InputError(f"{flag} {value:g}: must be more than 0 and at most a week")
+    return value
 
 
 def parse_calibration(text: str, path: str) -> Calibration:

@@ -106,7 +106,7 @@ def check_calibration_args(args) -> None:
         return
     if args.list or args.rollback:
         raise InputError("--calibrate: not with --list or --rollback")
-    from edge.app.calibrate import listen_minutes, target_per_day
+    from edge.config import listen_minutes, target_per_day
     listen_minutes(args.calibrate, "--calibrate")
     if args.false_starts_per_day is not None:
         target_per_day(args.false_starts_per_day)

@@ -7,13 +7,15 @@ states the method, and so does every file this writes)."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import CALIBRATION_FILE, Config, load_config, state_directory
+from ..config import (CALIBRATION_FILE, Config, calibration_target, listen_minutes, load_config,
+                      state_directory, target_per_day)
 from ..core.errors import InputError
 from ..core.files import replace_file
 from ..core.falsestarts import TailFit, fit_tail, start_statistic, windows_to_start
@@ -24,8 +26,6 @@ from .listen import Heard, check_wavs, hear_files, hear_live
 from .thresholds import layers_for, watched_labels
 
 DEFAULT_TARGET_PER_DAY = 1.0
-MAX_TARGET_PER_DAY = 100_000.0
-MAX_LISTEN_MINUTES = 7 * 24 * 60.0
 METHOD = ("peaks over threshold: exponential tail fitted to the logit of the smoothed score's bursts above the "
           "97th percentile (bursts closer than hold + cooldown count once), their rate extrapolated to the target "
           "per day, never below the highest background score seen")
@@ -42,21 +42,6 @@ class LabelResult:
     recall: tuple[int, int] | None = None  # positives with a start at the new threshold, positives
     recall_current: tuple[int, int] | None = None  # ... at the threshold in force before
     positive_peaks: list | None = None
-
-
-def target_per_day(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(f"--false-starts-per-day {value:g}: must be greater than 0 (no threshold below 1 promises "
-                         "none at all; 0.1 is one every ten days)")
-    if value > MAX_TARGET_PER_DAY:
-        raise InputError(f"--false-starts-per-day {value:g}: must be at most {MAX_TARGET_PER_DAY:g}")
-    return value
-
-
-def listen_minutes(value: float, flag: str = "--minutes") -> float:
-    if not (math.isfinite(value) and 0 < value <= MAX_LISTEN_MINUTES):
-        raise InputError(f"{flag} {value:g}: must be more than 0 and at most a week")
-    return value
 
 
 def statistics(cfg: Config, heard: Heard, label: str) -> list[np.ndarray]:
@@ -167,10 +152,7 @@ def toml_text(results: list[LabelResult], heard: Heard, cfg: Config, target: flo
 
 def default_out(cfg: Config) -> Path:
     """Where the daemon will find it: calibration.file when the config names one, else the state directory."""
-    setting = cfg.calibration.file.strip()
-    if setting and setting.lower() != "none":
-        return Path(setting)
-    return state_directory() / CALIBRATION_FILE
+    return calibration_target(cfg.calibration) or state_directory() / CALIBRATION_FILE
 
 
 def chosen_labels(cfg: Config, classifier: Classifier, asked: list[str] | None) -> list[str]:
@@ -220,8 +202,8 @@ def cmd_calibrate(args, say) -> int:
         where = args.wav[0] if len(args.wav) == 1 else f"{len(args.wav)} WAV files"
     else:
         source = f"{args.minutes:g} min live from {cfg.audio.source}"
-        say(f"listening to {cfg.audio.source} for {args.minutes:g} min: keep the watched sounds away (Ctrl-C ends "
-            "early and uses what was heard)")
+        hint = " (Ctrl-C ends early and uses what was heard)" if sys.stderr.isatty() else ""  # not when run for deploy
+        say(f"listening to {cfg.audio.source} for {args.minutes:g} min: keep the watched sounds away{hint}")
         heard = hear_live(cfg, classifier, layers, labels, args.minutes, _live_progress(say, cfg, args.minutes))
         where = cfg.audio.source
         if heard.stopped_early:

@@ -17,7 +17,6 @@ the daemon's own loader.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -34,7 +33,6 @@ from .service import ServiceError
 
 GRACE_SECONDS = 300.0  # beyond its minutes, how long a calibration may take before it is stopped (model load, files)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-EARLY_END_HINT = " (Ctrl-C ends early and uses what was heard)"  # true of `calibrate` at a terminal, not here
 
 
 class Interrupted(EdgeAudioError):
@@ -56,18 +54,18 @@ class CalibrationJob:
 
     def target(self, config: Path) -> Path:
         """Where the daemon of this config loads its calibration from (what `calibration.file` says)."""
-        from ..config import CALIBRATION_FILE, load_config
-        setting = load_config(str(config)).calibration.file.strip()
-        if setting.lower() == "none":
+        from ..config import CALIBRATION_FILE, calibration_target, load_config
+        target = calibration_target(load_config(str(config)).calibration, self.layout.state)
+        if target is None:
             raise InputError(f"{config}: calibration.file = 'none': the daemon would not load a calibration (leave it "
                              f"empty for {self.layout.state / CALIBRATION_FILE})")
-        return Path(setting) if setting else self.layout.state / CALIBRATION_FILE
+        return target
 
     def run(self, minutes: float, false_starts_per_day: float | None = None) -> dict:
-        if not (math.isfinite(minutes) and minutes > 0):
-            raise InputError(f"--minutes {minutes:g}: must be more than 0")
-        if false_starts_per_day is not None and not (math.isfinite(false_starts_per_day) and false_starts_per_day > 0):
-            raise InputError(f"--false-starts-per-day {false_starts_per_day:g}: must be greater than 0")
+        from ..config import listen_minutes, target_per_day
+        listen_minutes(minutes)  # checked here, before the service is stopped for a value calibrate would refuse
+        if false_starts_per_day is not None:
+            target_per_day(false_starts_per_day)
         release = current_release(self.layout)
         if release is None:
             raise InputError(f"no release is current under {self.layout.prefix}: deploy one first")
@@ -142,7 +140,7 @@ class CalibrationJob:
                 if ": error: " in line:  # the child's one line becomes this step's own
                     error_line = line.split(": error: ", 1)[1]
                 elif tmp.name not in line:  # its "wrote <temporary file>": this step says where it went
-                    self._relay(line.replace(EARLY_END_HINT, ""))
+                    self._relay(line)
             code = proc.wait()
         except BaseException:
             _stop_group(proc)
