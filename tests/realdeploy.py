@@ -48,9 +48,11 @@ def background_wav(assets: Path) -> Path:
         from edge.config import parse_config
         from edge.core.wavfile import read_wav, write_wav
         watched = parse_config(firmware.profile_text("pi4-usb-coral")).detector.allow
-        names = [row[2] for row in list(csv.reader(open(assets / "models" / "yamnet_class_map.csv")))[1:]]
+        from edge.model.labels import load_labels
+        names = load_labels(assets / "models" / "yamnet_class_map.csv")
         indices = {str(names.index(label)) for label in watched}
-        rows = csv.DictReader(open(assets / "devset" / "labels.csv"))
+        with open(assets / "devset" / "labels.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
         clips = [assets / "devset" / "clips" / r["file"] for r in rows
                  if not indices & set(r["lenient_indices"].split(";") + r["audioset_indices"].split(";"))]
         audio = [read_wav(c) for c in clips]

@@ -137,7 +137,6 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
-    t0 = time.monotonic()
     info = remote.probe(plan.python)
     say(f"{remote.label}: {info['machine']}, Python {info['python']}, glibc {info['glibc'] or '?'}, uid {info['uid']}")
     platforms = []
@@ -156,13 +155,13 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
         if status.get("fingerprint") == fp:
             say(f"{remote.label}: {status['current']} is already current with the same wheel, bundle and config: "
                 "nothing to do")
-            return {"result": "unchanged", "release": status["current"], "seconds": _since(t0)}
+            return {"result": "unchanged", "release": status["current"]}
         upload = f"up-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         install_args = _install_args(plan, service)
         if plan.dry_run:
             say(f"{remote.label}: would upload {mib:.1f} MiB to {plan.prefix}/incoming/{upload} and run:")
             print("  " + remote.argv(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args)[-1])
-            return {"result": "dry run", "release": status.get("current"), "seconds": _since(t0)}
+            return {"result": "dry run", "release": status.get("current")}
         say(f"{remote.label}: uploading {mib:.1f} MiB ({'offline wheelhouse' if platforms else 'online install'})")
         t1 = time.monotonic()
         try:
@@ -175,9 +174,7 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
             _forget_upload(remote, plan.prefix, upload)
             raise
     out = remote.run(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args, stream=True)
-    result = json.loads(out.strip().splitlines()[-1])
-    result["seconds"] = _since(t0)
-    return result
+    return json.loads(out.strip().splitlines()[-1])  # the caller adds the seconds (with a calibration's)
 
 
 def calibrate_current(remote: Remote, plan: Plan, installed: str | None = None) -> dict:

@@ -54,7 +54,7 @@ class Broker:
 
     def __init__(self, folder: Path):
         if shutil.which("mosquitto") is None:
-            raise LiveError("mosquitto is not installed (sudo apt-get install mosquitto)")
+            raise LiveError("mosquitto is not installed (sudo apt-get install mosquitto; make test installs it)")
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         conf = folder / "mosquitto.conf"

@@ -33,7 +33,7 @@ from .thresholds import bundle_thresholds, layers_for, threshold_layers
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
 SHUTDOWN_OUTBOX_S = 2.5
-LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many windows
+LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many invokes (grid and onset windows)
 WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none"
 # sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)

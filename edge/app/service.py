@@ -1,4 +1,5 @@
-"""The service side of a release: render the systemd unit for a prefix, install it with the udev rules, restart.
+"""The service side of a release: render the systemd unit for a prefix, install it with the udev rules, restart,
+stop and start it.
 
 Two modes: `system` (root: /etc/systemd/system, the `edge-audio` account from systemd-sysusers, udev rules
 installed) and `user` (any account: ~/.config/systemd/user and `systemctl --user`; udev rules need root once).

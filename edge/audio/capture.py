@@ -50,8 +50,9 @@ class Source(Protocol):
 class Handoff:
     """The bounded queue from the capture thread to the processing loop. The loop says how many frames it needs
     before its next window (`want`); the capture thread wakes it once that much has arrived, at the end of a
-    file, at a new device generation, where a sound begins or when the queue is full, not at every read: at the default hop that is
-    two wake-ups a second instead of one per 64 ms read. Once woken the loop takes everything queued."""
+    file, at a new device generation, where a sound began or when the queue is full, not at every read: at the
+    default hop that is two wake-ups a second instead of one per 64 ms read. Once woken the loop takes everything
+    queued."""
 
     def __init__(self, depth: int):
         self.depth = depth

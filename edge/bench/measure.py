@@ -207,7 +207,7 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     t_begin = clock()
     next_note = t_begin + PROGRESS_EVERY_S
     for r in range(rounds):
-        round_invoke = _bare_invokes(classifier, seconds / rounds)
+        round_invoke = bare_invokes(classifier, seconds / rounds)
         invoke += round_invoke
         first = len(pipe.total_s)
         cpu0, t0 = time.process_time(), clock()
@@ -268,7 +268,8 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     }
 
 
-def _bare_invokes(classifier, seconds: float) -> list:
+def bare_invokes(classifier, seconds: float) -> list:
+    """Seconds of each invoke on the input already set, for `seconds` (nothing else timed)."""
     clock = time.perf_counter
     out = []
     deadline = clock() + seconds

@@ -207,14 +207,10 @@ class Detector:
                 self._busy_count += 1 if busy else -1
         return events
 
-    @property
-    def onset_windows(self) -> bool:
-        """Whether extra windows where a sound begins are wanted (the fast onset is on and has a window)."""
-        return self.cfg.onset_lead_seconds > 0
-
     def onset(self, scores: np.ndarray, t_start: float, t_end: float, level_dbfs: float):
         """An extra window that ends just after a sound began: its raw scores may start events (the fast onset's
-        bar, onset_threshold), nothing else. The smoothing, the ends and the previous window's level are the hop grid's."""
+        bar, onset_threshold), nothing else. The smoothing, the ends and the previous window's level are the hop
+        grid's."""
         if self._fast_on is None or not self.watched.size:
             return NO_EVENTS
         raw = self._onset_raw

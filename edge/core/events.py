@@ -49,8 +49,9 @@ class Event:
             d[k] = round(d[k], 4)
         return d
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, as_dict: dict | None = None) -> str:
+        """The payload: to_dict() as JSON (pass `as_dict` when the caller made it already)."""
+        return json.dumps(self.to_dict() if as_dict is None else as_dict, sort_keys=True)
 
 
 _FIELDS = tuple(f.name for f in fields(Event))

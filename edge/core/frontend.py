@@ -104,7 +104,7 @@ class LogMelFrontEnd:
         n, bins = p.patch_frames, p.fft_length // 2 + 1
         self._blocks = mel_blocks(mel_matrix(p))
         b = self._block = min(FRAME_BLOCK, n)
-        # a full [48, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
+        # a full [FRAME_BLOCK, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
         self._hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (b, 1))
         self._window = np.zeros(p.window_samples, np.float32)
         self._frames = np.lib.stride_tricks.as_strided(  # [96, 400] overlapping views of _window

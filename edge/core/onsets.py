@@ -5,7 +5,8 @@ than FLOOR_DBFS: a sound that begins, not one that goes on (however loud) nor on
 no other is reported for REFRACTORY_S.
 
 The window loop uses it to add one window that ends a fixed time after a sound began (the fast onset's window),
-and the capture thread uses the same rule to wake the processing loop as soon as that happens.
+and the capture thread uses the same rule to wake the processing loop for it; both look through StreamOnsets,
+once per that time of audio (soon enough for the window) rather than at every read.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class LevelRise:
         self._quiet_for = self._refractory_blocks  # blocks since the last onset
         self._floor_sum = 10.0 ** (FLOOR_DBFS / 10.0) * (32768.0 ** 2) * self.block * channels
         self._rise_factor = 10.0 ** (RISE_DB / 10.0)
-        self.onsets = 0  # a counter for tests and metrics
+        self.onsets = 0  # a counter, for tests
 
     def scan(self, chunk: np.ndarray) -> int:
         ch = self.channels

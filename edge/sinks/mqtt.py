@@ -31,7 +31,8 @@ log = logging.getLogger("edge.mqtt")
 
 
 class MqttSink(Sink):
-    """publish_event / set_state / publish_scores / publish_metrics from the audio loop; start() / stop()."""
+    """publish_event / set_state / publish_scores / publish_metrics from the audio loop, then flush() before it
+    sleeps (one wake-up of the network thread for all of them); start() / stop()."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
                  model: str = "", client_factory=None, spool: str | None = None):
@@ -99,8 +100,8 @@ class MqttSink(Sink):
     # -- audio-loop side: never blocks ---------------------------------------------------------------------------
     def publish_event(self, event: Event) -> None:
         """On disk (with a spool) before it returns: the audio loop moves on only once the event is durable."""
-        payload = event.to_dict()  # once: to_json() is this dict as JSON
-        self.outbox.append(Message(self.topics.events, json.dumps(payload, sort_keys=True), qos=1), payload)
+        payload = event.to_dict()  # once: the spool keeps it beside the JSON
+        self.outbox.append(Message(self.topics.events, event.to_json(payload), qos=1), payload)
         self._queued = True
 
     def set_state(self, label: str, on: bool) -> None:

@@ -173,7 +173,7 @@ def test_an_onset_window_starts_on_its_raw_score_and_leaves_the_average_alone():
 
 
 def test_onset_windows_are_wanted_only_with_the_fast_onset_on():
-    assert det().onset_windows
-    assert not det(onset_threshold=1.0).onset_windows
-    assert not det(onset_window_seconds=0.0).onset_windows
+    assert det().cfg.onset_lead_seconds > 0  # what the daemon, the bench and the onset tool ask
+    assert not det(onset_threshold=1.0).cfg.onset_lead_seconds > 0
+    assert not det(onset_window_seconds=0.0).cfg.onset_lead_seconds > 0
     assert det(onset_threshold=1.0).onset(np.ones(len(LABELS), np.float32), 0, 1, -20.0) == ()

@@ -27,12 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 sys.path.insert(0, str(ROOT))
 
+from edge.bench.measure import ratio_stats  # noqa: E402
+from tools.bench_targets import TARGETS  # noqa: E402
 from edge.core.stream import HOP_RANGE_SECONDS, HOP_SECONDS  # noqa: E402
 from tools.peers.peers import (PEERS, PeerError, Runner, ensure_venv, peer_command, peer_env,  # noqa: E402
                                write_metadata_model)
 
-E2E_OVER_INVOKE_TARGET = 1.15
-OVER_MEDIAPIPE_TARGET = 3.0
+E2E_OVER_INVOKE_TARGET = TARGETS["e2e_default"]
+OVER_MEDIAPIPE_TARGET = TARGETS["over_mediapipe"]
 ROUNDS = 7
 # NumPy's OpenBLAS with several threads spins after each small product and stalls when a core is busy: the kit
 # runs its front end with one BLAS thread (measured: 30 ms instead of 0.3 ms per window on a loaded machine)
@@ -87,10 +89,7 @@ def row_of(label: str, runner: Runner, model_name: str) -> dict:
 
 def paired(a: Runner, b: Runner, key: str = "windows_per_s") -> dict | None:
     """a / b round by round: median, range, rounds."""
-    ratios = [x[key] / y[key] for x, y in zip(a.rounds, b.rounds) if y[key]]
-    if not ratios:
-        return None
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+    return ratio_stats([(x[key], y[key]) for x, y in zip(a.rounds, b.rounds)])
 
 
 def table(rows: list[dict], ref: dict | None) -> list[str]:
@@ -253,10 +252,7 @@ def main(argv=None) -> int:
 
 def _ratio_of(kit: Runner, invoke_key: str) -> dict | None:
     """End to end p50 / bare invoke p50 of each round of the kit runner."""
-    ratios = [x["ms_per_window"]["p50"] / x[invoke_key] for x in kit.rounds if x.get(invoke_key)]
-    if not ratios:
-        return None
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+    return ratio_stats([(x["ms_per_window"]["p50"], x.get(invoke_key)) for x in kit.rounds])
 
 
 def _span(r: dict) -> str:

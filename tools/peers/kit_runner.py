@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from edge.app.bench import detector_hook, load_audio
-    from edge.bench.measure import Pipeline, peak_rss_mb
+    from edge.bench.measure import Pipeline, bare_invokes, peak_rss_mb, stats_ms
     from edge.core.stream import hop_samples_for
     from edge.model.classifier import Classifier
 
@@ -45,17 +45,11 @@ def main(argv=None) -> int:
             pipe.step()
         wall, cpu = clock() - t0, time.process_time() - cpu0
         n = pipe.windows - windows_before
-        ms = np.asarray(pipe.total_s) * 1e3
-        invokes = []
-        deadline = clock() + seconds / 3
-        while clock() < deadline:
-            t = clock()
-            classifier.invoke()
-            invokes.append(clock() - t)
+        ms = stats_ms([s * 1e3 for s in pipe.total_s])
+        invokes = bare_invokes(classifier, seconds / 3)
         audio_s = n * hop / classifier.params.sample_rate_hz
         return {"windows": n, "windows_per_s": n / wall,
-                "ms_per_window": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
-                                  "p99": float(np.percentile(ms, 99))},
+                "ms_per_window": {k: ms[k] for k in ("mean", "p50", "p99")},
                 "invoke_p50_ms": float(np.median(invokes)) * 1e3,
                 "cpu_ms_per_audio_s": cpu * 1e3 / audio_s, "peak_rss_mb": peak_rss_mb()}
 
