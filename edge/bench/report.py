@@ -329,9 +329,9 @@ def text_report(result: dict) -> list[str]:
             lines.append(f"  {label:16s} " + " ".join(_f(st[k], "{:8.3f}") for k in
                                                        ("mean", "std", "min", "p50", "p90", "p99", "max"))
                          + f" {st['n']:7d}")
-        onsets = run.get("onset_windows")
+        onsets, grid = run.get("onset_windows"), run["windows"]
         lines.append(f"  {run['windows_per_s']:.0f} windows/s of the hop grid"
-                     + (f" (and {onsets} onset windows besides)" if onsets else "")
+                     + (f" (plus {onsets / grid:.2f} onset windows per grid window)" if onsets and grid else "")
                      + f", real-time factor {_f(run['rtf'], '{:.5f}')} "
                      f"({_f(1 / run['rtf'] if run['rtf'] else None, '{:.0f}')}x faster than real time)")
         for key, what in (("e2e_over_invoke", "end to end / bare invoke"), ("frontend_over_invoke",
