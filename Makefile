@@ -81,7 +81,7 @@ bench: bench-peers
 bench-peers: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
-	$(BIN)/python -m tools.peers --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
+	$(BIN)/python -m tools.bench.peers --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
 	  --audio out/audio/speech_whistling2.wav --rounds 7 --seconds 2 --out out/bench
 
 # the daemon as it runs (WAV replay at real time, MQTT to a Mosquitto started here): peak RSS beside a bare LiteRT
@@ -126,7 +126,7 @@ bench-int8: model $(VENV)/.all
 .PHONY: arm-check
 arm-check: $(VENV)/.device
 	@$(BIN)/python -c 'import packaging' 2>/dev/null || $(BIN)/pip install -q packaging
-	PYTHON=$(abspath $(BIN)/python) nice -n 10 bash tools/arm_check.sh
+	PYTHON=$(abspath $(BIN)/python) nice -n 10 bash tools/deploy/arm_check.sh
 
 # the Edge TPU probe, cold (a child process loads the runtime: a first start) and warm (the cached verdict: every
 # restart after it). No Coral needed: a fake runtime built with cc stands in for a mismatched libedgetpu.

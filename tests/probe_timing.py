@@ -32,7 +32,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.update(fake_tpu_env("segv", Path(tmp)))
-        from edge.model import edgetpu, probe
+        from edge.model import edgetpu, edgetpu_probe
         from edge.model.runtime import load_backend
         backend = load_backend()
         library = edgetpu.locate_library()
@@ -40,10 +40,10 @@ def main() -> int:
         for i in range(args.repeat):
             os.environ["EDGE_AUDIO_HOME"] = str(Path(tmp) / f"home{i}")  # an empty cache: a first start
             t = time.perf_counter()
-            first = probe.check(backend, model, "usb:0", library)
+            first = edgetpu_probe.check(backend, model, "usb:0", library)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()
-            again = probe.check(backend, model, "usb:0", library)
+            again = edgetpu_probe.check(backend, model, "usb:0", library)
             warm.append(time.perf_counter() - t)
             assert not first.cached and again.cached, (first, again)
         print(f"probe under {backend}, {first.verdict} ({first.detail}), {args.repeat} runs, median: "

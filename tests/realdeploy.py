@@ -27,8 +27,8 @@ class Kit:
 def kit(assets: Path) -> Kit:
     """Built on first use, then shared by every deploy test of this run."""
     if "kit" not in _MADE:
-        from edge.model.fetch import install_default_bundle
-        from tools.wheelhouse import build_project_wheel
+        from edge.model.assets import install_default_bundle
+        from tools.deploy.wheelhouse import build_project_wheel
         folder = Path(tempfile.mkdtemp(prefix="edge-audio-deploy-kit-"))
         wheel = build_project_wheel(folder / "dist")
         bundle = install_default_bundle(folder / "bundle", assets)

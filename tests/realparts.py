@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.live import free_port, stop_process, wait_for_port  # one place for these, with the tools
+from tools.bench.live import free_port, stop_process, wait_for_port  # one place for these, with the tools
 
 
 def make_certs(folder: Path, name: str = "ca") -> dict:

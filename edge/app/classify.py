@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..config import ModelConfig, MqttConfig
 from ..core.clip import DEFAULT_POOL, pool_scores
 from ..core.errors import EXIT_BAD_INPUT, InputError
-from ..core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
-from ..core.wavfile import WavAudio, read_wav
+from .args import in_bounds
+from ..core.stream import hop_samples_for
 from ..model.classifier import Classifier
-
-
-@dataclass
-class Window:
-    t_start: float
-    t_end: float
-    scores: np.ndarray  # the classifier's preallocated array: copy it to keep it
-
-
-def classify_audio(audio: WavAudio, classifier: Classifier, hop_seconds: float = HOP_SECONDS) -> Iterator[Window]:
-    """Every window of a recording, padded at the end the way YAMNet's reference pads."""
-    p = classifier.params
-    loop = WindowLoop(p.window_samples, hop_samples_for(hop_seconds, p.sample_rate_hz), audio.rate_hz,
-                      audio.channels, p.sample_rate_hz, grid_samples=classifier.grid_samples)
-    for window, start in recording_windows(audio.samples, loop):
-        scores = classifier.classify(window, start)
-        yield Window(start / p.sample_rate_hz, (start + p.window_samples) / p.sample_rate_hz, scores)
-
-
-def classify_file(path: str | Path, classifier: Classifier, hop_seconds: float = HOP_SECONDS) -> Iterator[Window]:
-    return classify_audio(read_wav(path), classifier, hop_seconds)
+from ..model.recordings import classify_file
 
 
 def cmd_classify(args, say) -> int:
-    from .cli import in_bounds
     hop_samples_for(args.hop)
     in_bounds("--threads", args.threads, ModelConfig, "threads")
     in_bounds("--top-k", args.top_k, MqttConfig, "scores_top_k")

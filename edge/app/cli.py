@@ -4,51 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 
 from .. import __version__
-from ..config import ModelConfig, MqttConfig
+from ..config import MqttConfig
 from ..core.clip import CLIP_POOLS, DEFAULT_POOL
 from ..core.errors import InputError
+from .args import MQTT, PROG, add_hop_arg, add_model_args, in_bounds, say
 from .command import OneLineParser, run
-
-MODEL = ModelConfig()  # the command line's defaults are the config file's
-MQTT = MqttConfig()
-
-PROG = "edge-audio"
-
-
-def say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH|BUNDLE",
-                   help="a .tflite model or a bundle folder (default: the installed bundle, see 'make model')")
-    p.add_argument("--labels", metavar="CSV", help="class map (default: the bundle's, or one beside the model)")
-    p.add_argument("--delegate", default=MODEL.delegate, metavar="POLICY",
-                   help=f"auto | cpu | edgetpu[:usb[:N]|:pci[:N]] (default: {MODEL.delegate}, Edge TPU when "
-                        "one is usable)")
-    p.add_argument("--threads", type=int, default=MODEL.threads,
-                   help=f"CPU interpreter threads (default: {MODEL.threads})")
-    p.add_argument("--backend", metavar="LIST",
-                   help="interpreter preference, comma separated (default: $EDGE_AUDIO_BACKENDS or "
-                        "ai_edge_litert,tflite_runtime,tensorflow)")
-
-
-def in_bounds(flag: str, value, section, key: str):
-    """A command-line number checked against the bounds of the config key it mirrors (one place for both)."""
-    f = next(f for f in fields(section) if f.name == key)
-    lo, hi = f.metadata["lo"], f.metadata["hi"]
-    if not lo <= value <= hi:
-        raise InputError(f"{flag} {value}: must be between {lo} and {hi}")
-    return value
-
-
-def add_hop_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hop", type=float, default=MODEL.hop_seconds, metavar="S",
-                   help=f"seconds between windows (default: {MODEL.hop_seconds})")
-
 
 def cmd_classify(args) -> int:
     from .classify import cmd_classify as classify
@@ -86,7 +48,7 @@ def show_config(path: str) -> int:
     from ..config import load_config
     from ..core.errors import ConfigError
     from ..model.classifier import Classifier
-    from .thresholds import show_config as describe_thresholds
+    from .threshold_sources import show_config as describe_thresholds
     cfg = load_config(path)
     try:
         classifier = Classifier.from_config(cfg.model)
@@ -97,7 +59,7 @@ def show_config(path: str) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import cmd_calibrate as calibrate
+    from .calibration.calibrate import cmd_calibrate as calibrate
     return calibrate(args, say)
 
 
@@ -221,7 +183,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from .fetch import add_parser as add_fetch_parser
         add_fetch_parser(sub, PROG)
     if wanted("release"):
-        from .release import add_subcommands as add_release_parser
+        from .release.parser import add_subcommands as add_release_parser
         add_release_parser(sub)
 
     p = sub.add_parser("profiles", help="list the board profiles shipped with the kit, or print one",

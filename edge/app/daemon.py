@@ -28,7 +28,7 @@ from ..model.delegate import DelegateSupervisor
 from ..sinks import make_sinks
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
-from .thresholds import bundle_thresholds, layers_for, threshold_layers
+from .threshold_sources import bundle_thresholds, layers_for, threshold_layers
 
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"

@@ -14,7 +14,7 @@ from .. import __version__
 from ..audio import alsa
 from ..bench.env import board_model
 from ..core.errors import EdgeAudioError
-from ..model import compat, edgetpu, probe
+from ..model import compat, edgetpu, edgetpu_probe
 from ..model.bundle import ModelPair, default_bundle_path, load_bundle
 from ..model.runtime import available_backends, load_backend
 from . import access
@@ -84,7 +84,7 @@ def _probe(backend, lib: str | None, tpus, model: Path | None, package: str) -> 
     if model is None:
         return dict(out, why="the model has no Edge TPU build")
     try:
-        result = probe.check(backend, model, "", lib)
+        result = edgetpu_probe.check(backend, model, "", lib)
     except EdgeAudioError as exc:
         return dict(out, why=str(exc))
     return {"verdict": result.verdict, "detail": result.detail, "cached": result.cached,

@@ -7,29 +7,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..model import fetch
+from ..model import assets
 from ..model.bundle import default_bundle_path
 
-WHAT = ("bundle", *fetch.SOURCES, "samples", "edgetpu-runtime")
+WHAT = ("bundle", *assets.SOURCES, "samples", "edgetpu-runtime")
 
 
 def cmd_fetch(args) -> int:
     if args.what == "edgetpu-runtime":
         return _edgetpu_runtime(Path(args.dest or "out/edgetpu-runtime"))
-    mirror = Path(args.mirror) if args.mirror else fetch.mirror_root()
+    mirror = Path(args.mirror) if args.mirror else assets.mirror_root()
     where = f"offline mirror {mirror}" if mirror else "the official sources"
     if args.what == "bundle":
         dest = Path(args.dest) if args.dest else default_bundle_path()
         print(f"installing the default model bundle (Coral's split YAMNet + self-test clip) from {where} into "
               f"{dest}", file=sys.stderr)
-        fetch.install_default_bundle(dest, mirror)
+        assets.install_default_bundle(dest, mirror)
         print(dest)
         return 0
-    assets = fetch.SAMPLES if args.what == "samples" else (fetch.SOURCES[args.what], fetch.CLASS_MAP)
+    wanted = assets.SAMPLES if args.what == "samples" else (assets.SOURCES[args.what], assets.CLASS_MAP)
     dest = Path(args.dest) if args.dest else Path("out/audio" if args.what == "samples" else "out/models")
     print(f"fetching {args.what} from {where} into {dest}", file=sys.stderr)
-    for asset in assets:
-        print(fetch.fetch(asset, dest, mirror))
+    for asset in wanted:
+        print(assets.fetch(asset, dest, mirror))
     return 0
 
 

@@ -21,7 +21,7 @@ from ..core.clip import DEFAULT_POOL, pool_scores
 from ..core.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, ConfigError, EdgeAudioError
 from ..model.bundle import default_bundle_path, is_bundle, load_bundle
 from ..model.classifier import Classifier
-from .classify import classify_file
+from ..model.recordings import classify_file
 
 OK, WARN, FAIL = "ok", "warning", "failed"
 
@@ -169,7 +169,7 @@ def _broker(report: Report, cfg: Config | None, _bundle, require_broker=False, w
         yield report.add("broker", OK if cfg else WARN, "MQTT is off (mqtt.enabled = false)" if cfg else
                          "no config: broker not checked", t0)
         return
-    from ..sinks.probe import probe
+    from ..sinks.broker_check import probe
     try:
         password = mqtt_password(cfg.mqtt, cfg.path)
     except ConfigError as exc:

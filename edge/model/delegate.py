@@ -7,7 +7,7 @@
 decide() makes the choice when a model is opened; DelegateSupervisor keeps it true while audio flows: an Edge
 TPU that fails mid-stream hands the stream to the CPU model, and the TPU is tried again later.
 
-The Edge TPU delegate is only loaded in this process after a probe passed (edge/model/probe.py: a child process
+The Edge TPU delegate is only loaded in this process after a probe passed (edge/model/edgetpu_probe.py: a child process
 loads it and runs one invoke; a mismatched runtime crashes the child, not us), and never when the compatibility
 table (edge/model/compat.py) marks the runtime build with this backend as known-bad.
 """
@@ -70,8 +70,8 @@ def load_checked_delegate(backend, device: str, model: Path, fresh: bool = False
     if library is None:
         raise DelegateError(f"Edge TPU runtime library {edgetpu.library_name()} not found; {NO_RUNTIME}")
     edgetpu.find_tpu(device)
-    from . import probe  # only when an Edge TPU is there to probe: a CPU-only device never imports it
-    result = probe.check(backend, model, device, library, fresh)
+    from . import edgetpu_probe  # only when an Edge TPU is there to probe: a CPU-only device never imports it
+    result = edgetpu_probe.check(backend, model, device, library, fresh)
     if not result.ok:
         raise DelegateError(result.reason())
     return edgetpu.load_delegate(backend, device, library), result.reason()

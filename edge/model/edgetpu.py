@@ -2,7 +2,7 @@
 delegate.
 
 The library is found the way the dynamic loader would find it but without loading it: loading it is the
-probe's job (edge/model/probe.py), in a child process. Coral's PyCoral, when importable (it is not the PyPI
+probe's job (edge/model/edgetpu_probe.py), in a child process. Coral's PyCoral, when importable (it is not the PyPI
 package of that name, see docs), is only used to list the TPUs; the delegate is always loaded through the
 interpreter backend's own load_delegate, the same way the probe loads it.
 """

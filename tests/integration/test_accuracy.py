@@ -6,7 +6,7 @@ resampler or quantization (which cost tens of points), not noise."""
 import pytest
 
 from edge.model.classifier import Classifier
-from tools.accuracy import clip_scores, hit_rates, read_labels_csv
+from tools.eval.accuracy import clip_scores, hit_rates, read_labels_csv
 
 HOP = 7800 / 16000  # the devset's reference figures use a 7800-sample hop
 

@@ -208,7 +208,7 @@ def test_pipeline_calls_the_per_window_callback(coral_twin, class_map):
 def test_the_detector_hook_brings_the_daemons_onset_windows(coral_twin, class_map):
     """With the detector's hook the pipeline runs what the daemon runs: the hop grid's windows and, where a sound
     begins, the onset window (off the grid)."""
-    from edge.app.bench import detector_hook
+    from edge.bench.hook import detector_hook
     classifier = Classifier.open(coral_twin, class_map, "cpu")
     rng = np.random.default_rng(1)
     quiet, loud = rng.integers(-30, 30, 35200), rng.integers(-8000, 8000, 16000)  # begins at 2.2 s: between two grid windows

@@ -1,4 +1,4 @@
-"""The side-by-side bench (`python -m tools.peers`): its table with the kit's rows on real models, and every way a peer
+"""The side-by-side bench (`python -m tools.bench.peers`): its table with the kit's rows on real models, and every way a peer
 can fail turning into one line instead of a crash. Peers themselves are installed only by `make bench`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 
 sys.path.insert(0, str(ROOT))
-from tools.peers import peer_common, peers  # noqa: E402
+from tools.bench.peers import peer_common, peers  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_side_by_side_kit_rows_and_peer_failures_in_one_line(tmp_path, bundle, w
     (broken / ".venv").write_text("not a folder: venv creation fails")  # MediaPipe cannot be set up
     r = run_cli("--model", waveform_model, "--labels", class_map, "--audio", assets / "audio" / "speech_whistling2.wav",
                 "--bundle", bundle, "--seconds", "0.3", "--rounds", "2", "--peers", "mediapipe", "--out", out,
-                module="tools.peers")
+                module="tools.bench.peers")
     assert r.code == 0, r.out + r.err
     assert "Traceback" not in r.err
     lines = r.out.splitlines()
@@ -109,9 +109,9 @@ def test_peer_windows_follow_the_kit_hop_grid(tmp_path):
 
 
 def test_bad_arguments_are_one_line(tmp_path, waveform_model, class_map):
-    r = run_cli("--peers", "bogus", "--model", waveform_model, "--labels", class_map, module="tools.peers")
+    r = run_cli("--peers", "bogus", "--model", waveform_model, "--labels", class_map, module="tools.bench.peers")
     assert_one_line_error(r, 2, "unknown peer")
-    r = run_cli("--model", tmp_path / "none.tflite", module="tools.peers")
+    r = run_cli("--model", tmp_path / "none.tflite", module="tools.bench.peers")
     assert_one_line_error(r, 2, "not found")
-    r = run_cli("--help", module="tools.peers")
+    r = run_cli("--help", module="tools.bench.peers")
     assert r.code == 0 and "example:" in r.out

@@ -3,7 +3,8 @@ verdict, and a line saying so for a part that did not run."""
 
 import json
 
-from tools.bench_targets import TARGETS, lines
+from tools.bench.goals import TARGETS
+from tools.bench.targets import lines
 
 
 def _run(e2e: float) -> dict:

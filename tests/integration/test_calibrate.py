@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edge.app.calibrate import calibrate_labels
-from edge.app.listen import hear_files
-from edge.app.thresholds import layers_for
+from edge.app.calibration.calibrate import calibrate_labels
+from edge.app.calibration.listen import hear_files
+from edge.app.threshold_sources import layers_for
 from edge.config import load_config
 from edge.core.wavfile import write_wav
 from edge.model.classifier import Classifier
@@ -210,6 +210,6 @@ def test_show_config_names_the_source_of_every_threshold(assets, tmp_path):
 
 def test_without_matplotlib_the_plots_say_so(monkeypatch):
     import sys
-    from edge.app.calplot import draw_all
+    from edge.app.calibration.plot import draw_all
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert "matplotlib is not installed" in draw_all([], None, None, 1.0, None, None, False)

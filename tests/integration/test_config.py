@@ -93,8 +93,8 @@ def test_systemd_units_verify_as_rendered_for_a_prefix(tmp_path, mode):
     """The units a release installs, written for its prefix, pass `systemd-analyze verify` (offline)."""
     import shutil
     import subprocess
-    from edge.app.release_store import Layout
-    from edge.app.service import Service
+    from edge.app.release.store import Layout
+    from edge.app.release.service import Service
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
     layout = Layout.at(str(tmp_path / "prefix"))
@@ -120,8 +120,8 @@ def test_systemd_unit_exposure_is_at_most_1_5(tmp_path):
     import re
     import shutil
     import subprocess
-    from edge.app.release_store import Layout
-    from edge.app.service import Service
+    from edge.app.release.store import Layout
+    from edge.app.release.service import Service
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
     layout = Layout.at(str(tmp_path / "prefix"))
@@ -141,7 +141,7 @@ def test_the_sysusers_snippet_makes_the_account_and_groups_the_unit_names(tmp_pa
     """systemd-sysusers, pointed at an empty root, creates what the system unit runs as and joins."""
     import shutil
     import subprocess
-    from edge.app.service import SYSUSERS
+    from edge.app.release.service import SYSUSERS
     if not shutil.which("systemd-sysusers"):
         pytest.skip("systemd-sysusers is not installed")
     (tmp_path / "etc").mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edge.model import fetch
+from edge.model import assets
 from edge.model.bundle import load_bundle
 from edge.core.errors import InputError, ModelError
 
@@ -31,13 +31,13 @@ def test_download_is_verified_against_its_pin(http_root, tmp_path, capfd):
     root, base = http_root
     (root / "model.tflite").write_bytes(b"model bytes" * 1000)
     good = hashlib.sha256(b"model bytes" * 1000).hexdigest()
-    asset = fetch.Asset("model.tflite", base + "model.tflite", good, "models/model.tflite")
-    path = fetch.fetch(asset, tmp_path / "dest", mirror=None)
+    asset = assets.Asset("model.tflite", base + "model.tflite", good, "models/model.tflite")
+    path = assets.fetch(asset, tmp_path / "dest", mirror=None)
     assert path.read_bytes() == b"model bytes" * 1000
     assert "100%" in capfd.readouterr().err  # progress was shown
-    bad = fetch.Asset("other.tflite", base + "model.tflite", "0" * 64, "models/model.tflite")
+    bad = assets.Asset("other.tflite", base + "model.tflite", "0" * 64, "models/model.tflite")
     with pytest.raises(InputError, match="refusing to install"):
-        fetch.fetch(bad, tmp_path / "dest", mirror=None)
+        assets.fetch(bad, tmp_path / "dest", mirror=None)
     assert not (tmp_path / "dest" / "other.tflite").exists()
 
 
@@ -45,9 +45,9 @@ def test_offline_download_fails_with_a_clear_message(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    asset = fetch.Asset("m.tflite", f"http://127.0.0.1:{port}/m.tflite", "0" * 64, "models/m.tflite")
+    asset = assets.Asset("m.tflite", f"http://127.0.0.1:{port}/m.tflite", "0" * 64, "models/m.tflite")
     with pytest.raises(InputError, match="cannot download .* set EDGE_AUDIO_ASSETS"):
-        fetch.fetch(asset, tmp_path, mirror=None)
+        assets.fetch(asset, tmp_path, mirror=None)
 
 
 def test_archive_member_is_extracted(http_root, tmp_path):
@@ -60,8 +60,8 @@ def test_archive_member_is_extracted(http_root, tmp_path):
         info.size = 5
         tar.addfile(info, io.BytesIO(b"hello"))
     (root / "download").write_bytes(buf.getvalue())
-    asset = fetch.Asset("yamnet.tflite", base + "download", hashlib.sha256(b"hello").hexdigest(), "x", member="1.tflite")
-    assert fetch.fetch(asset, tmp_path, mirror=None).read_bytes() == b"hello"
+    asset = assets.Asset("yamnet.tflite", base + "download", hashlib.sha256(b"hello").hexdigest(), "x", member="1.tflite")
+    assert assets.fetch(asset, tmp_path, mirror=None).read_bytes() == b"hello"
 
 
 def test_make_model_from_the_mirror_then_classify_with_the_default(assets, tmp_path):

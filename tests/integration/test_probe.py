@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from edge.core.errors import DelegateError
-from edge.model import probe
+from edge.model import edgetpu_probe
 from edge.model.runtime import load_backend
 from fakelib import build_fake_libedgetpu, compiler
 
-# -- the probe, with fake runtimes and the real models -------------------------------------------------------------
+# -- the edgetpu_probe, with fake runtimes and the real models -------------------------------------------------------------
 needs_cc = pytest.mark.skipif(compiler() is None, reason="needs a C compiler (cc)")
 
 
@@ -31,21 +31,21 @@ def edgetpu_model(assets):
                                                     ("known-bad", "known-bad", "inferred")])
 def test_probe_verdicts(variant, verdict, detail, tmp_path, monkeypatch, edgetpu_model):
     lib = str(build_fake_libedgetpu(variant, tmp_path / "lib") / "libedgetpu.so.1")
-    monkeypatch.setenv(probe.ENV_TIMEOUT, "2")
+    monkeypatch.setenv(edgetpu_probe.ENV_TIMEOUT, "2")
     backend = load_backend()
     spawned = []
-    real = probe.run_child
-    monkeypatch.setattr(probe, "run_child", lambda *a: spawned.append(a) or real(*a))
-    first = probe.check(backend, edgetpu_model, "usb:0", lib)
+    real = edgetpu_probe.run_child
+    monkeypatch.setattr(edgetpu_probe, "run_child", lambda *a: spawned.append(a) or real(*a))
+    first = edgetpu_probe.check(backend, edgetpu_model, "usb:0", lib)
     assert (first.verdict, first.cached) == (verdict, False) and detail in first.detail, first
     assert first.build.label.startswith("BuildLabel(") and str(backend) in first.reason()
-    second = probe.check(backend, edgetpu_model, "usb:0", lib)
+    second = edgetpu_probe.check(backend, edgetpu_model, "usb:0", lib)
     cached = variant != "null"  # a failure (no delegate: often an unplugged TPU) is asked again next time
     assert second.verdict == verdict and second.cached == cached
     assert len(spawned) == (1 if cached else 2)
     assert ("(cached verdict)" in second.reason()) == cached
     # a fresh probe (what the daemon's run-time retry asks for) never takes the cache
-    probe.check(backend, edgetpu_model, "usb:0", lib, fresh=True)
+    edgetpu_probe.check(backend, edgetpu_model, "usb:0", lib, fresh=True)
     assert len(spawned) == (2 if cached else 3)
 
 
@@ -53,26 +53,26 @@ def test_probe_verdicts(variant, verdict, detail, tmp_path, monkeypatch, edgetpu
 def test_the_cache_is_per_model_and_library(tmp_path, monkeypatch, assets, edgetpu_model):
     lib = str(build_fake_libedgetpu("segv", tmp_path / "lib") / "libedgetpu.so.1")
     backend = load_backend()
-    key = probe.cache_key(backend, lib, edgetpu_model, "usb:0")
+    key = edgetpu_probe.cache_key(backend, lib, edgetpu_model, "usb:0")
     other_model = assets / "models" / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
-    assert key != probe.cache_key(backend, lib, other_model, "usb:0")
-    assert key != probe.cache_key(backend, lib, edgetpu_model, "pci:0")
-    probe.check(backend, edgetpu_model, "usb:0", lib)
-    stored = json.loads((probe.cache_dir() / "probe" / f"{key}.json").read_text())
+    assert key != edgetpu_probe.cache_key(backend, lib, other_model, "usb:0")
+    assert key != edgetpu_probe.cache_key(backend, lib, edgetpu_model, "pci:0")
+    edgetpu_probe.check(backend, edgetpu_model, "usb:0", lib)
+    stored = json.loads((edgetpu_probe.cache_dir() / "probe" / f"{key}.json").read_text())
     assert stored["verdict"] == "crashed" and stored["backend"] == str(backend)
-    assert Path(probe.cache_dir()).is_relative_to(Path(os.environ["EDGE_AUDIO_HOME"]))
+    assert Path(edgetpu_probe.cache_dir()).is_relative_to(Path(os.environ["EDGE_AUDIO_HOME"]))
 
 
 def test_cache_folder_follows_xdg_without_edge_audio_home(monkeypatch, tmp_path):
     monkeypatch.delenv("EDGE_AUDIO_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert probe.cache_dir() == tmp_path / "edge-audio"
+    assert edgetpu_probe.cache_dir() == tmp_path / "edge-audio"
 
 
 def test_a_bad_probe_timeout_is_one_clear_error(monkeypatch):
-    monkeypatch.setenv(probe.ENV_TIMEOUT, "soon")
+    monkeypatch.setenv(edgetpu_probe.ENV_TIMEOUT, "soon")
     with pytest.raises(DelegateError, match="EDGE_AUDIO_PROBE_TIMEOUT='soon' is not a number"):
-        probe.timeout_seconds()
+        edgetpu_probe.timeout_seconds()
 
 
 @needs_cc
@@ -84,8 +84,8 @@ def test_the_daemons_tpu_retry_probes_afresh(tmp_path, monkeypatch, assets):
     for name, value in fake_tpu_env("segv", tmp_path / "fake").items():
         monkeypatch.setenv(name, value)
     spawned = []
-    real = probe.run_child
-    monkeypatch.setattr(probe, "run_child", lambda *a: spawned.append(a) or real(*a))
+    real = edgetpu_probe.run_child
+    monkeypatch.setattr(edgetpu_probe, "run_child", lambda *a: spawned.append(a) or real(*a))
     cfg = parse_config(f"""
 [audio]
 source = "wav"

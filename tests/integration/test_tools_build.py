@@ -200,7 +200,7 @@ def test_build_input_errors(assets, tensorflow, tmp_path):
 
 
 def test_default_calibration_without_recordings_generates_signals(tmp_path, monkeypatch):
-    from tools.build import default_calibration
+    from tools.model.build import default_calibration
     monkeypatch.delenv("EDGE_AUDIO_ASSETS", raising=False)
     monkeypatch.chdir(tmp_path)
     files, text = default_calibration(tmp_path / "work")
@@ -212,7 +212,7 @@ def test_default_calibration_without_recordings_generates_signals(tmp_path, monk
 
 def test_bounding_keeps_the_network(assets):
     """Folding activation bounds into the weights changes nothing below the bounds (ReLU homogeneity)."""
-    from tools.yamnet_weights import bounded, read_yamnet_layers
+    from tools.model.yamnet_weights import bounded, read_yamnet_layers
     w = read_yamnet_layers(assets / "models/yamnet_classification.tflite")
     huge = bounded(w, [1e6] * 27)
     x = np.random.default_rng(0).normal(size=(1024,)).astype(np.float32)
@@ -225,9 +225,9 @@ def test_bounding_keeps_the_network(assets):
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_folded_bounds_above_every_activation_change_nothing(assets, tensorflow, per_channel):
     """With bounds above the largest activation, the bounded ReLU6 network computes the same scores."""
-    from tools import quantize as q
+    from tools.model import quantize as q
     from tools.audio_windows import file_windows, patches_of
-    from tools.yamnet_weights import bounded, read_yamnet_layers
+    from tools.model.yamnet_weights import bounded, read_yamnet_layers
     w = read_yamnet_layers(assets / "models/yamnet_classification.tflite")
     patches = patches_of(file_windows(assets / "audio/miaow_16k.wav"))[:4]
     values = q.run_keras(q.keras_body(w, with_activations=True), patches)

@@ -56,7 +56,7 @@ def _write_checkpoint(path, weights, seed=0):
     """yamnet.h5's layout: group <layer> holding <layer>/<weight>:0, batch norm (beta, moving mean and variance,
     epsilon 1e-4, no gamma) after each bias-free convolution, `logits` last."""
     import h5py
-    from tools.yamnet_keras import BATCHNORM_EPSILON, checkpoint_layers
+    from tools.model.yamnet_keras import BATCHNORM_EPSILON, checkpoint_layers
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as f:
         def put(layer, leaf, value):
@@ -77,7 +77,7 @@ def _write_checkpoint(path, weights, seed=0):
 
 @pytest.fixture(scope="module")
 def checkpoint(assets, tmp_path_factory):
-    from tools.yamnet_weights import read_yamnet_layers
+    from tools.model.yamnet_weights import read_yamnet_layers
     weights = read_yamnet_layers(assets / "models/yamnet_classification.tflite")
     path = tmp_path_factory.mktemp("keras") / "yamnet.h5"
     _write_checkpoint(path, weights)
@@ -85,7 +85,7 @@ def checkpoint(assets, tmp_path_factory):
 
 
 def test_checkpoint_reader_folds_batch_norm_back_to_the_same_network(checkpoint):
-    from tools.yamnet_weights import read_yamnet_layers, source_kind
+    from tools.model.yamnet_weights import read_yamnet_layers, source_kind
     path, weights = checkpoint
     read = read_yamnet_layers(path)
     assert source_kind(path) == "keras_h5" and read.kind == "keras_h5" and read.caps == []
@@ -111,9 +111,9 @@ def test_build_from_a_checkpoint(checkpoint, assets, class_map, tmp_path):
 
 
 def test_checkpoint_fetch_is_pinned(checkpoint, tmp_path):
-    from edge.model import fetch
-    assert fetch.YAMNET_KERAS.url == "https://storage.googleapis.com/audioset/yamnet.h5"
-    assert fetch.YAMNET_KERAS.sha256 == "13c3308955bbfaef262f175ac9c40e47b134573a93984f009220dd7cc12a1744"
+    from edge.model import assets
+    assert assets.YAMNET_KERAS.url == "https://storage.googleapis.com/audioset/yamnet.h5"
+    assert assets.YAMNET_KERAS.sha256 == "13c3308955bbfaef262f175ac9c40e47b134573a93984f009220dd7cc12a1744"
     r = run_cli("fetch", "keras", "--mirror", tmp_path, "--dest", tmp_path / "got", module="tools")
     assert_one_line_error(r, 2, "not in the offline mirror")
     (tmp_path / "models").mkdir()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from tools.check import check_model, format_report
+from tools.model.check import check_model, format_report
 
 pytestmark = pytest.mark.assets
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from edge.model.bundle import load_bundle
-from tools.compile import parse_compiler_log
+from tools.model.compile import parse_compiler_log
 
 pytestmark = pytest.mark.assets
 

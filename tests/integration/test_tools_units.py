@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edge.model.tflite_file import read_model_info
-from tools.compare import compare_scores
+from tools.eval.compare import compare_scores
 from edge.model.tflite_edit import set_tensor_quantization
-from tools.tflite_patch import range_to_int8
+from tools.model.tflite_patch import range_to_int8
 
 
 def test_compare_scores():

@@ -112,7 +112,7 @@ def test_one_edge_tpu_subgraph_and_compile_takes_it_unchanged(trained, tmp_path)
 
 def test_two_output_bundle_audioset_scores_agree_with_the_backbone(trained, own_build, assets):
     from tools.audio_windows import file_windows, patches_of
-    from tools.export_head import run_outputs
+    from tools.heads.export import run_outputs
     out, report, _, _ = trained
     assert report["audioset_vs_base"]["top1_agreement"] >= 0.98
     patches = patches_of(file_windows(assets / "audio/miaow_16k.wav"))
@@ -153,7 +153,7 @@ def test_confusion_matrix_png_is_written(trained):
 
 def test_daemon_reports_the_new_labels_and_home_assistant_announces_them(trained, broker, tmp_path):
     from edge.core.wavfile import write_wav
-    from tools.embeddings import mono_16k
+    from tools.heads.embeddings import mono_16k
     from daemonparts import DaemonProc
     from realparts import Subscriber, have
     if not have("mosquitto"):

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from edge import firmware
-from edge.app.release_steps import set_key, toml_value, values_match
-from edge.app.release_store import (OK, REJECTED, Layout, Release, current_release, fingerprint, list_releases,
+from edge.app.release.steps import set_key, toml_value, values_match
+from edge.app.release.store import (OK, REJECTED, Layout, Release, current_release, fingerprint, list_releases,
                                     previous_good, prune, switch)
-from edge.app.service import Service
+from edge.app.release.service import Service
 from edge.config import parse_config
 from edge.core.errors import InputError
-from tools.remote import Target, ssh_failure
+from tools.deploy.remote import Target, ssh_failure
 
 
 def make_release(layout: Layout, rid: str, status: str = OK) -> Release:

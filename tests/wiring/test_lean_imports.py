@@ -97,7 +97,7 @@ try:
     main(["run", "--help"])
 except SystemExit:
     pass
-print(sorted(m for m in ("edge.app.bench", "edge.app.fetch", "edge.app.release", "edge.model.fetch")
+print(sorted(m for m in ("edge.app.bench", "edge.app.fetch", "edge.app.release", "edge.model.assets")
              if m in sys.modules))
 """)
     assert out.splitlines()[-1] == "[]"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from edge import firmware
-from edge.app.release_calibrate import CalibrationJob, Interrupted
-from edge.app.release_steps import set_key, toml_value
-from edge.app.release_store import Layout, Release, switch
-from edge.app.service import ServiceError
+from edge.app.release.calibrate_job import CalibrationJob, Interrupted
+from edge.app.release.steps import set_key, toml_value
+from edge.app.release.store import Layout, Release, switch
+from edge.app.release.service import ServiceError
 from edge.core.errors import InputError
 from realdeploy import background_wav, silent_wav
 

@@ -1,0 +1,120 @@
+"""The `edge-audio release` steps themselves (the parser is edge.app.release, which imports this module only
+when a step runs: building the command line stays light for the daemon). Standard library only, like the parser:
+it runs from the wheel before any venv exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from ...core.errors import InputError
+from ...core.files import replace_file
+from .steps import Rejected, ReleaseJob
+from .store import OK, Layout, current_release, list_releases, previous_good, prune
+from .service import Service
+
+SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def say(message: str) -> None:
+    print(f"edge-audio: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_install(args) -> int:
+    layout = Layout.at(args.prefix)
+    stage = Path(args.stage).expanduser()
+    try:
+        job = ReleaseJob(layout, Service.choose(args.service, layout), say)
+        result = job.install(stage, profile=args.profile, settings=args.set, extras=args.extras,
+                             system_site_packages=args.system_site_packages, keep=args.keep,
+                             health_timeout_s=args.health_timeout)
+    finally:
+        if stage.parent == layout.incoming:  # an upload is used once, whatever happened
+            shutil.rmtree(stage, ignore_errors=True)
+    return _done(args, result)
+
+
+def _done(args, result: dict) -> int:
+    """A step's result as JSON on stdout when asked for (the host reads it), exit status 0."""
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    layout = Layout.at(args.prefix)
+    current = current_release(layout)
+    if args.to:
+        target = next((r for r in list_releases(layout) if r.id == args.to), None)
+        if target is None or target.status != OK:
+            raise InputError(f"{args.to}: no good release of that id under {layout.releases} (see 'list')")
+    else:
+        target = previous_good(layout, current)
+        if target is None:
+            raise InputError(f"no good release older than {current.id if current else 'nothing'} to roll back to")
+    job = ReleaseJob(layout, Service.choose(args.service, layout), say)
+    try:
+        job.go_live(target, current, args.health_timeout)
+    except Rejected as exc:
+        raise InputError(f"rollback to {target.id} failed health ({exc}); switched back to "
+                         f"{current.id if current else 'nothing'}") from None
+    say(f"rolled back: {target.id} is current (was {current.id if current else 'nothing'})")
+    return _done(args, {"result": "rolled back", "release": target.id, "previous": current.id if current else None})
+
+
+def cmd_list(args) -> int:
+    layout = Layout.at(args.prefix)
+    current = current_release(layout)
+    releases = list_releases(layout)
+    if args.json:
+        print(json.dumps([{"id": r.id, "current": bool(current and r.id == current.id), **r.info}
+                          for r in releases], indent=2))
+        return 0
+    if not releases:
+        print(f"no releases under {layout.releases}")
+        return 0
+    for r in releases:
+        mark = "*" if current and r.id == current.id else " "
+        extra = r.info.get("reason", "") if r.status != OK else f"profile {r.info.get('profile') or '(config file)'}"
+        print(f"{mark} {r.id:32s} {r.status:9s} {extra}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    removed = prune(Layout.at(args.prefix), args.keep)
+    print("\n".join(f"removed {rid}" for rid in removed) or "nothing to prune")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate_job import CalibrationJob
+    layout = Layout.at(args.prefix)
+    result = CalibrationJob(layout, Service.choose(args.service, layout), say).run(args.minutes,
+                                                                                  args.false_starts_per_day)
+    return _done(args, result)
+
+
+def cmd_status(args) -> int:
+    layout = Layout.at(args.prefix)
+    current = current_release(layout)
+    print(json.dumps({"prefix": str(layout.prefix), "current": current.id if current else None,
+                      "fingerprint": current.fingerprint if current else None,
+                      "releases": len(list_releases(layout)),
+                      "python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable}))
+    return 0
+
+
+def cmd_secret(args) -> int:
+    if not SECRET_NAME.fullmatch(args.name):
+        raise InputError(f"secret name {args.name!r}: lower-case letters, digits and _ only")
+    layout = Layout.at(args.prefix)
+    layout.create()
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise InputError("no secret on stdin")
+    replace_file(layout.secrets / args.name, data, mode=0o600)
+    say(f"{args.name} stored in {layout.secrets} (mode 0600)")
+    return 0

@@ -1,0 +1,245 @@
+"""The steps of one release, in order: stage -> release folder -> config -> venv -> selftest -> switch -> service ->
+health, and the way back when health fails. Standard library only (see release.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ... import firmware
+from ...core.errors import InputError
+from ...core.files import replace_file
+from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, fingerprint, install_options,
+                            new_release_id, project_wheel, prune, switch, wheel_version)
+from .service import Service, ServiceError
+
+KEY = re.compile(r"([a-z_]+)\.([a-z_]+)")
+
+
+class Rejected(InputError):
+    """A release that did not pass: the message is the one line the operator reads."""
+
+
+def toml_value(text: str) -> str:
+    """A --set value as a TOML literal: integers, numbers and true/false as such, anything else a string."""
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text) or re.fullmatch(r"-?[0-9]+\.[0-9]+", text):
+        return text
+    if text in ("true", "false"):
+        return text
+    return json.dumps(text)  # a TOML basic string: the same escapes as JSON
+
+
+def set_key(text: str, dotted: str, literal: str) -> str:
+    """Set `section.key = literal` in TOML text written as [section] tables (the board profiles' style)."""
+    m = KEY.fullmatch(dotted)
+    if not m:
+        raise InputError(f"--set {dotted}: expected SECTION.KEY=VALUE, e.g. device.id=kitchen")
+    section, key = m.groups()
+    lines = text.splitlines()
+    header = re.compile(rf"\s*\[\s*{section}\s*\]\s*(#.*)?$")
+    start = next((i for i, l in enumerate(lines) if header.fullmatch(l)), None)
+    line = f"{key} = {literal}"
+    if start is None:
+        return "\n".join(lines + ["", f"[{section}]", line]) + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"\s*\[", lines[i])), len(lines))
+    for i in range(start + 1, end):
+        if re.match(rf"\s*{key}\s*=", lines[i]):
+            lines[i] = line
+            return "\n".join(lines) + "\n"
+    last = max((i for i in range(start, end) if lines[i].strip()), default=start)
+    lines.insert(last + 1, line)
+    return "\n".join(lines) + "\n"
+
+
+class ReleaseJob:
+    def __init__(self, layout: Layout, service: Service, say):
+        self.layout = layout
+        self.service = service
+        self.say = say
+
+    # -- install ----------------------------------------------------------------------------------------------------
+    def install(self, stage: Path, profile: str | None, settings: list[str], extras: str, system_site_packages: bool,
+                keep: int, health_timeout_s: float) -> dict:
+        layout = self.layout
+        if not (stage / "wheels").is_dir():
+            raise InputError(f"{stage}: not an upload (no wheels/ folder)")
+        wheel = project_wheel(stage / "wheels")
+        if not (stage / "config.toml").is_file():
+            if not profile:
+                raise InputError("the upload has no config.toml: name a board profile with --profile")
+            firmware.profile_text(profile)  # an unknown name fails here, before anything is created
+        layout.create()
+        options = install_options(profile, settings, extras, system_site_packages, self.service.mode)
+        fp = fingerprint(stage, options)
+        current = current_release(layout)
+        if current is not None and current.fingerprint == fp and current.status == OK:
+            self.say(f"{current.id} is already current with the same wheel, bundle and config: nothing to do")
+            return {"result": "unchanged", "release": current.id}
+        rid = new_release_id(layout, wheel_version(wheel))
+        path = layout.releases / rid
+        shutil.copytree(stage, path, copy_function=_link_or_copy)  # the upload goes once the job is done: this
+        #                                                                 code may be running from its wheel
+        release = Release(rid, path, {"status": INSTALLING, "fingerprint": fp, "version": wheel_version(wheel),
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                      "profile": profile or "", "previous": current.id if current else None,
+                                      "options": options})
+        release.save()
+        self.say(f"release {rid} (was: {current.id if current else 'none'})")
+        t0 = time.monotonic()
+        try:
+            self._write_config(release, profile, settings)
+            self._make_venv(release, wheel.name, extras, system_site_packages)
+            self.service.render(path)
+            self.say("selftest of the new release")
+            self.selftest(release, settings=settings)
+        except InputError as exc:
+            release.save(status=REJECTED, reason=str(exc))
+            raise Rejected(f"release {rid} rejected: {exc}; {current.id if current else 'no release'} stays "
+                           "current") from None
+        self._trim_wheels(path, wheel.name)
+        try:
+            self.go_live(release, current, health_timeout_s)
+        except Rejected as exc:
+            release.save(status=REJECTED, reason=f"health: {exc}")
+            raise Rejected(f"release {rid} failed health ({exc}); switched back to "
+                           f"{current.id if current else 'no release'}") from None
+        release.save(status=OK, install_seconds=round(time.monotonic() - t0, 1))
+        removed = prune(layout, keep)
+        self.say(f"{rid} is current" + (f"; pruned {len(removed)} old release(s)" if removed else ""))
+        return {"result": "installed", "release": rid, "previous": current.id if current else None,
+                "seconds": round(time.monotonic() - t0, 1)}
+
+    def _write_config(self, release: Release, profile: str | None, settings: list[str]) -> None:
+        own = release.path / "config.toml"
+        text = own.read_text() if own.is_file() else firmware.profile_text(profile)
+        if (release.path / "bundle" / "manifest.json").is_file():
+            text = set_key(text, "model.path", json.dumps(str(release.path / "bundle")))
+        for item in settings:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"--set {item}: expected KEY=VALUE")
+            text = set_key(text, key.strip(), toml_value(value.strip()))
+        replace_file(own, text)  # a new file: `own` may be a hard link into the upload
+
+    def _make_venv(self, release: Release, wheel: str, extras: str, system_site_packages: bool) -> None:
+        venv, wheels = release.path / "venv", release.path / "wheels"
+        offline = any(p.name != wheel for p in wheels.iterdir())
+        self.say(f"venv with {Path(sys.executable).name} {'%d.%d.%d' % sys.version_info[:3]}"
+                 + (" (+ system site packages)" if system_site_packages else ""))
+        _run([sys.executable, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []), str(venv)],
+             "creating the venv", "on Debian/Raspberry Pi OS: apt-get install python3-venv")
+        where = f"offline from the {len(list(wheels.iterdir()))} uploaded wheels" if offline else \
+            "from the package index (online)"
+        self.say(f"installing edge-audio[{extras}] {where}")
+        t0 = time.monotonic()
+        spec = f"{wheels / wheel}[{extras}]" if extras else str(wheels / wheel)
+        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-cache-dir",
+              "--disable-pip-version-check", *(["--no-index"] if offline else []), "--find-links", str(wheels), spec],
+             "installing the release", _pip_hint(extras))
+        self.say(f"installed in {time.monotonic() - t0:.0f} s")
+
+    @staticmethod
+    def _trim_wheels(path: Path, wheel: str) -> None:
+        """The venv is built: keep the project wheel, drop the dependency wheels (tens of MB per release)."""
+        for p in (path / "wheels").iterdir():
+            if p.name != wheel:
+                p.unlink()
+
+    # -- checks -----------------------------------------------------------------------------------------------------
+    def selftest(self, release: Release, settings: list[str] = (), extra: list[str] = (), via: Path | None = None
+                 ) -> dict:
+        """`edge-audio selftest` of a release (through `via`, e.g. PREFIX/current, when given), with the
+        credentials the service would get. Raises Rejected with the first failure."""
+        root = via or release.path
+        env = dict(os.environ, EDGE_AUDIO_HOME=str(self.layout.state))
+        if (self.layout.secrets / "mqtt_password").is_file():
+            env["CREDENTIALS_DIRECTORY"] = str(self.layout.secrets)  # what LoadCredential= gives the service
+        cmd = [str(root / "venv" / "bin" / "edge-audio"), "selftest", "--config", str(root / "config.toml"), "--json",
+               *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        try:
+            report = json.loads(proc.stdout)
+        except ValueError:
+            detail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise Rejected(f"selftest did not run: {detail}") from None
+        for check in report["checks"]:
+            self.say(f"  {check['status']:7s} {check['name']:7s} {check['detail']}")
+        failed = next((c for c in report["checks"] if c["status"] == "failed"), None)
+        if failed is not None:
+            raise Rejected(f"selftest: {failed['name']}: {failed['detail']}")
+        values = report.get("values", {})
+        for item in settings:
+            key, _, value = item.partition("=")
+            if key.strip() in values and not values_match(values[key.strip()], value.strip()):
+                raise Rejected(f"config.toml: --set {key.strip()} did not take effect (the file sets it in a form "
+                               "this step does not edit; put it under its [section] table)")
+        return report
+
+    def go_live(self, release: Release, previous: Release | None, health_timeout_s: float) -> None:
+        """Switch `current` to `release`, restart the service, check health; on failure switch back."""
+        switch(self.layout, release)
+        self.say(f"current -> releases/{release.id}")
+        why_not = self.service.why_not_running()
+        restarted = False
+        try:
+            if why_not:
+                self.say(f"service not restarted: {why_not}; health = selftest + broker")
+                self.selftest(release, via=self.layout.current, extra=["--require-broker"])
+            else:
+                self.service.install(self.layout.current.resolve(), self.say)
+                self.say(f"restarting the {self.service.mode} service (waits for READY=1)")
+                restarted = True
+                self.service.restart()
+                self.selftest(release, via=self.layout.current,
+                              extra=["--require-broker", "--wait-online", str(health_timeout_s)])
+        except (Rejected, ServiceError) as exc:
+            switch(self.layout, previous)
+            self.say(f"current -> {('releases/' + previous.id) if previous else '(none)'} (switched back)")
+            if restarted and previous is not None:
+                try:
+                    self.service.install(previous.path, self.say)
+                    self.service.restart()
+                except ServiceError as again:
+                    self.say(f"the previous release did not restart either: {again}")
+            raise Rejected(str(exc)) from None
+
+
+def values_match(actual, wanted: str) -> bool:
+    """Does the loaded config hold what --set asked for? (5 and 5.0 are the same number.)"""
+    if isinstance(actual, bool):
+        return str(actual).lower() == wanted.lower()
+    if isinstance(actual, (int, float)):
+        try:
+            return float(wanted) == float(actual)
+        except ValueError:
+            return False
+    return str(actual) == wanted
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _pip_hint(extras: str) -> str:
+    if "alsa" in extras:
+        return ("pyalsaaudio is compiled on the device when no wheel for it was uploaded: apt-get install gcc "
+                "python3-dev libasound2-dev, or leave the alsa extra out for WAV/stdin sources")
+    return "check the device's Python version and architecture against the uploaded wheels"
+
+
+def _run(cmd: list[str], what: str, hint: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+        errors = [l for l in lines if l.startswith("ERROR") or "error" in l.lower()]
+        detail = (errors or lines or [f"exit status {proc.returncode}"])[0]
+        raise InputError(f"{what} failed: {detail[:300]} ({hint})")

@@ -1,0 +1,196 @@
+"""Releases on a device: the folder layout, the atomic `current` switch, listing, pruning and fingerprints.
+
+    PREFIX/releases/<UTC time>-<version>/   one immutable release: venv/, config.toml, bundle/, wheels/,
+                                            edge-audio.service, udev/, release.json
+    PREFIX/current -> releases/<id>         switched with rename(2) of a new symbolic link, never unlinked first
+    PREFIX/state/                           EDGE_AUDIO_HOME: event spool, bundles fetched on the device
+    PREFIX/etc/                             credentials (mqtt_password), mode 0700; never inside a release
+    PREFIX/incoming/                        uploads waiting to become a release
+
+Standard library only: this runs from the wheel itself on a device that has no venv yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.errors import InputError
+from ...core.files import replace_file
+
+RELEASE_FILE = "release.json"
+OK, REJECTED, INSTALLING = "ok", "rejected", "installing"
+
+
+@dataclass(frozen=True)
+class Layout:
+    prefix: Path
+
+    @classmethod
+    def at(cls, prefix: str) -> "Layout":
+        path = Path(prefix).expanduser()
+        if not path.is_absolute():
+            raise InputError(f"--prefix {prefix}: give an absolute path (or ~/...)")
+        return cls(path)
+
+    @property
+    def releases(self) -> Path:
+        return self.prefix / "releases"
+
+    @property
+    def current(self) -> Path:
+        return self.prefix / "current"
+
+    @property
+    def state(self) -> Path:
+        return self.prefix / "state"
+
+    @property
+    def secrets(self) -> Path:
+        return self.prefix / "etc"
+
+    @property
+    def incoming(self) -> Path:
+        return self.prefix / "incoming"
+
+    def create(self) -> None:
+        for folder in (self.releases, self.state, self.incoming):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.secrets, 0o700)
+
+
+@dataclass
+class Release:
+    id: str
+    path: Path
+    info: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "unknown")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.get("fingerprint", "")
+
+    def save(self, **updates) -> None:
+        self.info.update(updates)
+        replace_file(self.path / RELEASE_FILE, json.dumps(self.info, indent=2, sort_keys=True) + "\n")
+
+
+def load_release(path: Path) -> Release:
+    try:
+        info = json.loads((path / RELEASE_FILE).read_text())
+    except (OSError, ValueError):
+        info = {"status": "unknown"}
+    return Release(path.name, path, info)
+
+
+def list_releases(layout: Layout) -> list[Release]:
+    """Every release, oldest first (ids start with the UTC time they were made)."""
+    if not layout.releases.is_dir():
+        return []
+    return [load_release(p) for p in sorted(layout.releases.iterdir()) if p.is_dir()]
+
+
+def current_release(layout: Layout) -> Release | None:
+    try:
+        target = os.readlink(layout.current)
+    except OSError:
+        return None
+    path = (layout.prefix / target).resolve()
+    return load_release(path) if path.is_dir() else None
+
+
+def previous_good(layout: Layout, before: Release | None) -> Release | None:
+    """The newest release that passed its checks and is older than `before` (for a rollback)."""
+    good = [r for r in list_releases(layout) if r.status == OK and (before is None or r.id < before.id)]
+    return good[-1] if good else None
+
+
+def new_release_id(layout: Layout, version: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = f"{stamp}-{version}"
+    rid, n = base, 1
+    while (layout.releases / rid).exists():
+        n += 1
+        rid = f"{base}.{n}"
+    return rid
+
+
+def switch(layout: Layout, release: Release | None) -> None:
+    """Point `current` at `release` atomically: a new link, then rename(2) over the old one. None removes it."""
+    if release is None:
+        layout.current.unlink(missing_ok=True)
+        return
+    tmp = layout.prefix / f".current.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.join("releases", release.id), tmp)
+    os.replace(tmp, layout.current)
+
+
+def prune(layout: Layout, keep: int) -> list[str]:
+    """Delete all but the `keep` newest good releases (never the current one); rejected ones go first."""
+    if keep < 1:
+        raise InputError("--keep must be at least 1")
+    current = current_release(layout)
+    releases = list_releases(layout)
+    good = [r for r in releases if r.status == OK]
+    keep_ids = {r.id for r in good[-keep:]} | ({current.id} if current else set())
+    removed = []
+    for r in releases:
+        if r.id not in keep_ids and r.status != INSTALLING:
+            shutil.rmtree(r.path, ignore_errors=True)
+            removed.append(r.id)
+    return removed
+
+
+# -- fingerprints: what a release is made of, independent of file times ---------------------------------------------
+def _file_digest(path: Path) -> str:
+    import hashlib  # here, as zipfile: hashlib maps OpenSSL's libcrypto (3.4 MB) into every process that imports it
+    digest = hashlib.sha256()
+    if path.suffix == ".whl":  # a wheel's zip holds build times: hash its members instead
+        import zipfile  # here: the command line imports this module to build its parser, the daemon included
+        with zipfile.ZipFile(path) as z:
+            for name in sorted(z.namelist()):
+                digest.update(name.encode() + b"\0" + hashlib.sha256(z.read(name)).digest())
+        return digest.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_options(profile: str | None, settings: list[str], extras: str, system_site_packages: bool,
+                    service: str) -> dict:
+    """The install options that are part of a release's identity (the host computes the same to skip uploads)."""
+    return {"profile": profile or "", "set": list(settings), "extras": extras,
+            "system_site_packages": bool(system_site_packages), "service": service}
+
+
+def fingerprint(stage: Path, options: dict) -> str:
+    """sha256 over every staged file's content and the install options: equal fingerprints = the same release."""
+    import hashlib
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        rel = path.relative_to(stage).as_posix()
+        if rel == RELEASE_FILE:
+            continue
+        digest.update(rel.encode() + b"\0" + _file_digest(path).encode())
+    return digest.hexdigest()
+
+
+def project_wheel(folder: Path) -> Path:
+    wheels = sorted(folder.glob("edge_audio-*.whl"))
+    if len(wheels) != 1:
+        raise InputError(f"{folder}: expected one edge_audio-*.whl, found {len(wheels)}")
+    return wheels[0]
+
+
+def wheel_version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]

@@ -1,0 +1,194 @@
+"""The project wheel and an offline wheelhouse for a device's platform, built on the host with pip.
+
+A device with no internet installs a release from this folder alone (`pip install --no-index --find-links`).
+Binary wheels come from the package index this host's pip is configured for (pip.conf, PIP_INDEX_URL), so local
+mirrors and proxies work. pyalsaaudio is published as source only: it is compiled here when this host runs the
+device's Python on the device's CPU architecture, otherwise its source goes into the wheelhouse and the device
+compiles it at install time (it then needs gcc, python3-dev and libasound2-dev).
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.core.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_EXTRAS = ("litert", "mqtt", "alsa")
+KNOWN_EXTRAS = ("litert", "tflite", "mqtt", "alsa")
+SOURCE_ONLY = {"alsa": "pyalsaaudio"}  # extras whose package has no binary wheels on PyPI
+MACHINES = ("x86_64", "aarch64")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What a wheel must fit: CPU architecture, CPython version and the C library's version."""
+    machine: str  # uname -m
+    python: str  # "3.11"
+    glibc: str = "2.36"  # Debian 12 / Raspberry Pi OS bookworm
+
+    @property
+    def tag(self) -> str:
+        return f"{self.machine}-cp{self.python.replace('.', '')}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Platform":
+        """MACHINE-cpXY[-glibcA.B], e.g. aarch64-cp311 or x86_64-cp310-glibc2.31."""
+        m = re.fullmatch(r"(x86_64|aarch64)-cp3(\d{1,2})(?:-glibc(2\.\d+))?", text)
+        if not m:
+            raise InputError(f"platform {text!r}: expected MACHINE-cp3X[-glibc2.N] with MACHINE one of "
+                             f"{', '.join(MACHINES)} (e.g. aarch64-cp311)")
+        return cls(m.group(1), f"3.{m.group(2)}", m.group(3) or "2.36")
+
+    def pip_platforms(self) -> list[str]:
+        """Every manylinux tag this C library accepts: pip takes the list literally."""
+        minor = int(self.glibc.split(".")[1])
+        tags = [f"manylinux_2_{v}_{self.machine}" for v in range(17, minor + 1)]
+        return tags + [f"manylinux2014_{self.machine}"]
+
+    def is_this_host(self) -> bool:
+        return platform.machine() == self.machine and f"{sys.version_info[0]}.{sys.version_info[1]}" == self.python
+
+
+def parse_extras(text: str) -> tuple[str, ...]:
+    extras = tuple(e.strip() for e in text.split(",") if e.strip())
+    for e in extras:
+        if e not in KNOWN_EXTRAS:
+            raise InputError(f"extra {e!r}: expected some of {', '.join(KNOWN_EXTRAS)}")
+    return extras
+
+
+def say(message: str) -> None:
+    print(f"wheelhouse: {message}", file=sys.stderr, flush=True)
+
+
+def _pip(args: list[str], what: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        errors = [l for l in proc.stderr.splitlines() if l.startswith("ERROR")] or proc.stderr.splitlines()[-1:]
+        raise InputError(f"{what} failed: {errors[0] if errors else 'pip exit ' + str(proc.returncode)}")
+
+
+def build_project_wheel(out_dir: Path, repo: Path = REPO) -> Path:
+    """`pip wheel` of this checkout (no dependencies) into out_dir; returns the wheel."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edge-audio-wheel-") as tmp:
+        say(f"building the project wheel from {repo}")
+        _pip(["wheel", "--no-deps", "-q", "-w", tmp, str(repo)], "building the project wheel")
+        built = sorted(Path(tmp).glob("edge_audio-*.whl"))
+        if not built:
+            raise InputError("building the project wheel produced no edge_audio-*.whl")
+        dest = out_dir / built[0].name
+        shutil.copyfile(built[0], dest)
+    return dest
+
+
+def fill(wheelhouse: Path, wheel: Path, extras: tuple[str, ...], target: Platform) -> list[Path]:
+    """Put in `wheelhouse` every wheel `wheel[extras]` needs on `target` (files already there are kept)."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    marker = wheelhouse / ".requirements"
+    wanted = _requirements_key(wheel, extras, target)
+    if marker.is_file() and marker.read_text() == wanted:
+        say(f"{wheelhouse}: already holds what {wheel.name}[{','.join(extras)}] needs on {target.tag}")
+        return _refresh(wheelhouse, wheel)
+    binary = [e for e in extras if e not in SOURCE_ONLY]
+    requirement = f"{wheel}[{','.join(binary)}]" if binary else str(wheel)
+    say(f"binary wheels for {target.tag} (glibc {target.glibc}) from this host's package index")
+    platforms = [a for p in target.pip_platforms() for a in ("--platform", p)]
+    _pip(["download", "-q", "--only-binary=:all:", *platforms, "--python-version", target.python,
+          "--implementation", "cp", "-d", str(wheelhouse), requirement, *_version_marked(wheel, target)],
+         f"downloading wheels for {target.tag}")
+    for extra in extras:
+        if extra in SOURCE_ONLY:
+            _source_only(SOURCE_ONLY[extra], wheelhouse, target)
+    marker.write_text(wanted)
+    return _refresh(wheelhouse, wheel)
+
+
+def _refresh(wheelhouse: Path, wheel: Path) -> list[Path]:
+    if wheel.parent.resolve() != wheelhouse.resolve():
+        shutil.copyfile(wheel, wheelhouse / wheel.name)
+    return sorted(p for p in wheelhouse.iterdir() if not p.name.startswith("."))
+
+
+def _requires_dist(wheel: Path) -> list[str]:
+    import zipfile
+    with zipfile.ZipFile(wheel) as z:
+        metadata = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(metadata).decode().splitlines()
+    return sorted(l.split(":", 1)[1].strip() for l in lines if l.startswith("Requires-Dist:"))
+
+
+def _version_marked(wheel: Path, target: Platform) -> list[str]:
+    """Requirements that depend on the Python version (tomli below 3.11). pip download judges markers by the
+    Python running it, not by --python-version, so these are asked for by name."""
+    from packaging.requirements import Requirement
+    env = {"python_version": target.python, "python_full_version": f"{target.python}.0", "extra": "",
+           "platform_machine": target.machine, "sys_platform": "linux", "platform_system": "Linux",
+           "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    wanted = []
+    for line in _requires_dist(wheel):
+        req = Requirement(line)
+        if req.marker is not None and "python_" in str(req.marker) and req.marker.evaluate(env):
+            wanted.append(f"{req.name}{req.specifier}")
+    return wanted
+
+
+def _requirements_key(wheel: Path, extras: tuple[str, ...], target: Platform) -> str:
+    """What decides the wheelhouse's content: the wheel's declared requirements, the extras and the platform."""
+    return "\n".join([target.tag, target.glibc, ",".join(sorted(extras)), *_requires_dist(wheel)]) + "\n"
+
+
+def _source_only(package: str, wheelhouse: Path, target: Platform) -> None:
+    if target.is_this_host():
+        say(f"{package} has no wheels on PyPI: compiling it here for {target.tag} "
+            "(needs gcc and libasound2-dev on this host)")
+        _pip(["wheel", "-q", "--no-deps", "-w", str(wheelhouse), package],
+             f"compiling {package} (apt-get install gcc libasound2-dev)")
+    else:
+        say(f"{package} has no wheels on PyPI and this host is not {target.tag}: its source goes into the "
+            "wheelhouse and the device compiles it at install (it needs gcc, python3-dev and libasound2-dev), "
+            "or leave the 'alsa' extra out for WAV/stdin sources")
+        _pip(["download", "-q", "--no-deps", "--no-binary=:all:", "-d", str(wheelhouse), package],
+             f"downloading the {package} source")
+
+
+def size_mib(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def cmd_wheelhouse(args) -> int:
+    wheel = Path(args.wheel) if args.wheel else build_project_wheel(Path(args.out))
+    extras = parse_extras(args.extras)
+    for text in args.platform:
+        target = Platform.parse(text)
+        folder = Path(args.out) / target.tag
+        files = fill(folder, wheel, extras, target)
+        say(f"{folder}: {len(files)} files, {size_mib(folder):.1f} MiB")
+        print(folder)
+    return 0
+
+
+def add_parser(sub) -> None:
+    import argparse
+    p = sub.add_parser("wheelhouse", help="the project wheel and its dependencies for a device's platform (offline)",
+                       description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  python -m tools wheelhouse --platform aarch64-cp311 --out out/wheelhouse\n"
+                              "  python -m tools wheelhouse --platform x86_64-cp310-glibc2.31 --extras litert,mqtt")
+    p.add_argument("--platform", action="append", required=True, metavar="MACHINE-cpXY[-glibcA.B]",
+                   help="the device's `uname -m` and CPython, e.g. aarch64-cp311 (Raspberry Pi OS bookworm); "
+                        "glibc defaults to 2.36 (Debian 12). Repeatable")
+    p.add_argument("--out", default="out/wheelhouse", metavar="DIR",
+                   help="one folder per platform is made below it (default: %(default)s)")
+    p.add_argument("--extras", default=",".join(DEFAULT_EXTRAS), help="default: %(default)s")
+    p.add_argument("--wheel", metavar="FILE", help="a built edge_audio wheel (default: build this checkout)")
+    p.set_defaults(func=cmd_wheelhouse)

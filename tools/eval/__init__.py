@@ -1,0 +1,1 @@
+"""Host tools: accuracy, agreement and speed of model paths on labelled recordings."""

@@ -1,0 +1,1 @@
+"""Host tools: teaching the model new classes (a head on YAMNet embeddings)."""

@@ -1,0 +1,1 @@
+"""Host tools: building, checking and compiling the int8 YAMNet."""
