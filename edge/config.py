@@ -18,6 +18,7 @@ from .core.detector import DetectorParams
 from .core.errors import ConfigError, InputError
 from .core.params import default_of, param
 from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
+from .core.tomltext import value as toml_value
 from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
 
 try:
@@ -358,11 +359,11 @@ def mqtt_password(cfg: MqttConfig, config_path: str = "") -> str | None:
 
 
 def describe() -> str:
-    """Every key with its default and description (for --help and docs)."""
+    """Every key with its default and description, as TOML a user can paste into a config (--show-keys)."""
     lines = []
     for name, cls in SECTIONS.items():
         lines.append(f"[{name}]")
         for f in fields(cls):
-            default = default_of(f)
-            lines.append(f"  {f.name} = {default!r:<14} # {f.metadata['doc']}")
-    return "\n".join(lines)
+            lines.append(f"{f.name + ' = ' + toml_value(default_of(f)):<36} # {f.metadata['doc']}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
