@@ -8,7 +8,7 @@ from the spool after a restart) carries the same pair, so consumers deduplicate 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
 
 SCHEMA_VERSION = 1
@@ -52,6 +52,42 @@ class Event:
     def to_json(self, as_dict: dict | None = None) -> str:
         """The payload: to_dict() as JSON (pass `as_dict` when the caller made it already)."""
         return json.dumps(self.to_dict() if as_dict is None else as_dict, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "Event":
+        """The Event whose to_dict() is `payload` (schema, start_time, end_time and keys a later release of this
+        schema added are read past; a field with a default may be missing). ValueError naming the field for
+        anything else."""
+        if not isinstance(payload, dict):
+            raise ValueError(f"an event is a JSON object, not {type(payload).__name__}")
+        if payload.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ValueError(f"event schema {payload['schema']!r:.20} is not {SCHEMA_VERSION}")
+        values = {}
+        for f in fields(cls):
+            if f.name in payload:
+                values[f.name] = _typed(f.name, payload[f.name], f.type)
+            elif f.default is MISSING:
+                raise ValueError(f"event without {f.name}")
+        if values["type"] not in ("start", "end"):
+            raise ValueError(f"event type {values['type']!r:.40}: not start or end")
+        return cls(**values)
+
+
+def _typed(name: str, value, annotation: str):
+    """`value` as the field's annotation wants it: a JSON integer where a float is wanted becomes one; a bool is
+    not a number; None only where the annotation allows it."""
+    if value is None and annotation.endswith("| None"):
+        return None
+    kind, what = _KINDS[annotation.removesuffix(" | None")]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ValueError(f"event {name} {value!r:.40}: not {what}")
+
+
+_KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": (float, "a number"),
+          "bool": (bool, "true or false")}
 
 
 _FIELDS = tuple(f.name for f in fields(Event))

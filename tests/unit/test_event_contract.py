@@ -66,3 +66,41 @@ def test_the_mqtt_sink_queues_the_golden_payload_on_the_events_topic():
     [message] = list(sink.outbox)
     assert message.topic == "edge-audio/kitchen/events" and message.qos == 1
     assert json.loads(message.payload) == golden()
+
+
+START = Event(type="start", event_id="e1", label="Dog", class_index=69, start_ts=1764500000.25, end_ts=None,
+              peak_score=0.61, mean_score=0.61, duration_s=0.0, level_dbfs=-30.5)
+
+
+def test_from_dict_is_the_exact_round_trip_of_to_dict():
+    end = event_of(golden())
+    stamped = Event(**{**START.__dict__, "device_id": "kitchen", "model": "yamnet-coral", "delegate": "edgetpu"})
+    cut = Event(**{**end.__dict__, "cut_short": True})
+    for event in (START, stamped, end, cut):
+        payload = event.to_dict()
+        assert Event.from_dict(payload) == event
+        assert Event.from_dict(json.loads(event.to_json())) == event  # through JSON too
+        assert Event.from_dict(payload).to_dict() == payload
+    assert Event.from_dict(golden()).to_dict() == golden()
+
+
+def test_from_dict_reads_past_what_it_does_not_keep_and_fills_what_came_later():
+    old = {k: v for k, v in START.to_dict().items() if k not in ("device_id", "model", "delegate", "cut_short")}
+    assert Event.from_dict(old) == START
+    assert Event.from_dict(dict(START.to_dict(), added_in_a_later_release=1)) == START
+    assert Event.from_dict(dict(START.to_dict(), start_ts=1764500000)).start_ts == 1764500000.0  # a JSON integer
+
+
+def test_from_dict_refuses_what_is_not_an_event_with_one_line_naming_the_field():
+    good = golden()
+    bad = {"without label": {k: v for k, v in good.items() if k != "label"},
+           "class_index True": dict(good, class_index=True), "start_ts 'x'": dict(good, start_ts="x"),
+           "peak_score None": dict(good, peak_score=None), "type 'middle'": dict(good, type="middle"),
+           "cut_short 1": dict(good, cut_short=1), "schema 2": dict(good, schema=2), "not list": [good]}
+    for words, payload in bad.items():
+        try:
+            Event.from_dict(payload)
+        except ValueError as exc:
+            assert words in str(exc) and "\n" not in str(exc), exc
+        else:
+            raise AssertionError(f"accepted: {words}")
