@@ -17,6 +17,7 @@ from pathlib import Path
 from .core.detector import DetectorParams
 from .core.errors import ConfigError, InputError
 from .core.params import default_of, param
+from .core.paths import state_directory
 from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
 from .core.tomltext import value as toml_value
 from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
@@ -229,19 +230,6 @@ def _check_mqtt(path: str, m: "MqttConfig") -> None:
         if value and not os.access(value, os.R_OK):
             why = "not found" if not os.path.exists(value) else "not readable"
             raise ConfigError(f"{path}: mqtt.{key} {value}: {why}")
-
-
-def state_directory() -> Path:
-    """Where the daemon keeps state that outlives a release (the spool, the site calibration): systemd's
-    $STATE_DIRECTORY (the unit's StateDirectory=), else $EDGE_AUDIO_HOME, else $XDG_STATE_HOME/edge-audio or
-    ~/.local/state/edge-audio."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state)
-    if os.environ.get("EDGE_AUDIO_HOME"):
-        return Path(os.environ["EDGE_AUDIO_HOME"])
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "edge-audio"
 
 
 CALIBRATION_FILE = "calibration.toml"

@@ -18,13 +18,13 @@ output (the first is the one classified; the others, e.g. the 521 AudioSet score
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.clip import CLIP_POOLS
 from ..core.errors import InputError, ModelError
 from ..core.frontend import FrontEndParams
+from ..core.paths import data_home
 from .labels import find_labels_near
 from .tflite_file import read_model_io
 
@@ -182,14 +182,6 @@ class ModelPair:
 
 
 DEFAULT_BUNDLE = "yamnet-coral"
-
-
-def data_home() -> Path:
-    """Where installed bundles live: $EDGE_AUDIO_HOME, else $XDG_DATA_HOME/edge-audio, else ~/.local/share."""
-    if os.environ.get("EDGE_AUDIO_HOME"):
-        return Path(os.environ["EDGE_AUDIO_HOME"])
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "edge-audio"
 
 
 def default_bundle_path() -> Path:

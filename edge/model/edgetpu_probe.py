@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ..core.errors import DelegateError
 from ..core.files import replace_file
+from ..core.paths import cache_dir  # the verdicts' folder (edge/core/paths.py)
 from . import compat, edgetpu
 from .bundle import sha256_file
 from .runtime import Backend
@@ -83,14 +84,6 @@ class ProbeResult:
 
 
 # -- the cache ---------------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """$EDGE_AUDIO_HOME/cache, else $XDG_CACHE_HOME/edge-audio, else ~/.cache/edge-audio."""
-    if os.environ.get("EDGE_AUDIO_HOME"):
-        return Path(os.environ["EDGE_AUDIO_HOME"]) / "cache"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edge-audio"
-
-
 def cache_key(backend: Backend, library: str, model: Path, device: str) -> str:
     parts = [backend.name, backend.version, sha256_file(library), sha256_file(model), device]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]

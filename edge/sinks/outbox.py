@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import state_directory
+from ..core.paths import state_directory
 
 log = logging.getLogger("edge.sinks")
 
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def default_spool_path() -> Path:
-    """spool.db in the state directory (edge.config.state_directory: $STATE_DIRECTORY, $EDGE_AUDIO_HOME,
+    """spool.db in the state directory (edge/core/paths.py: $STATE_DIRECTORY, $EDGE_AUDIO_HOME,
     $XDG_STATE_HOME/edge-audio or ~/.local/state/edge-audio)."""
     return state_directory() / "spool.db"
 
