@@ -7,6 +7,7 @@ stops the audio path. The delegate in use is kept true by edge/model/delegate.py
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 from ..audio import make_source
 from ..audio.capture import Capture
 from ..config import Config
-from ..core.detector import Detector, level_dbfs
+from ..core.detector import Detector, DetectorParams, level_dbfs
 from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
 from ..core.events import Event
 from ..core.stream import WindowLoop, hop_samples_for
@@ -28,33 +29,32 @@ from ..model.delegate import DelegateSupervisor
 from ..sinks import make_sinks
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
-from .threshold_sources import bundle_thresholds, layers_for, threshold_layers
+from .metrics import LoopMetrics, percentile  # noqa: F401  (percentile: the daemon's, for callers)
+from .threshold_sources import bundle_thresholds, layers_for, state_labels_for, threshold_layers
 
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
 SHUTDOWN_OUTBOX_S = 2.5
-LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many invokes (grid and onset windows)
 WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none"
-# sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)
-SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "produced_events": 0,
-               "delivered_events": 0, "dropped_events": 0, "dropped_messages": 0, "refused_events": 0,
-               "spool": None, "spool_recovered": 0, "spool_corrupt_records": 0, "spool_problem": "",
-               "mqtt_error": ""}
 
 
 class SystemdNotifier:
-    """sd_notify without libsystemd: READY=1, WATCHDOG=1 and STATUS= on $NOTIFY_SOCKET."""
+    """sd_notify without libsystemd: READY=1, WATCHDOG=1 and STATUS= on the notify socket. With no socket (not
+    the service: a test, a calibration listen) it says nothing."""
 
-    def __init__(self):
-        address = os.environ.get("NOTIFY_SOCKET", "")
+    def __init__(self, address: str = "", watchdog_usec: str = ""):
         self._sock = None
         if address:
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        usec = os.environ.get("WATCHDOG_USEC")
-        self.watchdog_s = int(usec) / 2e6 if usec and usec.isdigit() else 0.0
+        self.watchdog_s = int(watchdog_usec) / 2e6 if watchdog_usec.isdigit() else 0.0
         self._last = 0.0
+
+    @classmethod
+    def from_environment(cls) -> "SystemdNotifier":
+        """The one systemd gave the service ($NOTIFY_SOCKET, $WATCHDOG_USEC)."""
+        return cls(os.environ.get("NOTIFY_SOCKET", ""), os.environ.get("WATCHDOG_USEC", ""))
 
     def notify(self, message: str) -> None:
         if self._sock is not None:
@@ -72,47 +72,66 @@ class SystemdNotifier:
 class Daemon:
     def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink: Sink | None = None,
                  clock=time.time, open_classifier=None, thresholds: ThresholdLayers | None = None,
-                 observer=None):
-        """`thresholds`: the per-label layers (default: the config's own and the bundle's, no calibration file);
+                 observer=None, *, state_labels: list[str] | None = None, notifier: SystemdNotifier | None = None):
+        """The loop and its parts. `sink`: where events go (default: JSON lines on stdout); `thresholds`: the
+        per-label layers (default: the config's own and the bundle's, no calibration file); `state_labels`: the
+        watched labels that get an ON/OFF state (default: worked out from the config and `thresholds`);
+        `notifier`: systemd's (default: one that says nothing, for anything that is not the service);
         `observer(daemon, level_dbfs, gated)` is called after every window, once the detector has seen it."""
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
         self.delegates = DelegateSupervisor(classifier, open_classifier or self.reopen_classifier, self._switched)
         self.capture = capture
         self.sink = sink if sink is not None else JsonLinesSink()  # no sink configured: events on stdout
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
         self.clock = clock
         self.device_id = cfg.device_id
         self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
         self.observer = observer
-        # with no allow list a trained bundle's own labels are the ones watched; the thresholds are the layers'
-        params = self.thresholds.apply(cfg.detector)
-        try:
-            self.detector = Detector(classifier.labels, params,
-                                     {"device_id": self.device_id, "model": classifier.model_name,
-                                      "delegate": classifier.decision.delegate})
-        except InputError as exc:  # an unknown label in [detector]
-            raise ConfigError(f"{cfg.path}: {exc}") from None
-        self.state_labels = {classifier.labels[i] for i in self.detector.watched} if params.allow else set()
+        params = self._watch(classifier)
+        if state_labels is None:
+            state_labels = state_labels_for(cfg, classifier.labels, self.thresholds)
+        self.state_labels = set(state_labels)
+        self.stats = LoopMetrics()
         self._stop = False
         self._loop: WindowLoop | None = None
         self._generation = -1
         self._t0 = 0.0
         self._silence = np.zeros(len(classifier.labels), np.float32)
-        self._latency_ms = np.zeros(LATENCY_WINDOWS, np.float32)
-        self.windows = 0
-        self.gated = 0
-        self.onset_windows = 0  # extra windows classified where a sound began (counted apart from `windows`)
         self._onset_lead = round(params.onset_lead_seconds * classifier.params.sample_rate_hz)
         capture.onset_lead_seconds = params.onset_lead_seconds
-        self.events = 0
-        self._busy_s = 0.0  # time spent classifying, every window classified (the grid's and onsets')
-        self._invokes = 0  # windows classified: where the next latency goes in _latency_ms
-        self._audio_s = 0.0
-        self._started = time.monotonic()
         self._last_metrics = time.monotonic()
         self._last_scores = 0.0
         self._top = -1  # nothing published yet
-        self.notifier = SystemdNotifier()
+
+    def _watch(self, classifier: Classifier) -> DetectorParams:
+        """The detector, at the layers' thresholds (with no allow list a trained bundle's own labels are the ones
+        watched); the parameters it runs with."""
+        params = self.thresholds.apply(self.cfg.detector)
+        try:
+            self.detector = Detector(classifier.labels, params,
+                                     {"device_id": self.device_id, "model": classifier.model_name,
+                                      "delegate": classifier.decision.delegate})
+        except InputError as exc:  # an unknown label in [detector]
+            raise ConfigError(f"{self.cfg.path}: {exc}") from None
+        return params
+
+    # -- what the loop counted (the metrics payload's names) ----------------------------------------------------
+    @property
+    def windows(self) -> int:
+        return self.stats.windows
+
+    @property
+    def gated(self) -> int:
+        return self.stats.gated
+
+    @property
+    def onset_windows(self) -> int:
+        return self.stats.onset_windows
+
+    @property
+    def events(self) -> int:
+        return self.stats.events
 
     def reopen_classifier(self, delegate: str | None) -> Classifier:
         """The model again with `delegate` ('cpu': the fallback), or with the configured policy and a fresh Edge
@@ -184,7 +203,7 @@ class Daemon:
         if chunk is None:  # end of a file: let the last windows out
             self._process(self._loop.end(onset))
             return True
-        self._audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
+        self.stats.audio_s += chunk.size / (self.capture.source.rate_hz * self.capture.source.channels)
         self._process(self._loop.feed(chunk, onset))
         return False
 
@@ -194,17 +213,13 @@ class Daemon:
         open_events, last_alive = self.sink.recovered_open_events()
         for p in open_events:
             try:
-                start = float(p["start_ts"])
-                end = max(start, float(last_alive or start))
-                event = Event(type="end", event_id=str(p["event_id"]), label=str(p["label"]),
-                              class_index=int(p["class_index"]), start_ts=start, end_ts=end,
-                              peak_score=float(p["peak_score"]), mean_score=float(p["mean_score"]),
-                              duration_s=end - start, level_dbfs=float(p["level_dbfs"]),
-                              device_id=str(p.get("device_id", self.device_id)), model=str(p.get("model", "")),
-                              delegate=str(p.get("delegate", "")), cut_short=True)
-            except (KeyError, TypeError, ValueError):
-                log.error("spool: an open event without the fields of an event was skipped: %.200s", p)
+                start = Event.from_dict(p)
+                end = max(start.start_ts, float(last_alive or start.start_ts))
+            except (TypeError, ValueError) as exc:
+                log.error("spool: an open event was skipped (%s): %.200s", exc, p)
                 continue
+            event = dataclasses.replace(start, type="end", end_ts=end, duration_s=end - start.start_ts,
+                                        device_id=start.device_id or self.device_id, cut_short=True)
             log.warning("%s (started %s) was still open when the previous run stopped: ending it, cut short",
                         event.label, event.to_dict()["start_time"])
             self._emit(event)
@@ -226,23 +241,24 @@ class Daemon:
         rate = self.classifier.params.sample_rate_hz
         window_s = self.classifier.params.window_samples / rate
         loop = self._loop
+        stats = self.stats
         for window, start in windows:
             t_start = self._t0 + start / rate
             level = level_dbfs(window)
             gated = level < self.cfg.detector.min_level_dbfs
             if loop.extra:  # ends just after a sound began: only the fast onset looks at it
                 if not gated:
-                    self.onset_windows += 1
+                    stats.onset_windows += 1
                     scores = self._classify(window, start)
                     for event in self.detector.onset(scores, t_start, t_start + window_s, level):
                         self._emit(event)
                 continue
             if gated:
                 scores = self._silence
-                self.gated += 1
+                stats.gated += 1
             else:
                 scores = self._classify(window, start)
-            self.windows += 1
+            stats.windows += 1
             for event in self.detector.update(scores, t_start, t_start + window_s, level):
                 self._emit(event)
             if self.observer is not None:
@@ -256,10 +272,7 @@ class Daemon:
         """Scores of one window (the grid's or an onset's), its time kept for the metrics."""
         t = time.perf_counter()
         scores = self.delegates.classify(window, start)
-        spent = time.perf_counter() - t
-        self._busy_s += spent
-        self._latency_ms[self._invokes % LATENCY_WINDOWS] = spent * 1e3
-        self._invokes += 1
+        self.stats.invoked(time.perf_counter() - t)
         return scores
 
     def _switched(self, old: Classifier, new: Classifier, why: str) -> None:
@@ -268,7 +281,7 @@ class Daemon:
         self._metrics(time.monotonic())
 
     def _emit(self, event) -> None:
-        self.events += 1
+        self.stats.events += 1
         self.sink.publish_event(event)  # with a spool, durable once this returns
         log.info("%s %s (peak %.2f)", event.type, event.label, event.peak_score)
         if event.label in self.state_labels:
@@ -287,24 +300,8 @@ class Daemon:
             self.sink.publish_scores({"t_start": round(t_start, 3), "top": self.classifier.top(scores, m.scores_top_k)})
 
     def metrics(self) -> dict:
-        n = min(self._invokes, LATENCY_WINDOWS)
-        lat = np.sort(self._latency_ms[:n] if n else self._silence[:1])
-        capture = self.capture
-        return {
-            "windows": self.windows, "gated_windows": self.gated, "onset_windows": self.onset_windows,
-            "events": self.events,
-            "inference_p50_ms": round(percentile(lat, 50), 3),
-            "inference_p99_ms": round(percentile(lat, 99), 3),
-            "real_time_factor": round(self._busy_s / self._audio_s, 5) if self._audio_s else 0.0,
-            "overruns": capture.source.overruns,
-            "skipped_windows": self._loop.framer.skipped_windows if self._loop else 0,
-            "stalls": capture.stalls, "reopens": capture.reopens,
-            "delegate": self.classifier.decision.delegate, "delegate_reason": self.classifier.decision.reason,
-            "model": self.classifier.model_name, "delegate_switches": self.delegate_switches,
-            **SINK_HEALTH, **self.sink.health(),
-            "failed": self.capture.failed or self.sink.failure(),
-            "uptime_s": round(time.monotonic() - self._started, 1),
-        }
+        return self.stats.payload(self.capture, self.classifier, self.delegate_switches,
+                                  self._loop.framer.skipped_windows if self._loop else 0, self.sink)
 
     def _metrics(self, now: float) -> None:
         self._last_metrics = now
@@ -313,15 +310,6 @@ class Daemon:
         log.info("metrics: %d windows, p50 %.2f ms, rtf %.4f, queue %d, dropped %d, overruns %d",
                  m["windows"], m["inference_p50_ms"], m["real_time_factor"], m["queue_depth"], m["dropped_events"],
                  m["overruns"])
-
-
-def percentile(ordered: np.ndarray, q: float) -> float:
-    """np.percentile's default (linear between the two nearest ranks) of an array already sorted. np.percentile
-    itself imports numpy.ma the first time (2 MB resident), the first metrics would raise the peak RSS."""
-    pos = q / 100.0 * (ordered.size - 1)
-    lo = int(pos)
-    hi = min(lo + 1, ordered.size - 1)
-    return float(ordered[lo]) + (float(ordered[hi]) - float(ordered[lo])) * (pos - lo)
 
 
 def build(cfg: Config) -> Daemon:
@@ -338,9 +326,9 @@ def build(cfg: Config) -> Daemon:
     if not layers.calibration_file and cfg.calibration.file.strip().lower() not in ("", "none"):
         log.warning("calibration.file %s is not there yet: running on the other thresholds (edge-audio calibrate "
                     "writes it)", cfg.calibration.file)
-    daemon = Daemon(cfg, classifier, capture, thresholds=layers)
-    daemon.sink = make_sinks(cfg, sorted(daemon.state_labels), classifier.model_name)
-    return daemon
+    labels = state_labels_for(cfg, classifier.labels, layers)
+    return Daemon(cfg, classifier, capture, make_sinks(cfg, labels, classifier.model_name), thresholds=layers,
+                  state_labels=labels, notifier=SystemdNotifier.from_environment())
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

@@ -49,6 +49,14 @@ def watched_labels(cfg: Config, labels: list[str], bundle: dict | None = None) -
     return [labels[i] for i in allow if i not in deny]
 
 
+def state_labels_for(cfg: Config, labels: list[str], layers: ThresholdLayers) -> list[str]:
+    """The watched labels that get an ON/OFF state (Home Assistant's binary sensors), sorted: with an allow list
+    (the config's, else a trained bundle's own labels) the ones watched; with none (every label watched) none."""
+    if not layers.apply(cfg.detector).allow:
+        return []
+    return sorted(set(watched_labels(cfg, labels, layers.bundle)))
+
+
 def show_config(cfg: Config, classifier) -> str:
     """What `edge-audio run --show-config` prints: each watched label's start and end threshold and its source."""
     layers = layers_for(cfg, classifier)

@@ -1,6 +1,7 @@
 """Listening for calibration: the daemon itself (capture, window loop, front end, model, level gate, smoothing with
-the configured [detector] parameters) with its sink replaced by a counter and an observer that keeps each watched
-label's smoothed score per window. What calibration measures is what the daemon would see."""
+the configured [detector] parameters) with a counter for its sink and an observer that keeps each watched label's
+smoothed score per window; its notifier is the default one, which does not talk to systemd (this is not the
+service). What calibration measures is what the daemon would see."""
 
 from __future__ import annotations
 
@@ -127,7 +128,6 @@ def hear_files(cfg: Config, classifier: Classifier, layers: ThresholdLayers, lab
         counter = StartCounter()
         daemon = Daemon(replace(cfg, audio=audio), classifier, Capture(WavSource(audio), audio), counter,
                         thresholds=layers, observer=recorder)
-        daemon.notifier.notify = lambda message: None  # not the service: never talk to systemd
         daemon.run()
         heard.segments.append(recorder.segment(str(path), counter.starts))
         if progress is not None:
@@ -148,7 +148,6 @@ def hear_live(cfg: Config, classifier: Classifier, layers: ThresholdLayers, labe
     except InputError as exc:
         raise InputError(f"{cfg.path}: audio: {exc}") from None
     daemon = Daemon(cfg, classifier, capture, counter, thresholds=layers, observer=recorder)
-    daemon.notifier.notify = lambda message: None
     heard = Heard(labels)
     silence = max(NO_AUDIO_SECONDS, 2 * cfg.audio.stall_seconds)
     done = threading.Event()
