@@ -180,11 +180,37 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
     Bare invoke and the pipeline run in alternating rounds, so a machine that gets busier or quieter meanwhile
     slows both alike; the overhead figures are the ratios of each round's p50s (median and range)."""
     say = progress or (lambda message: None)
+    classifier, pipe, startup = open_and_warm(open_classifier, audio, hop_samples, on_window, onset_lead_samples)
+    say(f"{rounds} rounds of bare invoke and pipeline, {seconds:g} s of each in all (source -> ring -> front end "
+        "-> invoke -> scores" + (" -> callback" if on_window else "") + ")")
+    timed = run_rounds(classifier, pipe, seconds, rounds, say)
+    say(f"paced at real time for {realtime_seconds:g} s")
+    realtime = run_realtime(pipe, audio.rate_hz, realtime_seconds, say)
+    say(f"allocation over {alloc_windows} windows")
+    alloc = measure_allocation(pipe, alloc_windows)
+    return figures(classifier, pipe, startup, timed, hop_samples, on_window is not None) | {
+        "realtime": realtime, "alloc": alloc, "peak_rss_mb": peak_rss_mb(),
+        "_samples": {"invoke": _ms(timed.invoke), "end to end": _ms(pipe.total_s)},  # for the plot; not in the JSON
+    }
+
+
+@dataclass
+class Startup:
+    """Opening the classifier and its first invokes (before anything is counted)."""
+
+    init_ms: float  # model load + delegate
+    first_invoke_ms: float
+    warm_s: list  # each warm-up invoke
+
+
+def open_and_warm(open_classifier: Callable[[], object], audio: Audio, hop_samples: int,
+                  on_window: Optional[WindowCallback], onset_lead_samples: int):
+    """(classifier, pipeline, Startup): the classifier opened (timed), the pipeline's first window set as its
+    input, the first invoke on its own, then WARMUP_INVOKES more."""
     clock = time.perf_counter
     t0 = clock()
     classifier = open_classifier()
     init_ms = (clock() - t0) * 1e3
-
     pipe = Pipeline(classifier, audio, hop_samples, on_window, onset_lead_samples)
     pipe.first_window()  # then the first invoke on its own
     t0 = clock()
@@ -195,13 +221,29 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         t0 = clock()
         classifier.invoke()
         warm.append(clock() - t0)
+    return classifier, pipe, Startup(init_ms, first_invoke_ms, warm)
 
-    say(f"{rounds} rounds of bare invoke and pipeline, {seconds:g} s of each in all (source -> ring -> front end "
-        "-> invoke -> scores" + (" -> callback" if on_window else "") + ")")
+
+@dataclass
+class Rounds:
+    """What the alternating rounds of bare invoke and pipeline measured."""
+
+    rounds: int
+    invoke: list  # seconds of each bare invoke
+    paired: list  # per round: (bare invoke p50, end to end p50, front end p50 or None)
+    windows: int  # the grid's: each one a hop of audio
+    onset_windows: int  # classified too, where a sound began
+    cpu_s: float  # process CPU time in the pipeline's turns
+    wall_s: float  # wall time in the pipeline's turns
+
+
+def run_rounds(classifier, pipe: Pipeline, seconds: float, rounds: int, say: Progress) -> Rounds:
+    """`rounds` turns of bare invokes then the pipeline, `seconds` / `rounds` of each per turn."""
+    clock = time.perf_counter
     pipe.run_windows(5)  # front-end caches, ring filled
     pipe.reset_times()
     invoke: list = []
-    paired: list = []  # per round: (bare invoke p50, end to end p50, front end p50)
+    paired: list = []
     windows_before, onset_before = pipe.windows, pipe.onset_windows
     cpu, wall = 0.0, 0.0
     t_begin = clock()
@@ -223,16 +265,13 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         if clock() >= next_note:
             say(f"round {r + 1}/{rounds}: {pipe.windows - windows_before} windows, {clock() - t_begin:.0f} s")
             next_note += PROGRESS_EVERY_S
-    windows = pipe.windows - windows_before  # the grid's: each one a hop of audio
-    onset_windows = pipe.onset_windows - onset_before  # classified too, where a sound began
+    return Rounds(rounds, invoke, paired, pipe.windows - windows_before, pipe.onset_windows - onset_before, cpu, wall)
+
+
+def figures(classifier, pipe: Pipeline, startup: Startup, timed: Rounds, hop_samples: int, callback: bool) -> dict:
+    """The report's figures for the classifier, its start and the timed rounds."""
+    windows, cpu, wall = timed.windows, timed.cpu_s, timed.wall_s
     audio_s = windows * hop_samples / classifier.params.sample_rate_hz
-
-    say(f"paced at real time for {realtime_seconds:g} s")
-    realtime = run_realtime(pipe, audio.rate_hz, realtime_seconds, say)
-
-    say(f"allocation over {alloc_windows} windows")
-    alloc = measure_allocation(pipe, alloc_windows)
-
     return {
         "status": "ok",
         "model": classifier.decision.model.name,
@@ -242,29 +281,25 @@ def measure(open_classifier: Callable[[], object], audio: Audio, hop_samples: in
         "decision": classifier.decision.reason,
         "threads": classifier.threads,
         "backend": {"name": classifier.backend.name, "version": classifier.backend.version},
-        "init_ms": init_ms,
-        "first_invoke_ms": first_invoke_ms,
-        "warmup": {"invokes": len(warm), "mean_ms": float(np.mean(warm)) * 1e3},
-        "invoke_ms": stats_ms(_ms(invoke)),
+        "init_ms": startup.init_ms,
+        "first_invoke_ms": startup.first_invoke_ms,
+        "warmup": {"invokes": len(startup.warm_s), "mean_ms": float(np.mean(startup.warm_s)) * 1e3},
+        "invoke_ms": stats_ms(_ms(timed.invoke)),
         "frontend_ms": stats_ms(_ms(pipe.frontend_s)) if classifier.frontend is not None else None,
         "framing_ms": stats_ms(_ms(pipe.framing_s)),
         "io_ms": stats_ms(_ms(pipe.io_s)),
-        "callback_ms": stats_ms(_ms(pipe.callback_s)) if on_window else None,
+        "callback_ms": stats_ms(_ms(pipe.callback_s)) if callback else None,
         "e2e_ms": stats_ms(_ms(pipe.total_s)),
-        "rounds": rounds,
-        "e2e_over_invoke": ratio_stats([(e, i) for i, e, _ in paired]),
-        "frontend_over_invoke": ratio_stats([(f, i) for i, _, f in paired if f is not None]),
+        "rounds": timed.rounds,
+        "e2e_over_invoke": ratio_stats([(e, i) for i, e, _ in timed.paired]),
+        "frontend_over_invoke": ratio_stats([(f, i) for i, _, f in timed.paired if f is not None]),
         "windows": windows,
-        "onset_windows": onset_windows,
+        "onset_windows": timed.onset_windows,
         "windows_per_s": windows / wall if wall > 0 else 0.0,
         "audio_seconds": audio_s,
         "rtf": wall / audio_s if audio_s else None,
         "cpu_ms_per_window": cpu * 1e3 / windows if windows else None,
         "cpu_ms_per_audio_s": cpu * 1e3 / audio_s if audio_s else None,
-        "realtime": realtime,
-        "alloc": alloc,
-        "peak_rss_mb": peak_rss_mb(),
-        "_samples": {"invoke": _ms(invoke), "end to end": _ms(pipe.total_s)},  # for the plot; not in the JSON
     }
 
 
