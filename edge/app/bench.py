@@ -216,21 +216,47 @@ def cmd_bench(args) -> int:
     if args.check:
         from ..bench.env import board_model
         profile = report.find_profile(args.profile, board_model())
-    samples: dict = {}
-    if args.result:
-        result = report.load_result(args.result)
-    else:
-        audio = load_audio(args.audio)
-        seconds = args.seconds
-        realtime = args.realtime_seconds if args.realtime_seconds is not None else seconds
-        result, samples = run_bench(args.model or args.bundle, args.labels, delegates, threads, args.backend,
-                                    audio, args.hop, seconds, realtime, progress=_say,
-                                    detector=not args.no_detector, rounds=args.rounds)
-        if not any(r["status"] == "ok" for r in result["runs"]):
-            reasons = "; ".join(f"{r['delegate']}: {r['reason']}" for r in result["runs"])
-            raise InputError(f"nothing could be measured ({reasons})")
-    status = 0
+    result, samples = _measured(args, delegates, threads)
     lines: list[str] = []
+    status = _compared(args, result, baseline, profile, lines)
+    _write_outputs(args, result, samples)
+    if args.json:
+        print(json.dumps(result))
+        for line in lines:
+            print(line, file=sys.stderr)
+    else:
+        for line in report.text_report(result) + lines:
+            print(line)
+    if status == EXIT_REGRESSION:
+        _say("regression: slower than the reference beyond the tolerance (exit 1)")
+    return status
+
+
+def _measured(args, delegates: list[str], threads: list[int]) -> tuple[dict, dict]:
+    """(result, latency samples): a saved result (--result, no samples), or every configuration measured now;
+    InputError when not one of them could be."""
+    from ..bench import report
+
+    if args.result:
+        return report.load_result(args.result), {}
+    audio = load_audio(args.audio)
+    seconds = args.seconds
+    realtime = args.realtime_seconds if args.realtime_seconds is not None else seconds
+    result, samples = run_bench(args.model or args.bundle, args.labels, delegates, threads, args.backend,
+                                audio, args.hop, seconds, realtime, progress=_say,
+                                detector=not args.no_detector, rounds=args.rounds)
+    if not any(r["status"] == "ok" for r in result["runs"]):
+        reasons = "; ".join(f"{r['delegate']}: {r['reason']}" for r in result["runs"])
+        raise InputError(f"nothing could be measured ({reasons})")
+    return result, samples
+
+
+def _compared(args, result: dict, baseline: dict | None, profile: dict | None, lines: list) -> int:
+    """--compare against a saved result and --check against a board profile: EXIT_REGRESSION if either finds
+    one, else 0 (their lines added to `lines`)."""
+    from ..bench import report
+
+    status = 0
     if baseline is not None:
         status |= _compare(result, lines, "compare", baseline["runs"], args.tolerance, report.DEFAULT_TOLERANCE,
                            {"against": args.compare}, f"{args.compare} ({baseline['created']})",
@@ -244,6 +270,13 @@ def cmd_bench(args) -> int:
                            {"profile": profile["name"], "path": profile["path"],
                             "measured_reference": bool(profile.get("measured"))}, what,
                            f"--check: profile {profile['name']} has no figures for what was measured")
+    return status
+
+
+def _write_outputs(args, result: dict, samples: dict) -> None:
+    """--write-profile, --out and --plot."""
+    from ..bench import report
+
     if args.write_profile:
         name = Path(args.write_profile).stem
         prof = report.profile_from_result(result, name, args.tolerance or report.DEFAULT_TOLERANCE)
@@ -255,15 +288,3 @@ def cmd_bench(args) -> int:
         note = report.plot_latency(result, samples, Path(args.plot)) if samples else \
             "no plot: a saved result (--result) has no per-window samples"
         _say(note)
-    if args.json:
-        print(json.dumps(result))
-        for line in lines:
-            print(line, file=sys.stderr)
-    else:
-        for line in report.text_report(result) + lines:
-            print(line)
-    if status == EXIT_REGRESSION:
-        _say("regression: slower than the reference beyond the tolerance (exit 1)")
-    return status
-
-
