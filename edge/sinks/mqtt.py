@@ -342,10 +342,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def new_client(paho, cfg: MqttConfig, client_id: str, password: str | None):
-    """A paho client with the config's protocol, credentials and TLS settings (no callbacks, no will)."""
+def new_client(paho, cfg: MqttConfig, client_id: str, password: str | None, reconnect: bool = False):
+    """A paho client with the config's protocol, credentials and TLS settings (no callbacks, no will), for the
+    daemon's sink and for `edge-audio monitor`. `reconnect`: paho's own loop_start() thread connects again after
+    a drop (the monitor); the sink's network thread does that itself, with its back-off."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311, reconnect_on_failure=False)
+                         protocol=paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311, reconnect_on_failure=reconnect)
     if cfg.username:
         client.username_pw_set(cfg.username, password)
     if cfg.tls:
