@@ -164,6 +164,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--password-file", metavar="FILE", help="file holding the password (never on the command line)")
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust")
+    p.add_argument("--cert-file", metavar="FILE", help="client certificate, for a broker that asks for one (with "
+                   "--key-file; implies --tls)")
+    p.add_argument("--key-file", metavar="FILE", help="the client certificate's private key")
+    p.add_argument("--protocol", choices=("5", "3.1.1"), default=MQTT.protocol,
+                   help=f"MQTT protocol version (default: {MQTT.protocol})")
     p.add_argument("--metrics", action="store_true", help="also print metrics")
     p.add_argument("--json", action="store_true", help="one JSON object per message")
     p.add_argument("--count", type=int, default=0, help="exit after this many messages")

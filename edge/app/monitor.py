@@ -1,90 +1,136 @@
-"""`edge-audio monitor`: watch events and status of one or all devices on a broker."""
+"""`edge-audio monitor`: watch events and status of one or all devices on a broker. Its client comes from the
+daemon's factory (edge/sinks/mqtt.py new_client): the same protocol, credentials and TLS settings, a client
+certificate included."""
 
 from __future__ import annotations
 
 import json
-import ssl
+import os
 import sys
 import threading
 import time
 
-from ..core.errors import InputError
+from ..config import MqttConfig
+from ..core.errors import ConfigError, InputError
+from ..core.events import Event, iso
 from ..sinks.topics import Topics
 
 
 def run_monitor(args) -> int:
+    client = monitor_client(args)
+    watch = Watch(args, Topics(args.prefix, args.device or "+").subscriptions(metrics=args.metrics))
+    client.on_connect = watch.on_connect
+    client.on_message = watch.on_message
     try:
-        import paho.mqtt.client as paho
+        client.connect(args.host, args.port, 30)
+    except OSError as exc:  # TLS errors too (ssl.SSLError is an OSError)
+        raise InputError(f"cannot connect to {args.host}:{args.port}: {exc}") from None
+    client.loop_start()
+    try:
+        watch.wait(args.timeout)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if watch.problem:
+        raise InputError(watch.problem)
+    if args.count and watch.seen < args.count:
+        print(f"edge-audio monitor: timed out after {watch.seen} of {args.count} messages", file=sys.stderr)
+        return 1
+    return 0
+
+
+def monitor_client(args):
+    """A client from the sink's factory with the broker settings the flags give (--cert-file or --key-file or
+    --ca-file: TLS); InputError for a flag that cannot work."""
+    from ..sinks.mqtt import new_client
+    from ..sinks.netloop import import_paho
+
+    if bool(args.cert_file) != bool(args.key_file):
+        raise InputError("--cert-file and --key-file go together")
+    for flag, path in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file), ("--key-file", args.key_file)):
+        if path and not os.access(path, os.R_OK):
+            raise InputError(f"{flag} {path}: {'not found' if not os.path.exists(path) else 'not readable'}")
+    cfg = MqttConfig(host=args.host, port=args.port, protocol=args.protocol, username=args.username or "",
+                     tls=bool(args.tls or args.ca_file or args.cert_file), ca_file=args.ca_file or "",
+                     cert_file=args.cert_file or "", key_file=args.key_file or "")
+    try:
+        paho = import_paho(tls=cfg.tls)
     except ImportError:
         raise InputError("monitor needs paho-mqtt: pip install 'edge-audio[device]'") from None
-    topics = Topics(args.prefix, args.device or "+").subscriptions(metrics=args.metrics)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    if args.username:
-        password = None
-        if args.password_file:
-            try:
-                password = open(args.password_file).read().strip()
-            except OSError as exc:
-                raise InputError(f"{args.password_file}: {exc.strerror}") from None
-        client.username_pw_set(args.username, password)
-    if args.tls or args.ca_file:
-        client.tls_set(ca_certs=args.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-    seen = 0
-    done = threading.Event()
-    problem: list[str] = []
+    try:
+        return new_client(paho, cfg, "", _password(args) if cfg.username else None, reconnect=True)
+    except ConfigError as exc:  # a file the TLS library refuses
+        raise InputError(str(exc)) from None
 
-    def on_connect(c, userdata, flags, reason_code, properties=None):
+
+def _password(args) -> str | None:
+    if not args.password_file:
+        return None
+    try:
+        return open(args.password_file).read().strip()
+    except OSError as exc:
+        raise InputError(f"{args.password_file}: {exc.strerror}") from None
+
+
+class Watch:
+    """The subscriptions, and every message on them printed as it arrives: one line each, or one JSON object."""
+
+    def __init__(self, args, topics: list[str]):
+        self.args = args
+        self.topics = topics
+        self.seen = 0
+        self.problem = ""
+        self.done = threading.Event()
+
+    def on_connect(self, client, userdata, flags, reason_code, properties=None):
         if reason_code.is_failure:
-            problem.append(f"broker refused the connection: {reason_code}")
-            done.set()
+            self.problem = f"broker refused the connection: {reason_code}"
+            self.done.set()
             return
-        for t in topics:
-            c.subscribe(t, qos=1)
+        for t in self.topics:
+            client.subscribe(t, qos=1)
 
-    def on_message(c, userdata, msg):
-        nonlocal seen
-        device_id, kind = Topics.parse(msg.topic)
-        text = msg.payload.decode("utf-8", "replace")
-        if args.json:
+    def on_message(self, client, userdata, msg):
+        print(self.line(msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain)), flush=True)
+        self.seen += 1
+        if self.args.count and self.seen >= self.args.count:
+            self.done.set()
+
+    def line(self, topic: str, text: str, retained: bool) -> str:
+        if self.args.json:
             try:
                 body = json.loads(text)
             except ValueError:
                 body = text
-            print(json.dumps({"topic": msg.topic, "retained": bool(msg.retain), "payload": body}), flush=True)
-        elif msg.topic.endswith("/events"):
-            e = json.loads(text)
-            extra = f" peak {e['peak_score']:.2f}" + (f" for {e['duration_s']:.1f} s" if e["type"] == "end" else "")
-            print(f"{e['start_time'] if e['type'] == 'start' else e['end_time']}  {e['device_id']:<12} "
-                  f"{e['type']:<5} {e['label']}{extra}", flush=True)
-        elif "/state/" in msg.topic:
-            print(f"{'':24}  {device_id:<12} state {kind} = {text}", flush=True)
-        else:
-            print(f"{'':24}  {device_id:<12} {kind} {text}", flush=True)
-        seen += 1
-        if args.count and seen >= args.count:
-            done.set()
+            return json.dumps({"topic": topic, "retained": retained, "payload": body})
+        device_id, kind = Topics.parse(topic)
+        if topic.endswith("/events"):
+            event = event_line(text)
+            if event is not None:
+                return event
+        if "/state/" in topic:
+            return f"{'':24}  {device_id:<12} state {kind} = {text}"
+        return f"{'':24}  {device_id:<12} {kind} {text}"
 
-    client.on_connect = on_connect
-    client.on_message = on_message
+    def wait(self, timeout_s: float) -> None:
+        """Until --count messages came, the broker refused, `timeout_s` passed (0: no limit) or Ctrl-C."""
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        try:
+            while not self.done.is_set():
+                if deadline and time.monotonic() > deadline:
+                    break
+                self.done.wait(0.2)
+        except KeyboardInterrupt:
+            pass
+
+
+def event_line(text: str) -> str | None:
+    """An event payload as one line (when, device, start or end, label, peak, how long); None for one that is
+    not an event of this schema (printed as it came)."""
     try:
-        client.connect(args.host, args.port, 30)
-    except (OSError, ssl.SSLError) as exc:
-        raise InputError(f"cannot connect to {args.host}:{args.port}: {exc}") from None
-    client.loop_start()
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    try:
-        while not done.is_set():
-            if deadline and time.monotonic() > deadline:
-                break
-            done.wait(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    if problem:
-        raise InputError(problem[0])
-    if args.count and seen < args.count:
-        print(f"edge-audio monitor: timed out after {seen} of {args.count} messages", file=sys.stderr)
-        return 1
-    return 0
+        e = Event.from_dict(json.loads(text))
+    except ValueError:
+        return None
+    when = iso(e.end_ts if e.type == "end" and e.end_ts is not None else e.start_ts)
+    extra = f" peak {e.peak_score:.2f}" + (f" for {e.duration_s:.1f} s" if e.type == "end" else "")
+    return f"{when}  {e.device_id:<12} {e.type:<5} {e.label}{extra}" + (" (cut short)" if e.cut_short else "")
