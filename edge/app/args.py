@@ -4,7 +4,6 @@ bounds of the config key they mirror (one place for the defaults and the bounds:
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 
 from ..config import ModelConfig, MqttConfig
@@ -12,12 +11,6 @@ from ..core.errors import InputError
 
 MODEL = ModelConfig()  # the command line's defaults are the config file's
 MQTT = MqttConfig()
-
-PROG = "edge-audio"
-
-
-def say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,6 @@ reference profiles (package data in edge/bench/profiles/) in report.py. This mod
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -16,38 +15,36 @@ from pathlib import Path
 from ..bench.hook import detector_hook, load_audio
 from ..bench.measure import ROUNDS
 from ..core.errors import DelegateError, InputError, ModelError
+from .command import add_command, sayer
 
 EXIT_REGRESSION = 1
 DELEGATES = ("all", "cpu", "edgetpu", "auto")
 MAX_SECONDS = 3600.0
 
-EXAMPLES = """examples:
-  edge-audio bench                                    installed bundle, Edge TPU (if any) and CPU, 1 thread
-  edge-audio bench --bundle out/bundle --threads 1,2,4 --seconds 10
-  edge-audio bench --model yamnet_classification.tflite --delegate cpu --json > pi4.json
-  edge-audio bench --compare pi4.json                 exit 1 if slower than the saved result
-  edge-audio bench --check                            against this board's profile in edge/bench/profiles/
-  edge-audio bench --check --profile pi4-usb-coral --tolerance 0.25
-  edge-audio bench --result pi4.json --check          check a saved result without measuring again
-  edge-audio bench --plot latency.png                 latency histogram (needs matplotlib)
+EXAMPLES = [
+    "edge-audio bench                                    installed bundle, Edge TPU (if any) and CPU, 1 thread",
+    "edge-audio bench --bundle out/bundle --threads 1,2,4 --seconds 10",
+    "edge-audio bench --model yamnet_classification.tflite --delegate cpu --json > pi4.json",
+    "edge-audio bench --compare pi4.json                 exit 1 if slower than the saved result",
+    "edge-audio bench --check                            against this board's profile in edge/bench/profiles/",
+    "edge-audio bench --check --profile pi4-usb-coral --tolerance 0.25",
+    "edge-audio bench --result pi4.json --check          check a saved result without measuring again",
+    "edge-audio bench --plot latency.png                 latency histogram (needs matplotlib)",
+]
+EXIT_STATUS = "exit status: 0 ok, 1 a regression (--compare/--check), 2 bad input or nothing could be measured"
 
-exit status: 0 ok, 1 a regression (--compare/--check), 2 bad input or nothing could be measured"""
-
-
-def _say(message: str) -> None:
-    print(f"edge-audio bench: {message}", file=sys.stderr, flush=True)
+_say = sayer("edge-audio bench")
 
 
 def add_parser(sub) -> None:
     from .args import MODEL, add_hop_arg
 
-    p = sub.add_parser("bench", help="latency, CPU and memory per delegate and thread count; regression checks",
-                       description="Run audio through the real pipeline (source -> ring -> front end -> invoke -> "
-                                   "scores) for each delegate and thread count and report init time, first "
-                                   "invoke, invoke latency distribution, front-end and end-to-end time per window, "
-                                   "CPU share at real time, peak RSS and allocation per window, with the board, "
-                                   "governor, temperature, runtime and Edge TPU it ran on. See docs/benchmarks.md.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "bench", "latency, CPU and memory per delegate and thread count; regression checks",
+                    "Run audio through the real pipeline (source -> ring -> front end -> invoke -> scores) for each "
+                    "delegate and thread count and report init time, first invoke, invoke latency distribution, "
+                    "front-end and end-to-end time per window, CPU share at real time, peak RSS and allocation per "
+                    "window, with the board, governor, temperature, runtime and Edge TPU it ran on. See "
+                    "docs/benchmarks.md.", EXAMPLES, EXIT_STATUS)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", metavar="PATH", help="a .tflite model (its _edgetpu twin is found beside it)")
     src.add_argument("--bundle", metavar="DIR", help="a model bundle folder (default: the installed bundle)")

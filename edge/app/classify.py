@@ -7,15 +7,32 @@ import json
 import numpy as np
 
 from ..config import ModelConfig, MqttConfig
-from ..core.clip import DEFAULT_POOL, pool_scores
+from ..core.clip import CLIP_POOLS, DEFAULT_POOL, pool_scores
 from ..core.errors import EXIT_BAD_INPUT, InputError
-from .args import in_bounds
 from ..core.stream import hop_samples_for
 from ..model.classifier import Classifier
 from ..model.recordings import classify_file
+from .args import add_hop_arg, add_model_args, in_bounds
+from .command import add_command, say
 
 
-def cmd_classify(args, say) -> int:
+def add_parser(sub) -> None:
+    p = add_command(sub, "classify", "classify WAV files window by window",
+                    "Classify WAV files (any rate, any channels: resampled to 16 kHz mono).",
+                    ["edge-audio classify recording.wav --top-k 3 --json",
+                     "edge-audio classify recording.wav --pool max --model out/my-sounds"])
+    p.add_argument("files", nargs="+", metavar="FILE", help="WAV files (PCM 8/16/24/32-bit or float)")
+    add_model_args(p)
+    add_hop_arg(p)
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per window (default: 5)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per window, one summary per file")
+    p.add_argument("--pool", choices=CLIP_POOLS,
+                   help=f"how a file's summary pools its windows: mean or max score per class (default: the "
+                        f"bundle's measured choice, else {DEFAULT_POOL}; the summary says which)")
+    p.set_defaults(func=cmd_classify)
+
+
+def cmd_classify(args) -> int:
     hop_samples_for(args.hop)
     in_bounds("--threads", args.threads, ModelConfig, "threads")
     in_bounds("--top-k", args.top_k, MqttConfig, "scores_top_k")

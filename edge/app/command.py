@@ -1,12 +1,18 @@
-"""The command-line plumbing every edge-audio entry point shares: one-line argument errors, and the project's
-errors turned into one line and an exit status. Standard library only: the release steps use it from the wheel
-before NumPy is installed."""
+"""The command-line plumbing every entry point shares (`edge-audio`, `python -m tools`, the release steps): one
+way to add a command, one-line argument errors, progress lines on stderr, and the project's errors turned into
+one line and an exit status. Standard library only: the release steps use it from the wheel before NumPy is
+installed.
+
+A command line is a table, command name -> module; each module has `add_parser(sub)`, which adds its subparser
+with add_command() and sets its `func`. Only the module of the command being run is imported."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from importlib import import_module
 
 from ..core.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, EdgeAudioError
 
@@ -23,6 +29,19 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
+    def format_help(self):
+        """The help, with each description line wider than the terminal wrapped (a docstring's own layout and
+        the examples below the options are kept as written)."""
+        description, width = self.description, terminal_columns() - 2
+        if description and any(len(line) > width for line in description.splitlines()):
+            import textwrap
+            self.description = "\n".join(textwrap.fill(line, width) if len(line) > width else line
+                                         for line in description.splitlines())
+        try:
+            return super().format_help()
+        finally:
+            self.description = description
+
 
 def terminal_columns() -> int:
     """What shutil.get_terminal_size() reads: $COLUMNS, else the terminal on stdout, else 80."""
@@ -36,6 +55,44 @@ def terminal_columns() -> int:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
     except (AttributeError, ValueError, OSError):
         return 80
+
+
+def say(message: str, prog: str = PROG) -> None:
+    """One line on stderr, `prog: message`: progress, notes, warnings (stdout stays the command's output)."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+
+def sayer(prog: str):
+    """say() with its prefix bound, for a command's progress lines: say = sayer("build")."""
+    return functools.partial(say, prog=prog)
+
+
+def add_command(sub, name: str, help_text: str, description: str, examples: list[str],
+                after: str = "") -> argparse.ArgumentParser:
+    """A subcommand in the house style: `help_text` in the command list, `description` above the options (as
+    written), the examples below them under "examples:", then `after` (exit statuses, say). In an example,
+    %(prog)s is the command as typed on this command line (edge-audio fetch, python -m tools fetch)."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + (f"\n\n{after}" if after else "")
+    return sub.add_parser(name, help=help_text, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def command_parser(prog: str, description: str, commands: dict[str, str],
+                   command: str | None = None) -> OneLineParser:
+    """A command line from its table (name -> module with add_parser(sub)). With `command`, only that module is
+    imported (running one command loads no other); without, every one (the command list, --help)."""
+    parser = OneLineParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name, module in commands.items():
+        if command is None or command == name:
+            import_module(module).add_parser(sub)
+    return parser
+
+
+def named_command(argv: list[str], commands: dict[str, str]) -> str | None:
+    """The command an argument list runs (its first word that is not an option), when it is in the table."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in commands else None
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PROG) -> int:

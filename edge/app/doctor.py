@@ -18,8 +18,20 @@ from ..model import compat, edgetpu, edgetpu_probe
 from ..model.bundle import ModelPair, default_bundle_path, load_bundle
 from ..model.runtime import available_backends, load_backend
 from . import access
+from .command import add_command
 
 UNIT_FILE = "/etc/systemd/system/edge-audio.service"
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "doctor", "what this machine has: runtime, Edge TPU, ALSA, model bundle",
+                    "Report the interpreter backend, the Edge TPU library and devices, ALSA capture devices and the "
+                    "model bundle: the first thing to run when the Coral is not detected.",
+                    ["edge-audio doctor --json"])
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to check (default: the installed one)")
+    p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args) -> int:

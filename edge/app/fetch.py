@@ -3,12 +3,12 @@ waveform YAMNet or the sample recordings, sha256-pinned, from their official sou
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ..model import assets
 from ..model.bundle import default_bundle_path
+from .command import add_command
 
 WHAT = ("bundle", *assets.SOURCES, "samples", "edgetpu-runtime")
 
@@ -59,15 +59,13 @@ def _edgetpu_runtime(dest: Path) -> int:
     return 0
 
 
-def add_parser(sub, prog: str) -> None:
-    p = sub.add_parser("fetch", help="install the default model bundle or sample audio (sha256-pinned)",
-                       description="Download pinned assets from their official sources, or copy them from an "
-                                   "offline mirror ($EDGE_AUDIO_ASSETS or --mirror). Every file is checked "
-                                   "against its sha256 before it is installed.",
-                       epilog=f"examples:\n  {prog} fetch bundle\n"
-                              f"  {prog} fetch bundle --mirror /media/usb/edge-audio-assets\n"
-                              f"  EDGE_AUDIO_ASSETS=../shared {prog} fetch samples --dest out/audio",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(sub) -> None:
+    p = add_command(sub, "fetch", "install the default model bundle or sample audio (sha256-pinned)",
+                    "Download pinned assets from their official sources, or copy them from an offline mirror "
+                    "($EDGE_AUDIO_ASSETS or --mirror). Every file is checked against its sha256 before it is "
+                    "installed.",
+                    ["%(prog)s bundle", "%(prog)s bundle --mirror /media/usb/edge-audio-assets",
+                     "EDGE_AUDIO_ASSETS=../shared %(prog)s samples --dest out/audio"])
     p.add_argument("what", choices=WHAT, nargs="?", default="bundle",
                    help="bundle: the default model bundle (default); coral, waveform, keras: a published YAMNet "
                         "(Coral's int8 twin, the waveform-input TFLite model, the Keras checkpoint yamnet.h5) and "

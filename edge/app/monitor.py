@@ -9,11 +9,14 @@ import os
 import sys
 import threading
 import time
+from dataclasses import fields
 
 from ..config import MqttConfig
 from ..core.errors import ConfigError, InputError
 from ..core.events import Event, iso
 from ..sinks.topics import Topics
+from .args import MQTT, in_bounds
+from .command import add_command
 
 
 def run_monitor(args) -> int:
@@ -134,3 +137,35 @@ def event_line(text: str) -> str | None:
     when = iso(e.end_ts if e.type == "end" and e.end_ts is not None else e.start_ts)
     extra = f" peak {e.peak_score:.2f}" + (f" for {e.duration_s:.1f} s" if e.type == "end" else "")
     return f"{when}  {e.device_id:<12} {e.type:<5} {e.label}{extra}" + (" (cut short)" if e.cut_short else "")
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "monitor", "print events and status from a broker",
+                    "Subscribe to a broker and print the events, status and state of one device or all of them.",
+                    ["edge-audio monitor --host broker.lan --device kitchen"])
+    p.add_argument("--host", default=MQTT.host, help=f"broker host (default: {MQTT.host})")
+    p.add_argument("--port", type=int, default=MQTT.port, help=f"broker port (default: {MQTT.port})")
+    p.add_argument("--prefix", default=MQTT.prefix, help=f"topic prefix (default: {MQTT.prefix})")
+    p.add_argument("--device", help="device id (default: all devices)")
+    p.add_argument("--username")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the password (never on the command line)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust")
+    p.add_argument("--cert-file", metavar="FILE", help="client certificate, for a broker that asks for one (with "
+                   "--key-file; implies --tls)")
+    p.add_argument("--key-file", metavar="FILE", help="the client certificate's private key")
+    protocols = next(f.metadata["choices"] for f in fields(MqttConfig) if f.name == "protocol")
+    p.add_argument("--protocol", choices=protocols, default=MQTT.protocol,
+                   help=f"MQTT protocol version (default: {MQTT.protocol})")
+    p.add_argument("--metrics", action="store_true", help="also print metrics")
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
+    p.set_defaults(func=cmd_monitor)
+
+
+def cmd_monitor(args) -> int:
+    in_bounds("--port", args.port, MqttConfig, "port")
+    if args.count < 0 or args.timeout < 0:
+        raise InputError("--count and --timeout must not be negative")
+    return run_monitor(args)

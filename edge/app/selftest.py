@@ -8,8 +8,8 @@ answers (a warning: the outbox exists for outages; a failure with --require-brok
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +18,11 @@ import numpy as np
 
 from ..config import Config, load_config, mqtt_password
 from ..core.clip import DEFAULT_POOL, pool_scores
-from ..core.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, ConfigError, EdgeAudioError
+from ..core.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, ConfigError, EdgeAudioError, InputError
 from ..model.bundle import default_bundle_path, is_bundle, load_bundle
 from ..model.classifier import Classifier
 from ..model.recordings import classify_file
+from .command import add_command
 
 OK, WARN, FAIL = "ok", "warning", "failed"
 
@@ -192,29 +193,25 @@ def _line(check: Check) -> str:
 
 
 def cmd_selftest(args) -> int:
-    def say(line):
-        if not args.json:
-            print(line, flush=True)
-
-    report = run_selftest(args.config, args.bundle, args.require_broker, args.wait_online, args.broker_timeout, say)
+    show = (lambda line: None) if args.json else functools.partial(print, flush=True)  # each check, on stdout
+    report = run_selftest(args.config, args.bundle, args.require_broker, args.wait_online, args.broker_timeout, show)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     failed = report.first_failure
-    if failed is not None:
-        print(f"edge-audio: error: selftest failed: {failed.name}: {failed.detail}", file=sys.stderr, flush=True)
-    elif not args.json:
+    if failed is not None:  # the one error line, with the report's exit status
+        error = ConfigError if report.exit_status == EXIT_CONFIG else InputError
+        raise error(f"selftest failed: {failed.name}: {failed.detail}")
+    if not args.json:
         warnings = sum(c.status == WARN for c in report.checks)
         print(f"selftest passed ({warnings} warning{'s' if warnings != 1 else ''})")
     return report.exit_status
 
 
 def add_parser(sub) -> None:
-    import argparse
-    p = sub.add_parser("selftest", help="check this device before a release goes live: config, bundle, model, clip",
-                       description=__doc__.split("\n\n", 1)[1],
-                       epilog="examples:\n  edge-audio selftest --config /opt/edge-audio/current/config.toml\n"
-                              "  edge-audio selftest --bundle ~/.local/share/edge-audio/models/yamnet-coral --json",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "selftest", "check this device before a release goes live: config, bundle, model, clip",
+                    __doc__.split("\n\n", 1)[1],
+                    ["edge-audio selftest --config /opt/edge-audio/current/config.toml",
+                     "edge-audio selftest --bundle ~/.local/share/edge-audio/models/yamnet-coral --json"])
     p.add_argument("--config", metavar="FILE", help="the daemon's TOML configuration (checked first; exit 78 if bad)")
     p.add_argument("--bundle", metavar="DIR", help="model bundle (default: the config's model.path, else the "
                                                    "installed bundle)")

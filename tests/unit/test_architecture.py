@@ -1,5 +1,6 @@
 """The house rules, checked on the source: imports point one way (core <- config <- adapters <- app), edge never
-imports the host tools, no module reaches for another's private names, and no file outgrows 400 lines."""
+imports the host tools, no module reaches for another's private names, no import circle anywhere in edge/ or
+tools/, no file outgrows 400 lines and no function 80."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "edge"
 ADAPTERS = ("audio", "model", "sinks", "bench")
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 80
 
 
-def _modules() -> dict[str, Path]:
+def _modules(root: Path = ROOT, packages: tuple[str, ...] = ("edge",)) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of `packages` under `root` (a package is its __init__)."""
     out = {}
-    for path in sorted(EDGE.rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        out[name] = path
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
     return out
 
 
@@ -129,3 +133,116 @@ def test_the_rules_see_a_violation_when_there_is_one(tmp_path):
     bad.write_text("from ..model.bundle import _secret\nimport paho\n")
     found = _imports("edge.core.stream", bad)
     assert ("edge.model.bundle", ["_secret"], 1) in found and ("paho", [], 2) in found
+
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """module -> {module it imports: line}, over every import in the file (inside functions too). `from pkg import
+    name` points at pkg.name when that is a module, else at pkg; a name outside `modules` at its nearest package
+    in them. An import of a module's own parent package is no edge: the package is loaded first anyway."""
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges: dict[str, int] = {}
+        for module, names, line in _imports(name, path):
+            for target in [f"{module}.{n}" for n in names if f"{module}.{n}" in modules] or [module]:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    edges.setdefault(target, line)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """A circle for each group of modules that reach each other through imports (a strongly connected component
+    of more than one module, found with Tarjan's algorithm): the shortest way from its first module back to it."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = {stack.pop()}
+            while v not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return [_circle(graph, group) for group in groups]
+
+
+def _circle(graph: dict[str, dict[str, int]], group: set[str]) -> list[str]:
+    """The shortest path from the group's first module (by name) back to itself, breadth first."""
+    start = min(group)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for v in frontier:
+            for w in sorted(graph[v]):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return path[::-1] + [start]
+                if w in group and w not in came_from:
+                    came_from[w] = v
+                    following.append(w)
+        frontier = following
+    raise AssertionError(f"{sorted(group)} is not a circle")
+
+
+def _describe(circle: list[str], graph: dict[str, dict[str, int]], modules: dict[str, Path], root: Path) -> str:
+    """edge.a -> edge.b (edge/a.py:3) -> edge.a (edge/b.py:9)"""
+    return circle[0] + "".join(f" -> {b} ({modules[a].relative_to(root)}:{graph[a][b]})"
+                               for a, b in zip(circle, circle[1:]))
+
+
+def _import_circles(root: Path, packages: tuple[str, ...]) -> list[str]:
+    modules = _modules(root, packages)
+    graph = _import_graph(modules)
+    return [_describe(c, graph, modules, root) for c in _cycles(graph)]
+
+
+def test_no_import_circles_in_edge_or_tools_counting_imports_inside_functions():
+    assert _import_circles(ROOT, ("edge", "tools")) == []
+
+
+def test_the_circle_finder_finds_a_planted_circle(tmp_path):
+    """a imports b at the top, b imports a inside a function: one circle. A package importing its submodule,
+    which imports a name from the package, is none (that edge from a submodule to its parent does not count)."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .c import VALUE\n")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("import os\n\n\ndef late():\n    from pkg.a import thing\n    return thing\n")
+    (pkg / "c.py").write_text("from . import __doc__ as VALUE\n")
+    assert _import_circles(tmp_path, ("pkg",)) == ["pkg.a -> pkg.b (pkg/a.py:1) -> pkg.a (pkg/b.py:5)"]
+
+
+def _long_functions(folder: Path) -> list[str]:
+    long = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} ({length} lines)")
+    return long
+
+
+@pytest.mark.parametrize("folder", ["edge", "tools", "tests"])
+def test_no_function_over_80_lines(folder):
+    assert _long_functions(ROOT / folder) == [], "split these into named phases"

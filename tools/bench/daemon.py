@@ -22,11 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge.app.command import add_command, sayer
+from edge.core.stream import HOP_SECONDS
+
 from .goals import TARGETS
 from .live import Broker, DaemonProcess, LiveError, Subscriber, cpu_seconds, daemon_config, process_peak_rss_mb, ROOT
 
 RSS_MARGIN_MB = TARGETS["rss_margin_mb"]
 CPU_RATIO_TARGET = TARGETS["cpu_ratio"]
+
+say = sayer("daemon-bench")
 
 # a bare interpreter process: the memory floor any LiteRT application with this model pays
 BARE = """
@@ -87,7 +92,15 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="daemon-bench-", dir=out))
-    say = lambda m: print(f"daemon-bench: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    rounds, daemon_rss, code, bare = _measure(args, model, cpu_model, work)
+    _report(args, out, cpu_model, rounds, daemon_rss, bare, code)
+    say(f"results in {out / 'daemon_bench.json'}; daemon exit status {code}")
+    return 0 if code == 0 else 1
+
+
+def _measure(args, model: str, cpu_model: Path, work: Path) -> tuple[list, float, int, dict]:
+    """The daemon at real time against the bench pipeline in paired rounds, then the daemon's peak RSS, its exit
+    status and the bare LiteRT process's figures."""
     broker = Broker(work / "broker")
     daemon = child = None
     try:
@@ -105,16 +118,7 @@ def run(args) -> int:
                                  env={**_env(), "OPENBLAS_NUM_THREADS": "1"})
         if child.stdout.readline().strip() != "ready":
             raise LiveError("the bench pipeline process did not start")
-        rounds = []
-        for r in range(args.rounds):
-            c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            rt = json.loads(child.stdout.readline())
-            c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
-            d = 100.0 * (c1 - c0) / (t1 - t0)
-            rounds.append((d, rt["cpu_percent"]))
-            say(f"round {r + 1}/{args.rounds}: daemon {d:.2f} %, bench pipeline {rt['cpu_percent']:.2f} % of a core")
+        rounds = _paired_rounds(daemon, child, args.rounds)
         child.stdin.close()
         child.wait(30)
         daemon_rss = process_peak_rss_mb(daemon.pid)
@@ -129,6 +133,27 @@ def run(args) -> int:
         if daemon is not None and daemon.alive():
             daemon.stop()
         broker.stop()
+    return rounds, daemon_rss, code, bare
+
+
+def _paired_rounds(daemon, child, n: int) -> list[tuple[float, float]]:
+    """(daemon CPU %, bench pipeline CPU %) per round: the pipeline child runs one round per 'go' while the
+    daemon's CPU time is read over the same seconds."""
+    rounds = []
+    for r in range(n):
+        c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        rt = json.loads(child.stdout.readline())
+        c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
+        d = 100.0 * (c1 - c0) / (t1 - t0)
+        rounds.append((d, rt["cpu_percent"]))
+        say(f"round {r + 1}/{n}: daemon {d:.2f} %, bench pipeline {rt['cpu_percent']:.2f} % of a core")
+    return rounds
+
+
+def _report(args, out: Path, cpu_model: Path, rounds: list, daemon_rss: float, bare: dict, code: int) -> None:
+    """out/daemon_bench.json, and each target with its figure on stdout."""
     from edge.bench.measure import ratio_stats
     ratio = ratio_stats(rounds)
     result = {"model": str(cpu_model), "audio": args.audio, "rounds": args.rounds, "seconds": args.seconds,
@@ -148,26 +173,26 @@ def run(args) -> int:
               f"{statistics.median(p for _, p in rounds):.2f} % of a core; ratio median {med:.2f}x (range "
               f"{ratio['min']:.2f}-{ratio['max']:.2f}) (target <= {CPU_RATIO_TARGET}x): "
               + ("met" if med <= CPU_RATIO_TARGET else "NOT met"))
-    say(f"results in {out / 'daemon_bench.json'}; daemon exit status {code}")
-    return 0 if code == 0 else 1
 
 
 def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-def add_parser(sub, make) -> None:
-    p = make(sub, "daemon-bench", "the daemon's peak RSS and CPU at real time beside bare LiteRT and the bench loop",
-             "Run the daemon at real time (WAV replay in a loop, MQTT to a Mosquitto started here) and measure, in "
-             "the same run, its peak RSS against a bare LiteRT process with the same model, and its CPU at real "
-             "time against the bench pipeline's on the same audio (paired rounds over the same seconds).",
-             ["python -m tools daemon-bench --audio out/audio/speech_whistling2.wav --rounds 5 --seconds 10"])
+def add_parser(sub) -> None:
+    p = add_command(sub, "daemon-bench",
+                    "the daemon's peak RSS and CPU at real time beside bare LiteRT and the bench loop",
+                    "Run the daemon at real time (WAV replay in a loop, MQTT to a Mosquitto started here) and "
+                    "measure, in the same run, its peak RSS against a bare LiteRT process with the same model, and "
+                    "its CPU at real time against the bench pipeline's on the same audio (paired rounds over the "
+                    "same seconds).",
+                    ["python -m tools daemon-bench --audio out/audio/speech_whistling2.wav --rounds 5 --seconds 10"])
     p.add_argument("--model", metavar="BUNDLE|TFLITE", help="model (default: the installed bundle)")
     p.add_argument("--audio", default="out/audio/speech_whistling2.wav", help="WAV replayed (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=5, help="paired CPU rounds (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per round (default: %(default)s)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before the first round (default: %(default)s)")
-    p.add_argument("--hop", type=float, default=0.48, help=argparse.SUPPRESS)
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help=argparse.SUPPRESS)
     p.add_argument("--out", default="out/bench", help="where the result JSON goes (default: %(default)s)")
     p.set_defaults(func=cmd)
 
@@ -190,5 +215,5 @@ if __name__ == "__main__":  # the paced pipeline child: python -m tools.bench.da
     p.add_argument("--model", required=True)
     p.add_argument("--audio", required=True)
     p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--hop", type=float, default=0.48)
+    p.add_argument("--hop", type=float, default=HOP_SECONDS)
     sys.exit(_pipeline_child(p.parse_args()))

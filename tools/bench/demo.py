@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.app.command import add_command
 from edge.core.errors import InputError
 from edge.core.wavfile import read_wav, write_wav
 
@@ -65,3 +66,20 @@ port = {port}
                 stop_process(monitor)
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "demo", "the whole chain: local broker, daemon on sample audio, monitor",
+                    "Start a local Mosquitto on a free loopback port, run the daemon on sample recordings replayed "
+                    "like a microphone, and print what the monitor receives.",
+                    ["python -m tools demo --audio out/audio"])
+    p.add_argument("--audio", default="out/audio", metavar="DIR", help="folder with miaow_16k.wav and "
+                                                                         "speech_whistling2.wav (python -m tools "
+                                                                         "fetch samples)")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle (default: the installed one)")
+    p.add_argument("--fast", action="store_true", help="do not pace the replay at real time")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    return run_demo(Path(args.audio), args.model, not args.fast)

@@ -20,13 +20,15 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from edge.app.command import add_command, sayer
+from edge.core.stream import HOP_SECONDS
 
 from .goals import TARGETS
 from .live import Broker, DaemonProcess, LiveError, Subscriber, daemon_config
@@ -47,6 +49,7 @@ DEVSET_OFFSETS = 8  # offline, each devset clip at this many positions against t
 RECORDINGS = {"miaow_16k.wav": {76, 77, 78, 68, 67}, "dog_975ms.wav": {69, 70, 71, 72, 74, 75, 68, 67},
               "baby_5000ms.wav": {20, 19, 21, 22, 14}}
 BOARD_PROFILE = "pi4-usb-coral"
+say = sayer("onset")
 
 
 @dataclass
@@ -98,7 +101,7 @@ def load_recordings(folder: Path, phases: int = PHASES) -> list[Clip]:
         pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
         pcm = pcm[:onset_sample(pcm) + int(AFTER_ONSET_S * RATE)]
         for k in range(phases):
-            shifted = np.concatenate([np.zeros(int(k * 0.48 * RATE / phases), np.int16), pcm])
+            shifted = np.concatenate([np.zeros(int(k * HOP_SECONDS * RATE / phases), np.int16), pcm])
             clips.append(Clip(f"{name}@{k}", shifted, lenient, onset_sample(shifted)))
     return clips
 
@@ -269,7 +272,6 @@ def run(args) -> int:
     from edge.model.bundle import default_bundle_path
     from edge.model.classifier import Classifier
 
-    say = lambda m: print(f"onset: {m}", file=sys.stderr, flush=True)  # noqa: E731
     model = args.model or str(default_bundle_path())
     classifier = Classifier.open(model, None, "cpu", 1)
     recordings = load_recordings(Path(args.audio), args.phases)
@@ -349,12 +351,12 @@ def _s(lat: dict) -> str:
     return (f"{lat['median']:.2f} s" if lat["median"] is not None else "-") + f" ({lat['detected']}/{lat['clips']})"
 
 
-def add_parser(sub, make) -> None:
-    p = make(sub, "onset", "how soon a start reaches the broker, and the fast onset's false starts before/after",
-             "False starts offline over every devset clip and minutes of silence, noise and hum, and onset -> "
-             "start latency at a real broker (two daemons, before and after, on one paced stream), for the "
-             "detector's defaults against the same without the fast onset.",
-             ["python -m tools onset --devset ../shared/devset", "python -m tools onset --sweep --no-live"])
+def add_parser(sub) -> None:
+    p = add_command(sub, "onset", "how soon a start reaches the broker, and the fast onset's false starts "
+                    "before/after", "False starts offline over every devset clip and minutes of silence, noise and "
+                    "hum, and onset -> start latency at a real broker (two daemons, before and after, on one paced "
+                    "stream), for the detector's defaults against the same without the fast onset.",
+                    ["python -m tools onset --devset ../shared/devset", "python -m tools onset --sweep --no-live"])
     p.add_argument("--devset", default="../shared/devset", help="folder with labels.csv and clips/ (default: "
                                                                  "%(default)s)")
     p.add_argument("--model", metavar="BUNDLE|TFLITE", help="model (default: the installed bundle)")
@@ -366,7 +368,7 @@ def add_parser(sub, make) -> None:
     p.add_argument("--board-profile", default=BOARD_PROFILE, help="board profile name (edge-audio profiles) or daemon "
                                                                   "config whose allow list the second false start "
                                                                   "figure uses (default: %(default)s)")
-    p.add_argument("--hop", type=float, default=0.48, help="window hop in seconds (default: %(default)s)")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--sweep", action="store_true", help="also the offline figures for other onset thresholds")
     p.add_argument("--no-live", dest="live", action="store_false", help="offline figures only")
     p.add_argument("--out", default="out/bench", help="where onset.json goes (default: %(default)s)")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge.app.command import add_command
+
 from .goals import TARGETS
 
 def _load(path: Path):
@@ -69,10 +71,10 @@ def lines(out: Path) -> list[str]:
     return result
 
 
-def add_parser(sub, make) -> None:
-    p = make(sub, "bench-targets", "the targets of make bench, from the results its parts wrote",
-             "Read out/bench/*.json (written by make bench's parts) and print each target with its figure and "
-             "whether it is met.", ["python -m tools bench-targets out/bench"])
+def add_parser(sub) -> None:
+    p = add_command(sub, "bench-targets", "the targets of make bench, from the results its parts wrote",
+                    "Read out/bench/*.json (written by make bench's parts) and print each target with its figure "
+                    "and whether it is met.", ["python -m tools bench-targets out/bench"])
     p.add_argument("folder", nargs="?", default="out/bench", help="where make bench wrote its results")
     p.set_defaults(func=cmd)
 

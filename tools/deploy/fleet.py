@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge.app.command import sayer
 from edge.core.errors import InputError
 
 from . import wheelhouse
@@ -22,8 +23,7 @@ PLAYBOOK = Path(__file__).resolve().parents[2] / "firmware_configs" / "ansible" 
 DEFAULT_PLATFORMS = ("x86_64-cp311", "aarch64-cp311")
 
 
-def say(message: str) -> None:
-    print(f"deploy: {message}", file=sys.stderr, flush=True)
+say = sayer("deploy")
 
 
 def ansible_playbook() -> str:

@@ -12,15 +12,14 @@ give per-label thresholds in PREFIX/state/calibration.toml, which outlives relea
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.app.command import add_command, sayer
 from edge.app.release.store import fingerprint, install_options
 from edge.core.errors import InputError
 
@@ -38,8 +37,7 @@ CURRENT = ('e="$p/current/venv/bin/edge-audio"; if [ ! -x "$e" ]; then echo "edg
            '>&2; exit 2; fi; exec "$e" release "$@" --prefix "$p"')
 
 
-def say(message: str) -> None:
-    print(f"deploy: {message}", file=sys.stderr, flush=True)
+say = sayer("deploy")
 
 
 @dataclass
@@ -244,16 +242,22 @@ def cmd_deploy(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("deploy", help="install a release on devices over SSH (or a fleet through Ansible)",
-                       description=__doc__.split("\n\n", 1)[1],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
-  python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --device-id kitchen --broker broker.lan
-  python -m tools deploy pi@10.0.0.7:2222 --profile pi5-usb-coral --wheelhouse out/wheelhouse   (offline device)
-  python -m tools deploy pi@kitchen.local --prefix '~/edge-audio' --profile pi4-usb-coral   (user service)
-  python -m tools deploy pi@kitchen.local --list          python -m tools deploy pi@kitchen.local --rollback
-  python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --calibrate 60   (deploy, then calibrate)
-  python -m tools deploy pi@kitchen.local --calibrate 60 --false-starts-per-day 0.5   (calibrate again only)
-  python -m tools deploy --inventory firmware_configs/ansible/inventory.example.yml --profile pi4-usb-coral""")
+    p = add_command(sub, "deploy", "install a release on devices over SSH (or a fleet through Ansible)",
+                    __doc__.split("\n\n", 1)[1], [
+                        "python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --device-id kitchen "
+                        "--broker broker.lan",
+                        "python -m tools deploy pi@10.0.0.7:2222 --profile pi5-usb-coral --wheelhouse out/wheelhouse"
+                        "   (offline device)",
+                        "python -m tools deploy pi@kitchen.local --prefix '~/edge-audio' --profile pi4-usb-coral   "
+                        "(user service)",
+                        "python -m tools deploy pi@kitchen.local --list          python -m tools deploy "
+                        "pi@kitchen.local --rollback",
+                        "python -m tools deploy pi@kitchen.local --profile pi4-usb-coral --calibrate 60   (deploy, "
+                        "then calibrate)",
+                        "python -m tools deploy pi@kitchen.local --calibrate 60 --false-starts-per-day 0.5   "
+                        "(calibrate again only)",
+                        "python -m tools deploy --inventory firmware_configs/ansible/inventory.example.yml --profile "
+                        "pi4-usb-coral"])
     p.add_argument("targets", nargs="*", metavar="USER@HOST[:PORT]",
                    help="devices, deployed one after another; the first that fails stops the run")
     p.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (edge-audio profiles)")

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.app.command import add_command, sayer
 from edge.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,8 +66,7 @@ def parse_extras(text: str) -> tuple[str, ...]:
     return extras
 
 
-def say(message: str) -> None:
-    print(f"wheelhouse: {message}", file=sys.stderr, flush=True)
+say = sayer("wheelhouse")
 
 
 def _pip(args: list[str], what: str) -> None:
@@ -178,12 +178,10 @@ def cmd_wheelhouse(args) -> int:
 
 
 def add_parser(sub) -> None:
-    import argparse
-    p = sub.add_parser("wheelhouse", help="the project wheel and its dependencies for a device's platform (offline)",
-                       description=__doc__.split("\n\n", 1)[1],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  python -m tools wheelhouse --platform aarch64-cp311 --out out/wheelhouse\n"
-                              "  python -m tools wheelhouse --platform x86_64-cp310-glibc2.31 --extras litert,mqtt")
+    p = add_command(sub, "wheelhouse", "the project wheel and its dependencies for a device's platform (offline)",
+                    __doc__.split("\n\n", 1)[1],
+                    ["python -m tools wheelhouse --platform aarch64-cp311 --out out/wheelhouse",
+                     "python -m tools wheelhouse --platform x86_64-cp310-glibc2.31 --extras litert,mqtt"])
     p.add_argument("--platform", action="append", required=True, metavar="MACHINE-cpXY[-glibcA.B]",
                    help="the device's `uname -m` and CPython, e.g. aarch64-cp311 (Raspberry Pi OS bookworm); "
                         "glibc defaults to 2.36 (Debian 12). Repeatable")

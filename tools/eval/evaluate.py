@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.app.command import add_command, say
 from edge.model.bundle import is_bundle, load_bundle
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
 from edge.model.recordings import classify_file
-from edge.core.clip import DEFAULT_POOL, pool_scores
-from edge.core.stream import HOP_SECONDS
+from edge.core.clip import CLIP_POOLS, DEFAULT_POOL, pool_scores
+from edge.core.stream import HOP_SECONDS, hop_samples_for
 
 from .accuracy import hit_rates, read_labels_csv
 from ..audio_windows import wav_files
@@ -79,8 +80,7 @@ def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: st
         label_index = {f.name: i for i, f in enumerate(files)}
     if not files:
         raise InputError("no WAV files left to evaluate" + (" after holding out calibration files" if held_out else ""))
-    print(f"evaluate: {len(files)} files" + (f" ({len(excluded)} calibration files held out)" if held_out else ""),
-          file=sys.stderr, flush=True)
+    say(f"{len(files)} files" + (f" ({len(excluded)} calibration files held out)" if held_out else ""), "evaluate")
     ref = run_model(reference, files, hop_seconds, delegate, class_map, pool=pool)
     runs = [run_model(m, files, hop_seconds, delegate, class_map, pool=pool) for m in models]
     result = {"reference": reference, "files": len(files), "windows": int(len(ref.windows)),
@@ -133,3 +133,42 @@ def format_table(result: dict) -> str:
 
 def to_json(result: dict) -> str:
     return json.dumps(result, indent=2)
+
+
+def add_parser(sub) -> None:
+    p = add_command(
+        sub, "evaluate", "compare models with a reference over the same windows (and clip hit rates)",
+        "Run every --model and the --reference through the same windows of the WAV files/folders given (the "
+        "runtime's own framing and front end). Reports window top-1 agreement, whether the reference's top class is "
+        "in the model's top-5, top-5 overlap, mean/max absolute score difference, and with --labels-csv "
+        "(file,audioset_indices[,lenient_indices]) clip-level top-1/top-5 hit rates. With several --model, the first "
+        "is also compared with each of the others (e.g. give the float rebuild first to see how far the int8 model "
+        "is from it).",
+        ["python -m tools evaluate --model out/yamnet-int8 --model ../shared/models/coral/yamnet_spectra_in.tflite "
+         "--reference ../shared/models/yamnet_classification.tflite ../shared/audio ../shared/devset/clips "
+         "--labels-csv ../shared/devset/labels.csv --held-out"])
+    p.add_argument("audio", nargs="+", metavar="WAV|DIR")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL|BUNDLE",
+                   help="a model to evaluate (repeatable: side by side)")
+    p.add_argument("--reference", required=True, metavar="MODEL|BUNDLE", help="the reference model")
+    p.add_argument("--labels-csv", metavar="CSV", help="clip labels: file,audioset_indices[,lenient_indices]")
+    p.add_argument("--labels", metavar="CSV", help="class map for plain .tflite models (default: beside each)")
+    p.add_argument("--held-out", action="store_true",
+                   help="skip the files the bundles were calibrated on (from their manifests)")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds (default: %(default)s)")
+    p.add_argument("--delegate", default="cpu", help="delegate policy for every model (default: cpu)")
+    p.add_argument("--pool", choices=CLIP_POOLS, default=DEFAULT_POOL,
+                   help="clip score from its windows: mean or max per class (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    hop_samples_for(args.hop)
+    result = evaluate(args.model, args.reference, args.audio, args.labels_csv, args.hop, args.held_out,
+                      args.delegate, args.labels, args.pool)
+    if args.json_out:
+        Path(args.json_out).write_text(to_json(result) + "\n")
+    print(to_json(result) if args.json else format_table(result))
+    return 0

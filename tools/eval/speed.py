@@ -6,11 +6,13 @@ machine slows them all alike and the ratio stays meaningful. Inputs are real log
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 import numpy as np
 
+from edge.app.command import add_command
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
 
@@ -65,3 +67,22 @@ def format_speed(rows: list[dict]) -> str:
     lines.append(f"ms per invoke, one interpreter each, {rows[0]['threads']} thread(s), invoked in turns "
                  f"({rows[0]['invokes']} invokes of the first); cpu = process CPU time per invoke")
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "speed", "per-invoke CPU time of models side by side (invoked in turns)",
+                    "Load every model on the CPU and invoke them in turns for --seconds, so a shared machine slows "
+                    "them alike; print median/mean/p90 ms per invoke and the ratio to the last model.",
+                    ["python -m tools speed out/yamnet-int8 ../shared/models/coral/yamnet_spectra_in.tflite "
+                     "--seconds 10"])
+    p.add_argument("model", nargs="+", metavar="MODEL|BUNDLE")
+    p.add_argument("--seconds", type=float, default=10.0, help="total timing time (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="CPU interpreter threads (default: 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_speed)
+
+
+def cmd_speed(args) -> int:
+    rows = measure(args.model, args.seconds, args.threads)
+    print(json.dumps(rows, indent=2) if args.json else format_speed(rows))
+    return 0

@@ -14,17 +14,16 @@ confusion.png.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from edge.app.command import add_command, sayer
 from edge.model.recordings import classify_file
 from edge.core.clip import CLIP_POOLS, pool_scores
 from edge.core.errors import InputError
@@ -54,8 +53,7 @@ CALIBRATION_WINDOWS = 400
 SILENT_DBFS = -70.0  # a window quieter than this is silence, whatever folder its recording is in
 
 
-def say(message: str) -> None:
-    print(f"train-head: {message}", file=sys.stderr, flush=True)
+say = sayer("train-head")
 
 
 def training_set(train: list, store: EmbeddingStore, augmenter: Augmenter, copies: int,
@@ -168,6 +166,35 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
                hop: float = HOP_SECONDS) -> dict:
     """Train, export and measure; returns the report (also written to out/report.json)."""
     started = time.monotonic()
+    dataset, train, held = _recordings(data, val, background, val_fraction, params.seed)
+    classes = dataset.classes
+    backbone = Backbone.open(base or DEFAULT_BASE)
+    say(f"backbone: {backbone.name} ({backbone.model_path.name}); embeddings cached in {cache}")
+    store = EmbeddingStore(cache, backbone, hop)
+    augmenter = Augmenter(seed=params.seed)
+    x, y = training_set(train, store, augmenter, copies, dataset.files.get(BACKGROUND, []),
+                        classes.index(BACKGROUND) if BACKGROUND in classes else None)
+    say(f"{len(x)} training windows ({copies} augmented copies per file); embeddings computed {store.computed}, "
+        f"reused from the cache {store.reused}")
+    head = fit_head(x, y, len(classes), params)
+    float_scores = [predict(head, store.get(p).embeddings) for p, _ in held]
+    manifest = _export(out, backbone, head, classes, train, hop, audioset, base or DEFAULT_BASE, name)
+    report, int8_scores = _measure(out, backbone, classes, train, held, float_scores, target_precision, audioset,
+                                   pool, hop)
+    selftest = pick_selftest(out, held, int8_scores, classes, report["pool"])
+    check = check_model(out / MODEL_FILE)
+    (out / "check.json").write_text(json.dumps(check.to_dict(), indent=2) + "\n")
+    manifest.update(trained_manifest(report, check, backbone, train, held, x, params, augmenter, copies,
+                                     "split by file" if val is None else str(val), val_fraction, hop))
+    _write_results(out, manifest, report, check, selftest)
+    say(f"wrote {out} ({MODEL_FILE}: {check.size_bytes / 1e6:.2f} MB; check: "
+        f"{'one Edge TPU subgraph' if check.single_tpu_subgraph else 'NOT fully mappable'}; report.json, "
+        f"confusion.png) in {time.monotonic() - started:.0f} s")
+    return report
+
+
+def _recordings(data: Path, val: Path | None, background: Path | None, val_fraction: float, seed: int):
+    """The classes' recordings, every one checked, split into (training, held-out) files: by file, or --val."""
     dataset = discover(data, background)
     if val is not None:
         held_set = discover(val, None, "--val")
@@ -182,25 +209,21 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
     everything += [f for fs in held_set.files.values() for f in fs] if val is not None else []
     check_readable(everything)
     if val is None:
-        train, held = split(dataset, val_fraction, params.seed)
+        train, held = split(dataset, val_fraction, seed)
     else:
         train = [(f, classes.index(c)) for c in classes for f in dataset.files[c]]
         held = [(f, classes.index(c)) for c in held_set.classes for f in held_set.files[c]]
     say(f"{len(classes)} classes ({', '.join(classes)}): {len(train)} training and {len(held)} held-out files"
         + (" (split by file)" if val is None else f" (held out: {val})"))
-    backbone = Backbone.open(base or DEFAULT_BASE)
-    say(f"backbone: {backbone.name} ({backbone.model_path.name}); embeddings cached in {cache}")
-    store = EmbeddingStore(cache, backbone, hop)
-    augmenter = Augmenter(seed=params.seed)
-    x, y = training_set(train, store, augmenter, copies, dataset.files.get(BACKGROUND, []),
-                        classes.index(BACKGROUND) if BACKGROUND in classes else None)
-    say(f"{len(x)} training windows ({copies} augmented copies per file); embeddings computed {store.computed}, "
-        f"reused from the cache {store.reused}")
-    head = fit_head(x, y, len(classes), params)
-    held_files, held_labels = [p for p, _ in held], [c for _, c in held]
-    float_scores = [predict(head, store.get(p).embeddings) for p in held_files]
+    return dataset, train, held
+
+
+def _export(out: Path, backbone: Backbone, head, classes: list[str], train: list, hop: float, audioset: bool,
+            base: Path, name: str | None) -> dict:
+    """Backbone + head as one int8 model in `out` (quantized on patches of the training files), with its labels
+    and a first manifest (returned)."""
     say("exporting backbone + head as one int8 model")
-    from .export import export_int8, run_outputs
+    from .export import export_int8
     model_bytes, quantization = export_int8(backbone, head, len(classes), calibration_patches(train, hop=hop),
                                             audioset)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,10 +235,18 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
                 "models": {"cpu": MODEL_FILE}, "labels": LABELS_FILE, "quantization": quantization,
                 "compiler": None}
     if audioset:
-        shutil.copyfile(base_labels(base or DEFAULT_BASE), out / AUDIOSET_LABELS)
+        shutil.copyfile(base_labels(base), out / AUDIOSET_LABELS)
         manifest["outputs"] = [{"name": "classes", "labels": LABELS_FILE},
                                {"name": "audioset", "labels": AUDIOSET_LABELS}]
     write_manifest(out, manifest)
+    return manifest
+
+
+def _measure(out: Path, backbone: Backbone, classes: list[str], train: list, held: list, float_scores: list,
+             target_precision: float, audioset: bool, pool: str | None, hop: float) -> tuple[dict, list]:
+    """The float head and the exported int8 model (through the runtime) on the held-out files, the clip pooling
+    and the per-class thresholds: (report, the int8 model's window scores per held-out file)."""
+    held_files, held_labels = [p for p, _ in held], [c for _, c in held]
     int8_scores = runtime_scores(out, held_files, hop, "int8 model on the held-out files")
     float_eval, int8_eval = evaluate(float_scores, held_labels, classes), evaluate(int8_scores, held_labels, classes)
     pool_given = pool is not None
@@ -226,14 +257,16 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
               "held_out": [{"file": str(p), "class": classes[c]} for p, c in held]}
     report["thresholds"] = choose_thresholds(int8_scores, held_labels, classes, target_precision, (BACKGROUND,))
     if audioset:
+        from .export import run_outputs
         patches = patches_of(np.concatenate([file_windows(p, hop) for p in held_files]))
         report["audioset_vs_base"] = compare_scores(run_outputs(backbone.model_path, patches)[0],
                                                     run_outputs(out / MODEL_FILE, patches)[1])
-    selftest = pick_selftest(out, held, int8_scores, classes, pool)
-    check = check_model(out / MODEL_FILE)
-    (out / "check.json").write_text(json.dumps(check.to_dict(), indent=2) + "\n")
-    manifest.update(trained_manifest(report, check, backbone, train, held, x, params, augmenter, copies,
-                                     "split by file" if val is None else str(val), val_fraction, hop))
+    return report, int8_scores
+
+
+def _write_results(out: Path, manifest: dict, report: dict, check, selftest: dict | None) -> None:
+    """The final manifest (with the self-test clip, when one was found), report.json and confusion.png."""
+    pool = report["pool"]
     manifest["clip_pool"] = pool
     if selftest:  # exactly the keys a self-test reads; where the clip came from goes with the training record
         manifest["selftest"] = {"clip": selftest["clip"], "expected": selftest["expected"]}
@@ -241,12 +274,8 @@ def train_head(data: Path, out: Path, base: Path | None = None, val: Path | None
     write_manifest(out, manifest)
     report.update(bundle=str(out), selftest=selftest, single_tpu_subgraph=check.single_tpu_subgraph)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    confusion_png(out / "confusion.png", report["int8_export"]["clip"][pool]["confusion"], classes,
+    confusion_png(out / "confusion.png", report["int8_export"]["clip"][pool]["confusion"], report["classes"],
                   f"int8 model, held-out clips ({pool})")
-    say(f"wrote {out} ({MODEL_FILE}: {check.size_bytes / 1e6:.2f} MB; check: "
-        f"{'one Edge TPU subgraph' if check.single_tpu_subgraph else 'NOT fully mappable'}; report.json, "
-        f"confusion.png) in {time.monotonic() - started:.0f} s")
-    return report
 
 
 def base_labels(base: Path) -> Path:
@@ -288,19 +317,16 @@ def cmd_train_head(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train-head", help="teach it your own sounds: train a head on YAMNet embeddings, export one int8 bundle",
-        description="Train a small classifier on YAMNet embeddings for the sounds in DIR/<class name>/*.wav (any "
-                    "rate, length or channel count), measure it on held-out files (split by file), and export "
-                    "backbone + head as one fully int8 model bundle with its labels, per-class start thresholds "
-                    "and a self-test clip: edge-audio classify and run use it as it is. Needs TensorFlow and a "
-                    "base model (python -m tools build).",
-        epilog="examples:\n"
-               "  python -m tools train-head --data my_sounds --out out/my-sounds\n"
-               "  python -m tools train-head --data my_sounds --background other_sounds --epochs 60 --audioset\n"
-               "  python -m tools train-head --data train/ --val held_out/ --target-precision 0.95 --json\n"
-               "  edge-audio classify rec.wav --model out/my-sounds",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        sub, "train-head", "teach it your own sounds: train a head on YAMNet embeddings, export one int8 bundle",
+        "Train a small classifier on YAMNet embeddings for the sounds in DIR/<class name>/*.wav (any rate, length or "
+        "channel count), measure it on held-out files (split by file), and export backbone + head as one fully int8 "
+        "model bundle with its labels, per-class start thresholds and a self-test clip: edge-audio classify and run "
+        "use it as it is. Needs TensorFlow and a base model (python -m tools build).",
+        ["python -m tools train-head --data my_sounds --out out/my-sounds",
+         "python -m tools train-head --data my_sounds --background other_sounds --epochs 60 --audioset",
+         "python -m tools train-head --data train/ --val held_out/ --target-precision 0.95 --json",
+         "edge-audio classify rec.wav --model out/my-sounds"])
     p.add_argument("--data", required=True, metavar="DIR", help="one folder of WAV files per class")
     p.add_argument("--val", metavar="DIR", help="held-out recordings, laid out like --data (default: hold out "
                                                 "--val-fraction of each class's files)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -24,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.app.command import add_command, sayer
 from edge.model.bundle import sha256_file, write_manifest
 from edge.core.errors import InputError
-from edge.model.assets import ASSETS, mirror_root
+from edge.model.assets import ASSETS, CLASS_MAP, SOURCES, fetch, mirror_root
 from edge.core.frontend import FrontEndParams
 from edge.model.labels import find_labels_near, load_labels
 from edge.core.stream import HOP_SECONDS
@@ -48,10 +48,67 @@ LOGIT_FLOOR = -8.0  # sigmoid(-8) = 0.0003, below the int8 output's 1/256 step: 
 CPU_MODEL = "yamnet_int8.tflite"
 FLOAT_MODEL = "yamnet_float_rebuild.tflite"
 CALIBRATION_PER_CLASS = 2
+DEFAULT_SOURCE = "coral"  # the best labelled accuracy on the devset (README "Host tools")
+
+say = sayer("build")
 
 
-def say(message: str) -> None:
-    print(f"build: {message}", file=sys.stderr, flush=True)
+def add_parser(sub) -> None:
+    p = add_command(
+        sub, "build", "build the full-int8 patch-input YAMNet bundle from a published YAMNet",
+        "Read the network out of a published YAMNet (Coral's int8 twin, the waveform-input TFLite model or the Keras "
+        "checkpoint yamnet.h5), rebuild it in Keras behind the project's log-mel front end, check the rebuild "
+        "against the source on real audio, bound each layer's activations at a percentile of the calibration "
+        "activations, quantize to full int8 and write a model bundle (CPU model, labels, manifest with hashes, "
+        "front end, provenance and calibration). Needs TensorFlow (pip install -e '.[tools]').",
+        ["EDGE_AUDIO_ASSETS=../shared python -m tools build --out out/yamnet-int8",
+         "python -m tools build --source ../shared/models/yamnet_classification.tflite --out out/yamnet-wf",
+         "python -m tools build --source keras --out out/yamnet-keras    # fetches yamnet.h5 (sha256-pinned)",
+         "python -m tools build --calibration my_recordings/ --io int8 --out out/yamnet-int8-io"])
+    p.add_argument("--source", metavar="FILE|NAME",
+                   help="a YAMNet .tflite or yamnet.h5, or coral | waveform | keras to fetch that published form "
+                        f"(sha256-pinned) into out/models (default: {DEFAULT_SOURCE}, the best on the devset)")
+    p.add_argument("--out", metavar="DIR", default="out/yamnet-int8", help="bundle folder (default: %(default)s)")
+    p.add_argument("--labels", metavar="CSV", help="class map (default: the one beside the source)")
+    p.add_argument("--calibration", metavar="WAV|DIR", action="append",
+                   help="calibration recordings, repeatable (default: $EDGE_AUDIO_ASSETS/audio plus 2 devset clips "
+                        "per class, else out/audio, else generated test signals; the choice is printed)")
+    p.add_argument("--io", choices=("float", "int8"), default="float",
+                   help="model input/output type (default: float, with QUANTIZE/DEQUANTIZE at the edges)")
+    p.add_argument("--percentile", type=float,
+                   help="activation bound percentile (default: 99.99 for Coral's twin, 99.9 otherwise)")
+    p.add_argument("--bounds", choices=("layer", "channel"),
+                   help="one activation bound per layer or per output channel (default: channel for Coral's "
+                        "twin, layer otherwise; see the README for the measured trade-off)")
+    p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds for calibration audio")
+    p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
+    p.add_argument("--keep-float", action="store_true",
+                   help="also write the float rebuild (yamnet_float_rebuild.tflite) for evaluation")
+    p.add_argument("--json", action="store_true", help="print the manifest instead of the folder")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args) -> int:
+    named = args.source is None or args.source in SOURCES
+    check_arguments(None if named else args.source, args.calibration, args.io, args.percentile,
+                    args.bounds)  # before the slow TensorFlow import
+    try:
+        from .quantize import load_tensorflow
+        load_tensorflow()  # quiet TensorFlow's C++ logging before it starts
+    except ImportError:
+        raise InputError("build needs TensorFlow: pip install -e '.[tools]'") from None
+    if named:  # a published form, fetched with its sha256 pin
+        mirror = mirror_root()
+        asset = SOURCES[args.source or DEFAULT_SOURCE]
+        say(f"fetching {asset.name} (sha256-pinned) into out/models")
+        source = fetch(asset, Path("out/models"), mirror)
+        fetch(CLASS_MAP, Path("out/models"), mirror)
+    else:
+        source = Path(args.source)
+    manifest = build(source, Path(args.out), Path(args.labels) if args.labels else None, args.calibration,
+                     args.io, args.percentile, args.hop, args.name, args.keep_float, args.bounds)
+    print(json.dumps(manifest, indent=2) if args.json else args.out)
+    return 0
 
 
 def assets_root() -> Path | None:
@@ -152,6 +209,28 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
     default_per, default_percentile = DEFAULT_BOUNDS[source_kind(source)]
     bounds_per = bounds_per or default_per
     percentile = default_percentile if percentile is None else percentile
+    labels, weights = _read_source(source, labels)
+    out.mkdir(parents=True, exist_ok=True)
+    windows, calibration_record = _calibration_windows(calibration, hop_seconds)
+    patches = patches_of(windows)
+    calibration_record["log_mel_range"] = [round(float(patches.min()), 4), round(float(patches.max()), 4)]
+    say(f"  {len(windows)} windows -> log-mel patches with the project's front end")
+    faithfulness, quantization = _rebuild_and_quantize(weights, source, windows, patches, percentile, bounds_per,
+                                                       io_type, out, keep_float)
+    shutil.copyfile(labels, out / labels.name)
+
+    report = check_model(out / CPU_MODEL)
+    (out / "check.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_manifest(out, _manifest(name, labels, quantization, source_record(source, weights.kind), hop_seconds,
+                                  calibration_record, faithfulness, report))
+    say(f"wrote {out} ({CPU_MODEL}: {report.size_bytes / 1e6:.2f} MB, {len(report.ops)} ops; "
+        f"check: {'one Edge TPU subgraph' if report.single_tpu_subgraph else 'NOT fully mappable'}) "
+        f"in {time.monotonic() - started:.0f} s")
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _read_source(source: Path, labels: Path | None):
+    """The class map (given, or beside the source) and the network's weights, checked against each other."""
     labels = labels or find_labels_near(source)
     if labels is None:
         raise InputError(f"{source}: no class map beside the model (yamnet_class_map.csv); pass --labels")
@@ -164,12 +243,13 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
     say(f"  27 conv layers + classifier: {weights.int8_tensors} int8 tensors dequantized with their scales, "
         f"{weights.float_tensors} float tensors kept" + (", activations clipped where the source clips them"
                                                          if weights.caps else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    windows, calibration_record = _calibration_windows(calibration, hop_seconds)
-    patches = patches_of(windows)
-    calibration_record["log_mel_range"] = [round(float(patches.min()), 4), round(float(patches.max()), 4)]
-    say(f"  {len(windows)} windows -> log-mel patches with the project's front end")
+    return labels, weights
 
+
+def _rebuild_and_quantize(weights, source: Path, windows: np.ndarray, patches: np.ndarray, percentile: float,
+                          bounds_per: str, io_type: str, out: Path, keep_float: bool) -> tuple[dict, dict]:
+    """The float rebuild measured against the source, then bounded and quantized to the int8 CPU model in `out`:
+    (faithfulness, quantization record)."""
     from . import quantize as q
     float_model = q.keras_body(weights)
     faithfulness = _measure_rebuild(float_model, source, weights.kind, windows, patches)
@@ -180,12 +260,14 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
                         activation_bounds=[round(float(np.max(b)), 4) for b in bounds])  # per layer (largest)
     if keep_float:
         (out / FLOAT_MODEL).write_bytes(q.to_tflite_float(float_model))
-    shutil.copyfile(labels, out / labels.name)
+    return faithfulness, quantization
 
-    report = check_model(out / CPU_MODEL)
-    (out / "check.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+
+def _manifest(name: str, labels: Path, quantization: dict, source: dict, hop_seconds: float,
+              calibration_record: dict, faithfulness: dict, report) -> dict:
+    """What the bundle records: models, labels, front end, quantization, source, provenance, calibration, checks."""
     import tensorflow as tf
-    manifest = {
+    return {
         "name": name,
         "input_kind": "logmel_patch",
         "frontend": FrontEndParams().to_dict(),
@@ -193,7 +275,7 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
         "labels": labels.name,
         "quantization": quantization,
         "compiler": None,
-        "source": source_record(source, weights.kind),
+        "source": source,
         "provenance": {"tool": "python -m tools build", "tensorflow": tf.__version__,
                        "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        "hop_seconds": hop_seconds},
@@ -205,11 +287,6 @@ def build(source: Path, out: Path, labels: Path | None = None, calibration: list
                   "parameter_bytes": report.parameter_bytes},
         "size_bytes": report.size_bytes,
     }
-    write_manifest(out, manifest)
-    say(f"wrote {out} ({CPU_MODEL}: {report.size_bytes / 1e6:.2f} MB, {len(report.ops)} ops; "
-        f"check: {'one Edge TPU subgraph' if report.single_tpu_subgraph else 'NOT fully mappable'}) "
-        f"in {time.monotonic() - started:.0f} s")
-    return json.loads((out / "manifest.json").read_text())
 
 
 def _calibration_windows(calibration: list[str] | None, hop_seconds: float) -> tuple[np.ndarray, dict]:

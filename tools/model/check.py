@@ -10,12 +10,16 @@ host memory on every invoke.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edge.app.command import add_command
 from edge.model.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
+
+from .report import model_file
 
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024
 
@@ -195,3 +199,21 @@ def format_report(r: CheckReport) -> str:
                  f"({fits} the ~8 MiB on-chip cache)")
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "check", "static Edge TPU compatibility report (no compiler needed)",
+                    "Per operator: can the Edge TPU compiler map it, and why not (type not int8/uint8, unsupported "
+                    "op, dynamic shape, unsupported parameters); the predicted split (everything from the first "
+                    "unmappable op runs on the CPU; input QUANTIZE/output DEQUANTIZE are listed apart) and the "
+                    "parameter size against the ~8 MiB on-chip cache.",
+                    ["python -m tools check out/yamnet-int8", "python -m tools check model.tflite --json"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    report = check_model(model_file(args.model))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0

@@ -11,10 +11,10 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge.app.command import add_command, sayer
 from edge.core.errors import InputError, ModelError
 from edge.core.frontend import FrontEndParams
 from edge.model.bundle import bundle_files, resolve_model, write_manifest
@@ -22,6 +22,8 @@ from edge.model.classifier import input_kind_of
 from edge.model.tflite_file import EDGETPU_CUSTOM_OP, read_model_info
 
 from .check import check_model
+
+say = sayer("compile")
 
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
@@ -156,8 +158,7 @@ def compile_bundle(model: Path, out: Path, compiler: str | None = None, require_
                          "parameter_bytes": report.parameter_bytes}
     status = 0
     if exe is None:
-        print(f"compile: {COMPILER} not found, so the bundle has the CPU model only; {HOW_TO_GET}",
-              file=sys.stderr, flush=True)
+        say(f"{COMPILER} not found, so the bundle has the CPU model only; {HOW_TO_GET}")
         manifest["compiler"] = None
     else:
         manifest["compiler"] = _run_compiler(exe, cpu, out, timeout_s)
@@ -167,7 +168,7 @@ def compile_bundle(model: Path, out: Path, compiler: str | None = None, require_
 
 
 def _run_compiler(exe: str, cpu: Path, out: Path, timeout_s: float) -> dict:
-    print(f"compile: running {exe} on {cpu.name} (this can take a minute)", file=sys.stderr, flush=True)
+    say(f"running {exe} on {cpu.name} (this can take a minute)")
     try:
         proc = subprocess.run([exe, "-s", "-o", str(out), str(cpu)], capture_output=True, text=True,
                               timeout=timeout_s)
@@ -190,7 +191,31 @@ def _run_compiler(exe: str, cpu: Path, out: Path, timeout_s: float) -> dict:
     if EDGETPU_CUSTOM_OP not in info.operator_codes:
         raise ModelError(f"{compiled}: the compiler's output holds no {EDGETPU_CUSTOM_OP} (nothing was mapped); "
                          f"see {log_file.name}")
-    print(f"compile: {compiled.name}: {log.mapped_ops} ops mapped to the Edge TPU, {log.cpu_ops} on the CPU"
-          + (f", on-chip memory {log.memory['on_chip_used']}" if "on_chip_used" in log.memory else ""),
-          file=sys.stderr, flush=True)
+    say(f"{compiled.name}: {log.mapped_ops} ops mapped to the Edge TPU, {log.cpu_ops} on the CPU"
+        + (f", on-chip memory {log.memory['on_chip_used']}" if "on_chip_used" in log.memory else ""))
     return dict(log.to_dict(), model=compiled.name, log=log_file.name if log_file.is_file() else None)
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "compile", "compile a model or bundle for the Edge TPU (keeps the CPU model as fallback)",
+                    "Run edgetpu_compiler (x86-64 Linux), parse its operation log, check the output holds the Edge "
+                    "TPU op and write a bundle recording the compiler version, mapped/CPU op counts and on-chip "
+                    "memory. The CPU model always stays in the bundle. Without the compiler: the CPU bundle and the "
+                    "static report are written and the exit status is 0 (2 with --require-edgetpu).",
+                    ["python -m tools compile out/yamnet-int8 --out out/yamnet-int8-tpu",
+                     "python -m tools compile model.tflite --labels labels.csv --out out/tpu --compiler "
+                     "/opt/edgetpu_compiler"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("--compiler", metavar="PATH", help="the compiler executable (default: edgetpu_compiler on PATH)")
+    p.add_argument("--require-edgetpu", action="store_true", help="exit 2 if no Edge TPU model can be made")
+    p.add_argument("--labels", metavar="CSV", help="class map for a plain .tflite (default: one beside it)")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=cmd_compile)
+
+
+def cmd_compile(args) -> int:
+    status, manifest = compile_bundle(Path(args.model), Path(args.out), args.compiler, args.require_edgetpu,
+                                      Path(args.labels) if args.labels else None)
+    print(json.dumps(manifest, indent=2) if args.json else args.out)
+    return status

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from edge.app.command import add_command
 from edge.model.tflite_file import EDGETPU_CUSTOM_OP, ModelInfo, TensorInfo, read_model_info
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "inspect", "inputs/outputs, quantization, operators, Edge TPU ops and size of a .tflite",
+                    "What a model holds, read from the file without an interpreter: the first thing to look at when "
+                    "a model does not load.",
+                    ["python -m tools inspect ../shared/models/coral/yamnet_spectra_in_edgetpu.tflite",
+                     "python -m tools inspect out/yamnet-int8 --json"])
+    p.add_argument("model", metavar="MODEL|BUNDLE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args) -> int:
+    from edge.model.bundle import is_bundle, load_bundle
+    path = Path(args.model)
+    if is_bundle(path):  # every model in it, with the manifest's summary
+        b = load_bundle(path)
+        models = [inspect_model(m) for m in (b.edgetpu_model, b.cpu_model) if m is not None]
+        summary = {"bundle": str(path), "name": b.name, "input_kind": b.input_kind, "labels": b.labels.name,
+                   "compiler": (b.manifest.get("compiler") or {}).get("version"), "models": models}
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"bundle {path}: {b.name}, {b.input_kind} input, labels {b.labels.name}, "
+                  f"{'Edge TPU + CPU models' if b.edgetpu_model else 'CPU model only'}; hashes verified")
+            print("\n".join(format_inspect(m) for m in models))
+        return 0
+    d = inspect_model(model_file(args.model))
+    print(json.dumps(d, indent=2) if args.json else format_inspect(d))
+    return 0
+
+
+def model_file(path: str) -> Path:
+    """A .tflite as given, or a bundle's CPU model."""
+    from edge.model.bundle import model_files
+    p = Path(path)
+    return model_files(p)[0].cpu if p.is_dir() else p
 
 
 def _tensor(t: TensorInfo) -> dict:

@@ -22,8 +22,9 @@ from ...core.falsestarts import TailFit, fit_tail, start_statistic, windows_to_s
 from ...core.frontend import FrontEndParams
 from ...core.thresholds import USER
 from ...model.classifier import Classifier
-from .listen import Heard, check_wavs, hear_files, hear_live
+from ..command import add_command, say
 from ..threshold_sources import layers_for, watched_labels
+from .listen import Heard, check_wavs, hear_files, hear_live
 
 DEFAULT_TARGET_PER_DAY = 1.0
 METHOD = ("peaks over threshold: exponential tail fitted to the logit of the smoothed score's bursts above the "
@@ -182,7 +183,35 @@ def positive_files(folder: str, labels: list[str], all_labels: list[str]) -> lis
     return found
 
 
-def cmd_calibrate(args, say) -> int:
+def add_parser(sub) -> None:
+    p = add_command(sub, "calibrate", "per-label thresholds from this site's background audio",
+                    "Listen to the site's background (the configured source, or WAV recordings) through the "
+                    "daemon's own path, fit the tail of each watched label's smoothed score and choose the lowest "
+                    "start threshold that keeps the expected false starts under the target. Writes a TOML file the "
+                    "daemon loads beside its config (default: calibration.toml in the state directory) and a plot "
+                    "per label.",
+                    ["edge-audio calibrate --config /etc/edge-audio/pi4-usb-coral.toml --minutes 60",
+                     "edge-audio calibrate --config site.toml --wav quiet-evening.wav quiet-morning.wav "
+                     "--positives clips/",
+                     "(clips/<label>/*.wav: recordings of each watched sound, for the recall figures)"])
+    p.add_argument("--config", required=True, metavar="FILE", help="the daemon's TOML configuration")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--minutes", type=float, metavar="M", help="listen to the configured source for M minutes")
+    src.add_argument("--wav", nargs="+", metavar="FILE", help="background recordings instead of listening")
+    p.add_argument("--positives", metavar="DIR", help="DIR/<label>/*.wav: the watched sounds, for recall figures")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="calibrate this label (repeatable; default: detector.allow)")
+    p.add_argument("--false-starts-per-day", type=float, default=DEFAULT_TARGET_PER_DAY, metavar="N",
+                   help="target per label (default: 1)")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: calibration.file, else "
+                                                 "calibration.toml in the state directory)")
+    p.add_argument("--plots", metavar="DIR", help="folder for the PNGs (default: beside --out)")
+    p.add_argument("--no-plots", action="store_true", help="draw no plots")
+    p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
     target = target_per_day(args.false_starts_per_day)
     if args.minutes is not None:
         listen_minutes(args.minutes)

@@ -12,15 +12,12 @@ from pathlib import Path
 
 from ...core.errors import InputError
 from ...core.files import replace_file
+from ..command import say
 from .steps import Rejected, ReleaseJob
 from .store import OK, Layout, current_release, list_releases, previous_good, prune
 from .service import Service
 
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-
-def say(message: str) -> None:
-    print(f"edge-audio: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_install(args) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-from ..command import OneLineParser, run
+from ..command import OneLineParser, add_command, command_parser, run
 from .service import MODES
 
 PROG = "edge-audio release"
@@ -35,17 +35,15 @@ def _step(name: str):
     return call
 
 
-def add_subcommands(sub) -> None:
-    """The `release` command with its subcommands, on an argparse subparsers object."""
-    import argparse
-    p = sub.add_parser("release", help="install, switch, roll back and list releases on this device",
-                       description=__doc__.split("\n\n", 1)[1].split("\n\nIt runs")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example: edge-audio release list --prefix /opt/edge-audio")
+def add_parser(sub) -> None:
+    """The `release` command with its steps."""
+    p = add_command(sub, "release", "install, switch, roll back and list releases on this device",
+                    __doc__.split("\n\n", 1)[1].split("\n\nIt runs")[0],
+                    ["edge-audio release list --prefix /opt/edge-audio"])
     rsub = p.add_subparsers(dest="release_command", metavar="STEP", parser_class=OneLineParser, required=True)
 
     def step(name, help_text, func, example):
-        q = rsub.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
+        q = add_command(rsub, name, help_text, help_text, [example])
         q.add_argument("--prefix", default="/opt/edge-audio", metavar="DIR",
                        help="where releases live (default: %(default)s; ~/edge-audio for a user service)")
         q.add_argument("--json", action="store_true", help="machine-readable result on stdout")
@@ -101,7 +99,6 @@ def _service_args(q) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="edge-audio", description="edge-audio release steps")
-    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser))
+    parser = command_parser("edge-audio", "edge-audio release steps", {"release": __name__})
     return run(parser, ["release", *(sys.argv[1:] if argv is None else argv)], PROG)
 

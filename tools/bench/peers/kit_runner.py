@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 
+from edge.core.stream import HOP_SECONDS
 from tools.bench.peers.peer_common import serve_rounds
 
 
@@ -19,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--labels", help="class map (default: the bundle's or one beside the model)")
     p.add_argument("--delegate", default="auto", help="delegate policy (default: auto, the kit's default path)")
     p.add_argument("--audio", required=True)
-    p.add_argument("--hop", type=float, default=0.48)
+    p.add_argument("--hop", type=float, default=HOP_SECONDS)
     args = p.parse_args(argv)
 
     import numpy as np

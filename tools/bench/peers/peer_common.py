@@ -30,7 +30,7 @@ def parse_args(description: str) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="the .tflite model with metadata")
     p.add_argument("--audio", required=True, help="16 kHz mono 16-bit WAV (looped)")
     p.add_argument("--seconds", type=float, default=5.0, help="wall time of the timed loop")
-    p.add_argument("--hop", type=float, default=0.48, help="seconds between windows")
+    p.add_argument("--hop", type=float, required=True, help="seconds between windows (the caller passes the kit's)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads, where the library takes it")
     p.add_argument("--serve", action="store_true", help="stay up and measure one round per 'run SECONDS' line")
     return p.parse_args()

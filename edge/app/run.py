@@ -1,0 +1,62 @@
+"""`edge-audio run`: the always-on daemon (capture -> events -> MQTT), or what its configuration holds. Its
+imports stay light until the daemon starts: this is the process that runs for months."""
+
+from __future__ import annotations
+
+import sys
+
+from ..core.errors import InputError
+from .command import add_command
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "run", "the always-on daemon: capture -> events -> MQTT",
+                    "Capture audio continuously (ALSA, a WAV replay or raw PCM on stdin), classify every hop, turn "
+                    "scores into start/end events and publish them over MQTT. Stops cleanly on SIGTERM/SIGINT. A "
+                    "configuration problem exits 78.",
+                    ["edge-audio profiles pi4-usb-coral > config.toml",
+                     "edge-audio run --config config.toml",
+                     "edge-audio run --show-keys   (every key, its default and meaning)"])
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (see 'edge-audio profiles')")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--show-keys", action="store_true", help="print every configuration key and exit")
+    p.add_argument("--show-config", action="store_true",
+                   help="print each watched label's start threshold and where it comes from (user override, "
+                        "calibration, bundle, profile default) and exit")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    import logging
+
+    from ..config import describe, load_config
+    from .daemon import build, install_signal_handlers
+
+    if args.show_keys:
+        print(describe())
+        return 0
+    if not args.config:
+        raise InputError("--config FILE is required (start from a board profile: edge-audio profiles; or --show-keys)")
+    if args.show_config:
+        return show_config(args.config)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="edge-audio: %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    daemon = build(cfg)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def show_config(path: str) -> int:
+    """Each watched label's start threshold and the layer it comes from."""
+    from ..config import load_config
+    from ..core.errors import ConfigError
+    from ..model.classifier import Classifier
+    from .threshold_sources import show_config as describe_thresholds
+    cfg = load_config(path)
+    try:
+        classifier = Classifier.from_config(cfg.model)
+    except InputError as exc:
+        raise ConfigError(f"{cfg.path}: model: {exc}") from None
+    print(describe_thresholds(cfg, classifier))
+    return 0
