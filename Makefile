@@ -9,11 +9,12 @@ SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl openssh-server
 # Model files for `make bench` (fetched with sha256 pins, or copied from $EDGE_AUDIO_ASSETS).
 MODELS = out/models
 
-.PHONY: help demo test model bench bench-runtime sysdeps venv clean
+.PHONY: help demo test test-fast model bench bench-runtime sysdeps venv clean
 
 help:
 	@echo "make demo    classify a recording, then the whole chain: broker, daemon, monitor"
 	@echo "make test    install what is missing and run the whole test suite"
+	@echo "make test-fast  the tests that start no broker, no sshd, no TensorFlow and take under ~5 s each"
 	@echo "make model   install the default model bundle (Coral's split YAMNet)"
 	@echo "make bench   per-window time (front end / invoke / rest) for the YAMNet variants"
 
@@ -50,8 +51,21 @@ demo: model | sysdeps
 	$(BIN)/edge-audio classify out/audio/miaow_16k.wav --top-k 3
 	$(BIN)/python -m tools demo --audio out/audio
 
+# every run prints its 25 slowest tests (a variable of its own: .ci/run sets PYTEST_ARGS="-q")
+PYTEST_DURATIONS ?= --durations=25
+# three workers (pytest-xdist) on two cores: much of the suite waits on child processes, brokers and sshd devices
+# rather than computing. A module stays on one worker, the longest groups start first (tests/conftest.py);
+# PYTEST_WORKERS= runs everything in one process.
+PYTEST_WORKERS ?= -n 3 --dist loadscope --no-loadscope-reorder
+# the markers (pyproject.toml): broker = starts Mosquitto, sshd = starts sshd devices, slow = over ~5 s
+FAST_TESTS = not broker and not sshd and not tensorflow and not slow
+
 test: $(VENV)/.all
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_DURATIONS) $(PYTEST_ARGS)
+
+# the unit and wiring tiers and the fast integration tests: under a minute
+test-fast: $(VENV)/.all
+	$(BIN)/python -m pytest -m "$(FAST_TESTS)" $(PYTEST_WORKERS) $(PYTEST_DURATIONS) $(PYTEST_ARGS)
 
 # `make bench` = every bench-* part below (each part adds itself as a prerequisite of bench)
 bench: bench-runtime

@@ -1,12 +1,15 @@
 """Shared fixtures. Real models and recordings come from EDGE_AUDIO_ASSETS (a folder laid out like the project's
 asset share). Without it, tests that need them skip with the reason, unless EDGE_AUDIO_REQUIRE_ASSETS=1 (CI),
-which turns the skip into a failure."""
+which turns the skip into a failure. The real parts (Mosquitto, sshd devices, the daemon as a process) are the
+live rig's, tools/rig/; a test that uses the `broker`, `ssh_rig` or `tensorflow` fixture gets the marker of that
+name (pyproject.toml lists the markers; `make test-fast` leaves those tests out)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -113,9 +116,63 @@ def miaow(assets):
     return read_wav(assets / "audio" / "miaow_16k.wav").samples[:, 0].copy()
 
 
+# a test using one of these fixtures, directly or through another fixture, gets the marker of the same name
+FIXTURE_MARKERS = {"broker": "broker", "ssh_rig": "sshd", "tensorflow": "tensorflow"}
+
+
+# When the suite runs on several workers (make test: pytest-xdist, --dist loadscope), a worker runs a module's tests
+# in turn (its module fixtures are made once), and these modules together: their tests share the kit's own build
+# (the own_build fixture: half a minute of TensorFlow, made once per worker that needs it).
+SHARE_THE_OWN_BUILD = ("tests/integration/test_tools_build_sources.py", "tests/integration/test_train_head.py")
+
+
+def worker_scope(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return "own_build" if module in SHARE_THE_OWN_BUILD else module
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadscope with worker_scope's scopes."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_scope(nodeid)
+    return ByScope(config, log)
+
+
+def _tier(item) -> int:
+    """Which scopes are handed out first (they take longest): TensorFlow's, then the sshd devices', then those that
+    start a broker or are slow, then the rest. A long one handed out last keeps one worker busy after the others."""
+    for tier, marker in enumerate(("tensorflow", "sshd", "broker", "slow")):
+        if item.get_closest_marker(marker):
+            return min(tier, 2)
+    return 3
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+    if hasattr(config, "workerinput"):  # an xdist worker: the order its collection reports is the order handed out
+        tiers: dict[str, int] = {}
+        for item in items:
+            scope = worker_scope(item.nodeid)
+            tiers[scope] = min(tiers.get(scope, 3), _tier(item))
+            if "own_build" in getattr(item, "fixturenames", ()) and scope != "own_build":
+                warnings.warn(f"{item.nodeid} uses own_build: list its module in SHARE_THE_OWN_BUILD")
+        items.sort(key=lambda item: tiers[worker_scope(item.nodeid)])  # stable: a module's tests stay in order
+
+
 @pytest.fixture
 def broker(tmp_path):
-    from realparts import Broker
+    """Start Mosquitto brokers: broker(users=..., acl=..., tls=..., persistence=...); all stopped after the test."""
+    from tools.rig.broker import Broker
     brokers = []
 
     def start(**kwargs):
@@ -125,3 +182,15 @@ def broker(tmp_path):
     yield start
     for b in brokers:
         b.stop()
+
+
+@pytest.fixture
+def ssh_rig(tmp_path):
+    """OpenSSH "devices" (none yet: ssh_rig.add("dev1")) and the client files that reach them, all stopped after
+    the test; skipped, or failed under EDGE_AUDIO_REQUIRE_ASSETS=1, where sshd cannot run."""
+    from tools.rig.sshd import SshRig, have_sshd
+    why = have_sshd()
+    if why:
+        _need(f"{why} (make sysdeps installs it)")
+    with SshRig(tmp_path / "rig") as rig:
+        yield rig

@@ -1,6 +1,7 @@
 """What the deploy tests share: the project wheel, an offline wheelhouse for this machine's Debian Python and the
-default bundle (from the asset mirror), each made once per test run; and `python -m tools deploy` against the sshd
-devices of realssh.py. The devices' interpreter is Debian's /usr/bin/python3, as on a Raspberry Pi."""
+default bundle (from the asset mirror), each made once per test run; and `python -m tools deploy` against the rig's
+sshd devices (tools/rig/sshd.py, the ssh_rig fixture). The devices' interpreter is Debian's /usr/bin/python3, as on
+a Raspberry Pi."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ def devset(assets):
     return [folder / "clips" / c.file for c in clips], clips
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,floor", [
     ("models/coral/yamnet_spectra_in.tflite", 0.72),  # Coral's int8 twin through the kit's front end
     ("models/yamnet_classification.tflite", 0.68),  # the published waveform model (reference 0.71)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.realparts import FileMic
+from tools.rig.mic import FileMic
 
 pytest.importorskip("alsaaudio")
 

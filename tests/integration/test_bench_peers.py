@@ -25,6 +25,7 @@ def bundle(tmp_path_factory, assets) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_side_by_side_kit_rows_and_peer_failures_in_one_line(tmp_path, bundle, waveform_model, class_map, assets):
     """The kit's two rows are measured for real, in alternating rounds; a peer whose venv cannot be made is one line
     in the table."""
@@ -74,6 +75,7 @@ def test_a_runner_that_cannot_start_is_one_line(assets, waveform_model):
     assert "\n" not in message and "mediapipe" in message and "exit 1" in message
 
 
+@pytest.mark.slow
 def test_a_wheel_that_will_not_install_is_one_line(tmp_path):
     bogus = peers.Peer("bogus", "Bogus", str(tmp_path / "no-such-project"), "peer_mediapipe.py", "import bogus")
     with pytest.raises(peers.PeerError) as info:

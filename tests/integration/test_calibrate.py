@@ -20,34 +20,21 @@ from edge.app.threshold_sources import layers_for
 from edge.config import load_config
 from edge.core.wavfile import write_wav
 from edge.model.classifier import Classifier
+from tools.rig.daemon import write_daemon_config
 
 WATCHED = {"coughing": "Cough", "sheep": "Bleat", "hen": "Chicken, rooster", "hand_saw": "Sawing", "pig": "Oink",
            "footsteps": "Walk, footsteps", "insects": "Insect"}
 HOP_S = 0.48
 
 
-def site_config(path, assets, calibration="", extra=""):
-    path.write_text(f"""
-[audio]
-source = "wav"
-file = "{assets / 'audio' / 'miaow_16k.wav'}"
-[model]
-path = "{assets / 'models' / 'coral' / 'yamnet_spectra_in.tflite'}"
-delegate = "cpu"
-[detector]
-threshold = 0.5
-allow = {list(WATCHED.values())!r}
-smoothing_windows = 2
-hold_seconds = 1.5
-cooldown_seconds = 5.0
-min_level_dbfs = -75.0
-{extra}
-[mqtt]
-enabled = false
-[calibration]
-file = "{calibration}"
-""".replace("'", '"'))
-    return path
+def site_config(path, assets, calibration="", detector: dict | None = None, audio: dict | None = None):
+    """The site's daemon config: the WAV source (or `audio`), the watched labels, the calibration file."""
+    return write_daemon_config(
+        path, audio=audio or {"source": "wav", "file": assets / "audio" / "miaow_16k.wav"},
+        model={"path": assets / "models" / "coral" / "yamnet_spectra_in.tflite", "delegate": "cpu"},
+        detector={"threshold": 0.5, "allow": list(WATCHED.values()), "smoothing_windows": 2, "hold_seconds": 1.5,
+                  "cooldown_seconds": 5.0, "min_level_dbfs": -75.0, **(detector or {})},
+        mqtt={"enabled": False}, calibration={"file": calibration})
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +79,7 @@ def on_check(cfg, classifier, split):
     return false_starts, detected, len(pos), bg.windows * HOP_S / 60
 
 
+@pytest.mark.slow
 def test_calibrated_thresholds_meet_the_target_on_the_check_split(assets, split, tmp_path):
     out = tmp_path / "state" / "calibration.toml"
     cfg_path = site_config(tmp_path / "site.toml", assets, calibration=str(out))
@@ -182,11 +170,10 @@ def test_bad_input_is_one_line_and_exit_2(assets, tmp_path, case):
 
 
 def test_a_silent_live_device_is_one_line_and_exit_2(assets, tmp_path):
-    from realparts import FileMic
+    from tools.rig.mic import FileMic
     mic = FileMic(tmp_path / "mic", np.zeros(16000 * 30, np.int16))
-    cfg_path = site_config(tmp_path / "site.toml", assets, extra="")
-    text = cfg_path.read_text().replace('source = "wav"', 'source = "alsa"\ndevice = "testmic"\nrate_hz = 16000')
-    cfg_path.write_text(text)
+    cfg_path = site_config(tmp_path / "site.toml", assets,
+                           audio={"source": "alsa", "device": "testmic", "rate_hz": 16000})
     r = run_cli("calibrate", "--config", cfg_path, "--minutes", "0.2", "--no-plots", "--out", tmp_path / "c.toml",
                 env=mic.env)
     assert "listening: " in r.err  # progress while it listens
@@ -197,7 +184,7 @@ def test_show_config_names_the_source_of_every_threshold(assets, tmp_path):
     cal = tmp_path / "calibration.toml"
     cal.write_text('[detector.thresholds]\n"Cough" = 0.42\n"Bleat" = 0.3\n')
     cfg_path = site_config(tmp_path / "site.toml", assets, calibration=str(cal),
-                           extra='thresholds = { "Bleat" = 0.7 }')
+                           detector={"thresholds": {"Bleat": 0.7}})
     r = run_cli("run", "--config", cfg_path, "--show-config")
     assert r.code == 0, r.err
     rows = {l.split("  ")[0].strip(): l for l in r.out.splitlines()}

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from daemonparts import SILENCE, DaemonProc, segment, write_config
-from realparts import FileMic, Subscriber, have, make_certs
+from daemonparts import SILENCE, kitchen_config, segment
+from tools.rig.broker import make_certs
+from tools.rig.daemon import DaemonProcess, daemon_config_text
+from tools.rig.mic import FileMic
+from tools.rig.mqtt import Subscriber
+from tools.rig.ports import have
 
 pytestmark = pytest.mark.skipif(not have("mosquitto", "mosquitto_passwd", "openssl"),
                                 reason="needs Debian's mosquitto and openssl (make test installs them)")
@@ -24,9 +28,9 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     b = broker()
     sub = Subscriber(b.port)
     mic = FileMic(tmp_path / "alsa", np.concatenate([SILENCE, miaow, SILENCE, SILENCE]))
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "alsa"\ndevice = "testmic"',
-                       "scores = true\nscores_top_k = 3\nscores_interval_seconds = 2.0")
-    daemon = DaemonProc(cfg, env=mic.env)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "alsa", "device": "testmic"},
+                         {"scores": True, "scores_top_k": 3, "scores_interval_seconds": 2.0})
+    daemon = DaemonProcess(cfg, env=mic.env)
     try:
         assert sub.wait(lambda s: any(e["type"] == "end" for e in s.events()), 60), daemon.log
         monitor = subprocess.run([sys.executable, "-m", "edge", "monitor", "--port", str(b.port), "--json",
@@ -47,7 +51,7 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     # what a subscriber that arrives later sees: retained state, status and Home Assistant discovery
     late = Subscriber(b.port)
     assert late.wait(lambda s: s.payloads("homeassistant/sensor/kitchen/top/config"), 5)
-    retained = {t: p for t, p, r in late.messages if r}
+    retained = late.retained()
     late.close()
     assert retained["edge-audio/kitchen/state/cat"] == b"OFF"
     assert retained["edge-audio/kitchen/status"] == b"offline"
@@ -73,8 +77,8 @@ def test_events_during_a_broker_outage_arrive_in_order_after_it_returns(tmp_path
     b = broker(persistence=True)
     # a subscriber whose session the broker keeps across its restart: nothing depends on who reconnects first
     sub = Subscriber(b.port, topics=("edge-audio/kitchen/events",), session="watcher")
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"\nrate_hz = 16000')
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin", "rate_hz": 16000})
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     pipe = daemon.proc.stdin
     try:
         pipe.write(segment(miaow).tobytes())
@@ -106,8 +110,8 @@ def test_events_during_a_broker_outage_arrive_in_order_after_it_returns(tmp_path
 
 def test_frozen_broker_does_not_stop_the_audio_loop(tmp_path, broker, coral_twin, miaow):
     b = broker()
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', metrics_s=1.0)
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin"}, metrics_s=1.0)
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     pipe = daemon.proc.stdin
     try:
         assert daemon.wait_log(r"MQTT: connected", 20), daemon.log
@@ -126,23 +130,26 @@ def test_frozen_broker_does_not_stop_the_audio_loop(tmp_path, broker, coral_twin
 
 
 def test_the_idle_network_thread_sleeps_until_work_or_a_keepalive(tmp_path, broker):
-    """No polling: idle for three keepalive intervals the thread wakes a handful of times (for the keepalive), the
-    broker keeps the connection (it drops a client silent for 1.5 intervals), and queued work wakes it at once."""
+    """No polling: idle for two keepalive intervals (the shortest the config allows) the thread wakes a handful of
+    times (for the keepalive), the broker keeps the connection (it drops a client silent for 1.5 intervals), and
+    queued work wakes it at once."""
     from edge.config import parse_config
     from edge.sinks.mqtt import MqttSink
+    keepalive_s, intervals = 5, 2
     b = broker()
     sub = Subscriber(b.port, topics=("edge-audio/idle/#",))
-    cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\nport = {b.port}\nkeepalive_seconds = 5\n'
-                       'homeassistant = false\nspool_file = "none"\n').mqtt
+    cfg = parse_config(daemon_config_text(mqtt={"host": "127.0.0.1", "port": b.port, "keepalive_seconds": keepalive_s,
+                                                "homeassistant": False, "spool_file": "none"})).mqtt
     sink = MqttSink(cfg, "idle")
     sink.start()
     try:
         assert sub.wait(lambda s: s.payloads("/status") == [b"online"], 10)
         before = sink.net.wakeups
-        time.sleep(15.5)
+        time.sleep(intervals * keepalive_s + 0.5)
         idle = sink.net.wakeups - before
         assert sink.connected and sink.reconnects == 0
-        assert idle <= 3 * 2 * 4, f"{idle} wake-ups in 15 s idle"  # pings and their answers, looks every K/4
+        # pings and their answers, looks every K/4
+        assert idle <= intervals * 2 * 4, f"{idle} wake-ups in {intervals * keepalive_s} s idle"
         sent = time.monotonic()
         sink.set_top("Speech")
         sink.flush()  # the audio loop's "done, going to sleep"
@@ -156,8 +163,8 @@ def test_the_idle_network_thread_sleeps_until_work_or_a_keepalive(tmp_path, brok
 def test_sigkill_leaves_the_last_will(tmp_path, broker, coral_twin):
     b = broker()
     sub = Subscriber(b.port, topics=("edge-audio/kitchen/status",))
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', "keepalive_seconds = 5")
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin"}, {"keepalive_seconds": 5})
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     try:
         assert sub.wait(lambda s: s.payloads("/status") == [b"online"], 20), daemon.log
         daemon.proc.kill()
@@ -170,9 +177,9 @@ def test_sigkill_leaves_the_last_will(tmp_path, broker, coral_twin):
 def test_wrong_password_is_one_clear_line_and_no_crash_loop(tmp_path, broker, coral_twin):
     b = broker(users={"edge": "right"})
     (tmp_path / "pw").write_text("wrong\n")
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"',
-                       f'username = "edge"\npassword_file = "{tmp_path / "pw"}"')
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin"},
+                         {"username": "edge", "password_file": tmp_path / "pw"})
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     try:
         assert daemon.wait_log(r"refused the connection: (Bad user name or password|Not authorized)", 20), daemon.log
         time.sleep(2.5)  # several retries later: still running, still one line
@@ -190,8 +197,8 @@ def test_acl_denial_is_reported(tmp_path, broker, coral_twin, miaow):
           "topic readwrite edge-audio/kitchen/top\ntopic readwrite edge-audio/kitchen/metrics\n" \
           "topic readwrite homeassistant/#\n"
     b = broker(users={"edge": "secret"}, acl=acl)
-    cfg = write_config(tmp_path / "cfg.toml", coral_twin, b.port, 'source = "stdin"', 'username = "edge"')
-    daemon = DaemonProc(cfg, env={"EDGE_AUDIO_MQTT_PASSWORD": "secret"}, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin"}, {"username": "edge"})
+    daemon = DaemonProcess(cfg, env={"EDGE_AUDIO_MQTT_PASSWORD": "secret"}, stdin_pipe=True)
     try:
         daemon.proc.stdin.write(segment(miaow).tobytes())
         daemon.proc.stdin.close()
@@ -208,10 +215,10 @@ def test_tls_with_password_and_with_an_untrusted_ca(tmp_path, broker, coral_twin
     b = broker(users={"edge": "secret"}, tls=certs)
     (tmp_path / "pw").write_text("secret\n")
     sub = Subscriber(b.port, username="edge", password="secret", tls_ca=certs["ca"])
-    common = f'username = "edge"\npassword_file = "{tmp_path / "pw"}"\ntls = true\n'
-    cfg = write_config(tmp_path / "ok.toml", coral_twin, b.port, 'source = "stdin"',
-                       common + f'ca_file = "{certs["ca"]}"')
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    common = {"username": "edge", "password_file": tmp_path / "pw", "tls": True}
+    cfg = kitchen_config(tmp_path / "ok.toml", coral_twin, b.port, {"source": "stdin"},
+                         {**common, "ca_file": certs["ca"]})
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     try:
         daemon.proc.stdin.write(segment(miaow).tobytes())
         daemon.proc.stdin.close()
@@ -220,9 +227,9 @@ def test_tls_with_password_and_with_an_untrusted_ca(tmp_path, broker, coral_twin
     finally:
         daemon.kill()
         sub.close()
-    cfg = write_config(tmp_path / "bad.toml", coral_twin, b.port, 'source = "stdin"',
-                       common + f'ca_file = "{other["ca"]}"')
-    daemon = DaemonProc(cfg, stdin=subprocess.PIPE)
+    cfg = kitchen_config(tmp_path / "bad.toml", coral_twin, b.port, {"source": "stdin"},
+                         {**common, "ca_file": other["ca"]})
+    daemon = DaemonProcess(cfg, stdin_pipe=True)
     try:
         assert daemon.wait_log(r"TLS certificate not trusted .*check mqtt.ca_file", 20), daemon.log
         time.sleep(1.5)

@@ -8,6 +8,7 @@ from conftest import run_cli
 pytestmark = pytest.mark.assets
 
 
+@pytest.mark.broker
 def test_the_demo_prints_the_events_the_broker_received(assets, coral_twin):
     r = run_cli("demo", "--audio", assets / "audio", "--model", coral_twin, "--fast", module="tools", timeout=120)
     assert r.code == 0, r.err

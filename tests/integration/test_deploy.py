@@ -13,10 +13,14 @@ import pytest
 
 from conftest import assert_one_line_error
 from realdeploy import (current_id, deploy, kit, release_ids, release_info, selftest_current, wav_settings)
-from realparts import Broker
-from realssh import rig_fixture
+from tools.rig.broker import Broker
 
-rig = rig_fixture("dev1")
+
+@pytest.fixture
+def rig(ssh_rig):
+    """One device, dev1."""
+    ssh_rig.add("dev1")
+    return ssh_rig
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,17 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import assert_one_line_error
 from realdeploy import background_wav, current_id, deploy, kit, release_ids, silent_wav, wav_settings
-from realssh import rig_fixture
 
-rig = rig_fixture("dev1")
+
+@pytest.fixture
+def rig(ssh_rig):
+    """One device, dev1."""
+    ssh_rig.add("dev1")
+    return ssh_rig
 
 
 def release_args(k, dev, recording, *more):

@@ -12,9 +12,6 @@ import pytest
 
 from conftest import REQUIRE, ROOT, run_cli
 from realdeploy import current_id, kit, selftest_current, wav_settings
-from realssh import SshRig, sshd_guard
-
-_sshd_here = sshd_guard()
 
 OTHER_VERSIONS = ("3.9", "3.10", "3.12", "3.13")
 
@@ -34,22 +31,21 @@ def test_requires_python_names_exactly_what_is_tested():
 
 
 @pytest.mark.parametrize("version", OTHER_VERSIONS)
-def test_a_device_with_this_python_installs_offline_and_passes_selftest(version, tmp_path, assets):
+def test_a_device_with_this_python_installs_offline_and_passes_selftest(version, tmp_path, assets, ssh_rig):
     python = interpreter(version)
     if python is None:  # requires-python claims this version: CI must prove it
         (pytest.fail if REQUIRE else pytest.skip)(f"no Python {version} on this machine to play the device")
     k = kit(assets)
-    with SshRig(tmp_path / "rig") as rig:
-        dev = rig.add("dev")
-        # pyalsaaudio is compiled on the device for these versions; leave it out to keep the suite short
-        r = run_cli("deploy", dev.address, "--prefix", dev.prefix, "--profile", "pi4-usb-coral", "--bundle",
-                    k.bundle, "--set", "mqtt.enabled=false", *wav_settings(k), "--extras", "litert,mqtt",
-                    "--ssh-config", rig.ssh_config, "--wheel", k.wheel, "--wheelhouse", k.wheelhouse,
-                    "--python", python, module="tools", timeout=900)
-        assert r.code == 0, r.err
-        assert f"Python {version}" in r.err
-        venv_python = next((dev.prefix / "current" / "venv" / "lib").iterdir()).name
-        assert venv_python == f"python{version}"
-        report = selftest_current(dev.prefix)
-        assert report["exit"] == 0, report
-        assert current_id(dev.prefix)
+    dev = ssh_rig.add("dev")
+    # pyalsaaudio is compiled on the device for these versions; leave it out to keep the suite short
+    r = run_cli("deploy", dev.address, "--prefix", dev.prefix, "--profile", "pi4-usb-coral", "--bundle",
+                k.bundle, "--set", "mqtt.enabled=false", *wav_settings(k), "--extras", "litert,mqtt",
+                "--ssh-config", ssh_rig.ssh_config, "--wheel", k.wheel, "--wheelhouse", k.wheelhouse,
+                "--python", python, module="tools", timeout=900)
+    assert r.code == 0, r.err
+    assert f"Python {version}" in r.err
+    venv_python = next((dev.prefix / "current" / "venv" / "lib").iterdir()).name
+    assert venv_python == f"python{version}"
+    report = selftest_current(dev.prefix)
+    assert report["exit"] == 0, report
+    assert current_id(dev.prefix)

@@ -14,7 +14,9 @@ import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli
 from fakelib import compiler, fake_tpu_env
-from realparts import Broker, Subscriber, have
+from tools.rig.daemon import write_daemon_config
+from tools.rig.mqtt import Subscriber
+from tools.rig.ports import have
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs a C compiler (cc) to build the fake runtimes")
 
@@ -80,26 +82,14 @@ def test_doctor_shows_the_pair_and_the_verdict(variant, tmp_path, assets):
 
 @pytest.mark.skipif(not have("mosquitto"), reason="needs Debian's mosquitto (make test installs it)")
 @pytest.mark.parametrize("variant", ["segv", "known-bad"])
-def test_daemon_runs_on_the_cpu_and_publishes_the_reason(variant, tmp_path, assets, coral_dir):
+def test_daemon_runs_on_the_cpu_and_publishes_the_reason(variant, tmp_path, assets, coral_dir, broker):
     env = _env(variant, tmp_path)
-    broker = Broker(tmp_path / "broker")
-    sub = Subscriber(broker.port, topics=("edge-audio/#",))
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(f"""
-[device]
-id = "porch"
-[audio]
-source = "wav"
-file = "{assets / 'audio' / 'miaow_16k.wav'}"
-[model]
-path = "{coral_dir / 'yamnet_spectra_in_edgetpu.tflite'}"
-delegate = "auto"
-[detector]
-allow = ["Cat"]
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-""")
+    b = broker()
+    sub = Subscriber(b.port, topics=("edge-audio/#",))
+    cfg = write_daemon_config(tmp_path / "cfg.toml", device={"id": "porch"},
+                              audio={"source": "wav", "file": assets / "audio" / "miaow_16k.wav", "realtime": False},
+                              model={"path": coral_dir / "yamnet_spectra_in_edgetpu.tflite", "delegate": "auto"},
+                              detector={"allow": ["Cat"]}, mqtt={"host": "127.0.0.1", "port": b.port})
     try:
         proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -109,6 +99,5 @@ port = {broker.port}
         metrics = json.loads(sub.payloads("/metrics")[-1])
     finally:
         sub.close()
-        broker.stop()
     assert metrics["delegate"] == "cpu" and metrics["windows"] >= 10
     assert VERDICTS[variant] in metrics["delegate_reason"], metrics["delegate_reason"]

@@ -37,8 +37,8 @@ def _run(framer, classifier, detector, chunk: np.ndarray, windows: int) -> int:
 
 @pytest.mark.parametrize("model,rate,channels", [
     ("coral_twin", 16000, 1),
-    ("coral_twin", 44100, 2),
-    ("waveform_model", 48000, 1),
+    pytest.param("coral_twin", 44100, 2, marks=pytest.mark.slow),
+    pytest.param("waveform_model", 48000, 1, marks=pytest.mark.slow),
 ])
 def test_no_allocation_growth_over_1000_windows(request, model, rate, channels, class_map):
     classifier = Classifier.open(request.getfixturevalue(model), class_map, "cpu")
@@ -138,18 +138,19 @@ class LoopedCapture:
 
 @pytest.mark.parametrize("model,rate,channels", [
     ("coral_twin", 16000, 1),
-    ("coral_twin", 44100, 2),
-    ("waveform_model", 48000, 1),
+    pytest.param("coral_twin", 44100, 2, marks=pytest.mark.slow),
+    pytest.param("waveform_model", 48000, 1, marks=pytest.mark.slow),
 ])
 def test_the_whole_daemon_loop_allocates_nothing_per_window(request, model, rate, channels, class_map):
     """Daemon.run() end to end between the capture and the sink: window loop, level, classifier, detector, top
     and the sink calls, over 1000 windows."""
     from edge.app.daemon import Daemon
     from edge.config import parse_config
+    from tools.rig.daemon import daemon_config_text
 
     classifier = Classifier.open(request.getfixturevalue(model), class_map, "cpu")
-    cfg = parse_config('[detector]\nallow = ["Dog", "Cat"]\n[mqtt]\nenabled = false\n'
-                       '[metrics]\ninterval_seconds = 86400\n', "hot-path.toml")
+    cfg = parse_config(daemon_config_text(detector={"allow": ["Dog", "Cat"]}, mqtt={"enabled": False},
+                                          metrics={"interval_seconds": 86400}), "hot-path.toml")
     rng = np.random.default_rng(0)
     # quiet, then loud: a sound begins once per turn, so the onset windows run too
     chunks = [rng.integers(-a, a, 1024 * channels).astype(np.int16) for a in (30,) * 4 + (8000,) * 4]

@@ -14,6 +14,7 @@ from edge.core.onsets import LevelRise
 from edge.core.wavfile import read_wav, write_wav
 from edge.model.classifier import Classifier
 from edge.sinks.base import Sink
+from tools.rig.daemon import daemon_config_text
 
 pytestmark = pytest.mark.assets
 
@@ -43,20 +44,10 @@ def _stream(assets, tmp_path):
     return path, onset / RATE
 
 
-def _run(path, coral_twin, class_map, extra: str):
-    cfg = parse_config(f"""
-[audio]
-source = "wav"
-file = "{path}"
-realtime = false
-[model]
-path = "{coral_twin}"
-[detector]
-allow = ["Dog", "Bark"]
-{extra}
-[mqtt]
-enabled = false
-""")
+def _run(path, coral_twin, class_map, detector: dict):
+    cfg = parse_config(daemon_config_text(audio={"source": "wav", "file": path, "realtime": False},
+                                          model={"path": coral_twin}, detector={"allow": ["Dog", "Bark"], **detector},
+                                          mqtt={"enabled": False}))
     sink = Starts()
     daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
                     sink=sink, clock=lambda: T0)
@@ -68,8 +59,8 @@ enabled = false
 
 def test_a_bark_starts_on_the_onset_window_sooner_than_on_the_grid(assets, coral_twin, class_map, tmp_path):
     path, onset = _stream(assets, tmp_path)
-    fast, decided = _run(path, coral_twin, class_map, "")
-    grid, decided_grid = _run(path, coral_twin, class_map, "onset_window_seconds = 0.0")
+    fast, decided = _run(path, coral_twin, class_map, {})
+    grid, decided_grid = _run(path, coral_twin, class_map, {"onset_window_seconds": 0.0})
     assert fast.onset_windows >= 1 and grid.onset_windows == 0
     assert fast.metrics()["onset_windows"] == fast.onset_windows
     off_grid = (decided - 0.975) / 0.48

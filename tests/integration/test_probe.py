@@ -81,21 +81,17 @@ def test_the_daemons_tpu_retry_probes_afresh(tmp_path, monkeypatch, assets):
     from edge.app.daemon import build
     from edge.config import parse_config
     from fakelib import fake_tpu_env
+    from tools.rig.daemon import daemon_config_text
     for name, value in fake_tpu_env("segv", tmp_path / "fake").items():
         monkeypatch.setenv(name, value)
     spawned = []
     real = edgetpu_probe.run_child
     monkeypatch.setattr(edgetpu_probe, "run_child", lambda *a: spawned.append(a) or real(*a))
-    cfg = parse_config(f"""
-[audio]
-source = "wav"
-file = "{assets / 'audio' / 'dog_975ms.wav'}"
-[model]
-path = "{assets / 'models' / 'coral' / 'yamnet_spectra_in_edgetpu.tflite'}"
-labels = "{assets / 'models' / 'yamnet_class_map.csv'}"
-[mqtt]
-enabled = false
-""")
+    cfg = parse_config(daemon_config_text(
+        audio={"source": "wav", "file": assets / "audio" / "dog_975ms.wav"},
+        model={"path": assets / "models" / "coral" / "yamnet_spectra_in_edgetpu.tflite",
+               "labels": assets / "models" / "yamnet_class_map.csv"},
+        mqtt={"enabled": False}))
     daemon = build(cfg)
     assert daemon.classifier.decision.delegate == "cpu" and "crashed" in daemon.classifier.decision.reason
     assert len(spawned) == 1

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from realparts import Broker, FileMic, free_port
+from tools.rig.daemon import write_daemon_config
+from tools.rig.mic import FileMic
+from tools.rig.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -20,39 +22,35 @@ def bundle(tmp_path_factory, assets):
     return dest
 
 
-def config(tmp_path, bundle, body: str) -> str:
-    path = tmp_path / "config.toml"
-    path.write_text(f'[device]\nid = "selftest"\n[model]\npath = "{bundle}"\n{body}')
-    return str(path)
+def config(tmp_path, bundle, **sections) -> str:
+    return str(write_daemon_config(tmp_path / "config.toml", device={"id": "selftest"}, model={"path": bundle},
+                                   **sections))
 
 
 def checks(out: str) -> dict:
     return {c["name"]: c for c in json.loads(out)["checks"]}
 
 
-def test_a_good_device_passes_and_says_what_it_checked(tmp_path, bundle, assets):
+def test_a_good_device_passes_and_says_what_it_checked(tmp_path, bundle, assets, broker):
     mic = FileMic(tmp_path / "mic", np.zeros(16000, np.int16))
-    broker = Broker(tmp_path / "broker")
-    try:
-        cfg = config(tmp_path, bundle, f'[audio]\nsource = "alsa"\ndevice = "testmic"\nrate_hz = 16000\n'
-                                       f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n')
-        r = run_cli("selftest", "--config", cfg, "--json", env=mic.env)
-        assert r.code == 0, r.err
-        c = checks(r.out)
-        assert [c[n]["status"] for n in ("config", "bundle", "model", "clip", "audio", "broker")] == ["ok"] * 6
-        assert "4 files match their sha256" in c["bundle"]["detail"]
-        assert "on cpu" in c["model"]["detail"] and "libedgetpu" in c["model"]["detail"]  # which delegate and why
-        assert c["clip"]["detail"].startswith("miaow_16k.wav: Cat (mean of 13 windows: Cat 0.73")
-        assert "ALSA testmic opens at 16000 Hz" == c["audio"]["detail"]
-        assert c["broker"]["detail"].endswith("answers")
-        text = run_cli("selftest", "--config", cfg, env=mic.env)
-        assert text.code == 0 and text.out.strip().endswith("selftest passed (0 warnings)")
-    finally:
-        broker.stop()
+    b = broker()
+    cfg = config(tmp_path, bundle, audio={"source": "alsa", "device": "testmic", "rate_hz": 16000},
+                 mqtt={"host": "127.0.0.1", "port": b.port})
+    r = run_cli("selftest", "--config", cfg, "--json", env=mic.env)
+    assert r.code == 0, r.err
+    c = checks(r.out)
+    assert [c[n]["status"] for n in ("config", "bundle", "model", "clip", "audio", "broker")] == ["ok"] * 6
+    assert "4 files match their sha256" in c["bundle"]["detail"]
+    assert "on cpu" in c["model"]["detail"] and "libedgetpu" in c["model"]["detail"]  # which delegate and why
+    assert c["clip"]["detail"].startswith("miaow_16k.wav: Cat (mean of 13 windows: Cat 0.73")
+    assert "ALSA testmic opens at 16000 Hz" == c["audio"]["detail"]
+    assert c["broker"]["detail"].endswith("answers")
+    text = run_cli("selftest", "--config", cfg, env=mic.env)
+    assert text.code == 0 and text.out.strip().endswith("selftest passed (0 warnings)")
 
 
 def test_a_broker_that_does_not_answer_warns_unless_it_is_required(tmp_path, bundle):
-    cfg = config(tmp_path, bundle, f'[audio]\nsource = "stdin"\n[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+    cfg = config(tmp_path, bundle, audio={"source": "stdin"}, mqtt={"host": "127.0.0.1", "port": free_port()})
     r = run_cli("selftest", "--config", cfg, "--json", "--broker-timeout", "2")
     assert r.code == 0, r.err
     c = checks(r.out)
@@ -63,7 +61,7 @@ def test_a_broker_that_does_not_answer_warns_unless_it_is_required(tmp_path, bun
 
 
 def test_a_config_error_is_78_and_a_bad_bundle_is_2(tmp_path, bundle):
-    bad = config(tmp_path, bundle, "[detector]\ntreshold = 0.4\n")
+    bad = config(tmp_path, bundle, detector={"treshold": 0.4})
     assert_one_line_error(run_cli("selftest", "--config", bad), 78, "unknown key 'detector.treshold'")
     clip = bundle.parent / "damaged"
     import shutil

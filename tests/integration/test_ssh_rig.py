@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from realssh import rig_fixture
 
-rig = rig_fixture()
+@pytest.fixture
+def rig(ssh_rig):
+    return ssh_rig
 
 
 def ansible_bin(name: str) -> str:

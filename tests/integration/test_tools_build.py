@@ -14,6 +14,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from edge.model.bundle import load_bundle
 from edge.model.tflite_file import read_model_info
+from tools.rig.daemon import write_daemon_config
 
 pytestmark = [pytest.mark.assets, pytest.mark.tensorflow]
 
@@ -120,18 +121,9 @@ def test_built_bundle_classifies_with_delegate_auto(built, assets):
 
 def test_built_bundle_runs_in_the_daemon(built, assets, tmp_path):
     out, _ = built
-    config = tmp_path / "daemon.toml"
-    config.write_text(f"""
-[audio]
-source = "wav"
-file = "{assets / 'audio/miaow_16k.wav'}"
-realtime = false
-[model]
-path = "{out}"
-delegate = "auto"
-[mqtt]
-enabled = false
-""")
+    config = write_daemon_config(tmp_path / "daemon.toml",
+                                 audio={"source": "wav", "file": assets / "audio/miaow_16k.wav", "realtime": False},
+                                 model={"path": out, "delegate": "auto"}, mqtt={"enabled": False})
     r = run_cli("run", "--config", config, timeout=120)
     assert r.code == 0, r.err
     events = [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]

@@ -154,8 +154,9 @@ def test_confusion_matrix_png_is_written(trained):
 def test_daemon_reports_the_new_labels_and_home_assistant_announces_them(trained, broker, tmp_path):
     from edge.core.wavfile import write_wav
     from tools.heads.embeddings import mono_16k
-    from daemonparts import DaemonProc
-    from realparts import Subscriber, have
+    from tools.rig.daemon import DaemonProcess, write_daemon_config
+    from tools.rig.mqtt import Subscriber
+    from tools.rig.ports import have
     if not have("mosquitto"):
         pytest.skip("needs Debian's mosquitto (make test installs it)")
     out, report, _, _ = trained
@@ -164,21 +165,10 @@ def test_daemon_reports_the_new_labels_and_home_assistant_announces_them(trained
     write_wav(tmp_path / "hen.wav", np.concatenate([mono_16k(Path(hen)), np.zeros(16000 * 3, np.int16)]), 16000)
     b = broker()
     sub = Subscriber(b.port)
-    config = tmp_path / "daemon.toml"
-    config.write_text(f"""
-[device]
-id = "barn"
-[audio]
-source = "wav"
-file = "{tmp_path / 'hen.wav'}"
-realtime = false
-[model]
-path = "{out}"
-[mqtt]
-host = "127.0.0.1"
-port = {b.port}
-""")
-    daemon = DaemonProc(config)
+    config = write_daemon_config(tmp_path / "daemon.toml", device={"id": "barn"},
+                                 audio={"source": "wav", "file": tmp_path / "hen.wav", "realtime": False},
+                                 model={"path": out}, mqtt={"host": "127.0.0.1", "port": b.port})
+    daemon = DaemonProcess(config)
     try:
         assert daemon.proc.wait(60) == 0, daemon.log
     finally:
@@ -189,7 +179,7 @@ port = {b.port}
     time.sleep(0.2)
     late = Subscriber(b.port)
     assert late.wait(lambda s: s.payloads("homeassistant/sensor/barn/top/config"), 5)
-    retained = {t: p for t, p, r in late.messages if r}
+    retained = late.retained()
     late.close()
     sub.close()
     announced = {t.split("/")[3] for t in retained if t.startswith("homeassistant/binary_sensor/barn/")}

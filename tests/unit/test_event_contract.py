@@ -12,6 +12,7 @@ from edge.config import parse_config
 from edge.core.events import SCHEMA_VERSION, Event
 from edge.sinks.jsonl import JsonLinesSink
 from edge.sinks.mqtt import MqttSink
+from tools.rig.daemon import daemon_config_text
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event_v1.json"
 
@@ -60,7 +61,7 @@ class StandInClient:
 
 
 def test_the_mqtt_sink_queues_the_golden_payload_on_the_events_topic():
-    cfg = parse_config("[mqtt]\nprefix = 'edge-audio'\n").mqtt
+    cfg = parse_config(daemon_config_text(mqtt={"prefix": "edge-audio"})).mqtt
     sink = MqttSink(cfg, "kitchen", client_factory=lambda password: StandInClient())
     sink.publish_event(event_of(golden()))
     [message] = list(sink.outbox)

@@ -10,6 +10,7 @@ from edge.audio.capture import Capture
 from edge.config import parse_config
 from edge.model.classifier import Classifier
 from edge.sinks.base import Sink
+from tools.rig.daemon import daemon_config_text
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event_v1.json"
 
@@ -32,8 +33,9 @@ class Spooled(Sink):
 
 
 def _run(assets, coral_twin, class_map, sink: Sink) -> None:
-    cfg = parse_config(f'[audio]\nsource = "wav"\nfile = "{assets / "audio" / "miaow_16k.wav"}"\nrealtime = false\n'
-                       f'[model]\npath = "{coral_twin}"\n[detector]\nallow = ["Cat"]\n[mqtt]\nenabled = false\n')
+    cfg = parse_config(daemon_config_text(
+        audio={"source": "wav", "file": assets / "audio" / "miaow_16k.wav", "realtime": False},
+        model={"path": coral_twin}, detector={"allow": ["Cat"]}, mqtt={"enabled": False}))
     daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
                     sink=sink)
     assert daemon.run() == 0

@@ -13,6 +13,7 @@ from edge.audio import make_source
 from edge.audio.capture import Capture
 from edge.sinks.base import Sink
 from edge.sinks.mqtt import MqttSink
+from tools.rig.daemon import daemon_config_text
 
 
 class UnpluggedTpu:
@@ -39,20 +40,14 @@ class UnpluggedTpu:
         return self._real.top(scores, k)
 
 
-def _wav_config(assets, coral_twin, extra: str = "") -> str:
-    return f"""
-[audio]
-source = "wav"
-file = "{assets / 'audio' / 'miaow_16k.wav'}"
-realtime = false
-[model]
-path = "{coral_twin}"
-[detector]
-allow = ["Cat"]
-[mqtt]
-enabled = false
-{extra}
-"""
+def _wav_config(assets, coral_twin, audio: dict | None = None, detector: dict | None = None,
+                mqtt: dict | None = None, **sections) -> str:
+    """The miaow replayed as fast as it goes, Cat watched, no MQTT; `audio` and `detector` add to those tables,
+    `mqtt` replaces that one."""
+    return daemon_config_text(
+        audio={"source": "wav", "file": assets / "audio" / "miaow_16k.wav", "realtime": False, **(audio or {})},
+        model={"path": coral_twin}, detector={"allow": ["Cat"], **(detector or {})},
+        mqtt=mqtt or {"enabled": False}, **sections)
 
 
 def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, coral_twin, class_map, capsys):
@@ -112,7 +107,7 @@ def test_the_daemon_talks_to_any_sink_through_the_interface(assets, coral_twin, 
 
 def test_the_json_lines_sink_is_one_config_section(assets, coral_twin, tmp_path):
     log = tmp_path / "events.jsonl"
-    cfg = parse_config(_wav_config(assets, coral_twin, f'[jsonl]\nenabled = true\npath = "{log}"\n'))
+    cfg = parse_config(_wav_config(assets, coral_twin, jsonl={"enabled": True, "path": log}))
     daemon = build(cfg)
     assert daemon.run() == 0
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -146,7 +141,7 @@ def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, cor
 
 
 def test_top_reads_none_below_the_level_gate(assets, coral_twin, class_map):
-    cfg = parse_config(_wav_config(assets, coral_twin, "").replace("[detector]", "[detector]\nmin_level_dbfs = -1.0"))
+    cfg = parse_config(_wav_config(assets, coral_twin, detector={"min_level_dbfs": -1.0}))
     sink = RecordingSink()
     daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
                     sink=sink)
@@ -168,8 +163,8 @@ class BrokenClient:
 
 
 def test_a_dead_mqtt_thread_stops_the_daemon_with_status_1(assets, coral_twin, class_map, tmp_path, caplog):
-    cfg = parse_config(_wav_config(assets, coral_twin).replace("realtime = false", "realtime = true\nloop = true")
-                       .replace("enabled = false", f'spool_file = "{tmp_path / "spool.db"}"'))
+    cfg = parse_config(_wav_config(assets, coral_twin, audio={"realtime": True, "loop": True},
+                                   mqtt={"spool_file": tmp_path / "spool.db"}))
     sink = MqttSink(cfg.mqtt, "pi", client_factory=lambda password: BrokenClient(),
                     spool=str(tmp_path / "spool.db"))
     daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from edge.core.wavfile import write_wav
+from tools.rig.daemon import write_daemon_config
 
 OPENSSL_AND_FRIENDS = ("ssl", "_ssl", "hashlib", "_hashlib", "urllib.request", "numpy.ma")
 # shutil (argparse sizes its help with it; it brings bz2 and lzma), random (retry jitter), subprocess, glob and
@@ -44,8 +45,8 @@ def test_the_daemon_path_with_tls_off_imports_no_openssl_no_download_stack_no_nu
 def test_the_daemon_on_the_cpu_delegate_keeps_no_archive_random_or_process_modules(tmp_path, coral_twin):
     wav, config = tmp_path / "quiet.wav", tmp_path / "daemon.toml"
     write_wav(wav, np.zeros(16000, np.int16), 16000)
-    config.write_text(f"[audio]\nsource = 'wav'\nfile = '{wav}'\n[model]\npath = '{coral_twin}'\n"
-                      f"delegate = 'cpu'\n[mqtt]\nenabled = false\n")
+    write_daemon_config(config, audio={"source": "wav", "file": wav}, model={"path": coral_twin, "delegate": "cpu"},
+                        mqtt={"enabled": False})
     out = _run(f"""
 import sys
 from edge.app.cli import main

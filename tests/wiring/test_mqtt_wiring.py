@@ -7,6 +7,7 @@ from edge.config import parse_config
 from edge.core.events import Event
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.topics import slug
+from tools.rig.daemon import daemon_config_text
 
 
 class Info:
@@ -38,7 +39,7 @@ def _event(i: int) -> Event:
 
 
 def _sink(policy: str, bound: int = 2) -> MqttSink:
-    cfg = parse_config(f"[mqtt]\noutbox_max = {bound}\noutbox_policy = '{policy}'\n").mqtt
+    cfg = parse_config(daemon_config_text(mqtt={"outbox_max": bound, "outbox_policy": policy})).mqtt
     return MqttSink(cfg, "pi", watched=["Dog"], client_factory=lambda password: StandInClient())
 
 

@@ -82,6 +82,7 @@ def leftovers(layout: Layout) -> list[str]:
     return [p.name for p in layout.state.iterdir() if p.name.endswith(".new")]
 
 
+@pytest.mark.slow
 def test_stop_then_calibrate_then_start_and_the_file_is_replaced(assets, tmp_path):
     layout = device(tmp_path, assets, background_wav(assets))
     target = layout.state / "calibration.toml"
@@ -101,7 +102,7 @@ def test_stop_then_calibrate_then_start_and_the_file_is_replaced(assets, tmp_pat
     print(f"\ncalibration of 13.3 min of background: {result['seconds']} s; {result['thresholds']}")
 
 
-@pytest.mark.parametrize("case", ["silent", "too_short"])
+@pytest.mark.parametrize("case", ["silent", pytest.param("too_short", marks=pytest.mark.slow)])
 def test_a_failed_calibration_keeps_the_old_file_and_starts_the_service_again(assets, tmp_path, case):
     recording = silent_wav(tmp_path) if case == "silent" else background_wav(assets)
     layout = device(tmp_path, assets, recording)
@@ -148,6 +149,7 @@ def _reads(path: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_a_stopped_service_stays_stopped_and_a_missing_systemd_is_said(assets, tmp_path):
     layout = device(tmp_path, assets, background_wav(assets))
     target = layout.state / "calibration.toml"
@@ -159,6 +161,7 @@ def test_a_stopped_service_stays_stopped_and_a_missing_systemd_is_said(assets, t
     assert absent.calls == [] and any(l.startswith("service not stopped: this device has no systemctl") for l in lines)
 
 
+@pytest.mark.slow
 def test_a_service_that_does_not_start_again_is_reported_after_the_calibration_is_kept(assets, tmp_path):
     layout = device(tmp_path, assets, background_wav(assets))
     target = layout.state / "calibration.toml"

@@ -1,1 +1,1 @@
-"""Host tools: the live rig (broker, subscriber, daemon), the demo, and the benchmarks that run daemons."""
+"""Host tools: the demo and the benchmarks that run daemons (on the live rig, tools/rig/)."""

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from edge.app.command import add_command, sayer
 from edge.core.stream import HOP_SECONDS
+from tools.rig.broker import Broker
+from tools.rig.daemon import ROOT, DaemonProcess, bench_daemon_config, cpu_seconds, process_peak_rss_mb
+from tools.rig.mqtt import Subscriber
+from tools.rig.ports import RigError
 
 from .goals import TARGETS
-from .live import Broker, DaemonProcess, LiveError, Subscriber, cpu_seconds, daemon_config, process_peak_rss_mb, ROOT
 
 RSS_MARGIN_MB = TARGETS["rss_margin_mb"]
 CPU_RATIO_TARGET = TARGETS["cpu_ratio"]
@@ -76,7 +79,7 @@ def _bare_rss(model: Path, seconds: float) -> dict:
     res = subprocess.run([sys.executable, "-c", BARE, str(model), str(seconds)], capture_output=True, text=True,
                          timeout=seconds + 120)
     if res.returncode != 0:
-        raise LiveError(f"the bare LiteRT process failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise RigError(f"the bare LiteRT process failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(res.stdout)
 
 
@@ -105,11 +108,11 @@ def _measure(args, model: str, cpu_model: Path, work: Path) -> tuple[list, float
     daemon = child = None
     try:
         sub = Subscriber(broker.port, "edge-audio/bench/#")
-        audio = f'source = "wav"\nfile = "{Path(args.audio).resolve()}"\nrealtime = true\nloop = true'
-        cfg = daemon_config(work / "daemon.toml", broker.port, audio, model, work / "spool.db", args.hop)
+        audio = {"source": "wav", "file": Path(args.audio).resolve(), "realtime": True, "loop": True}
+        cfg = bench_daemon_config(work / "daemon.toml", broker.port, audio, model, work / "spool.db", args.hop)
         daemon = DaemonProcess(cfg)
         if not sub.wait_for("/status", b"online", 30):
-            raise LiveError(f"the daemon did not come online: {daemon.log_tail()}")
+            raise RigError(f"the daemon did not come online: {daemon.log_tail()}")
         say(f"daemon running (pid {daemon.pid}); warming up {args.warmup:g} s")
         time.sleep(args.warmup)
         child = subprocess.Popen([sys.executable, "-m", "tools.bench.daemon", "--pipeline-child", "--model", model,
@@ -117,13 +120,13 @@ def _measure(args, model: str, cpu_model: Path, work: Path) -> tuple[list, float
                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  env={**_env(), "OPENBLAS_NUM_THREADS": "1"})
         if child.stdout.readline().strip() != "ready":
-            raise LiveError("the bench pipeline process did not start")
+            raise RigError("the bench pipeline process did not start")
         rounds = _paired_rounds(daemon, child, args.rounds)
         child.stdin.close()
         child.wait(30)
         daemon_rss = process_peak_rss_mb(daemon.pid)
         if not daemon.alive():
-            raise LiveError(f"the daemon stopped: {daemon.log_tail()}")
+            raise RigError(f"the daemon stopped: {daemon.log_tail()}")
         code = daemon.stop()
         bare = _bare_rss(cpu_model, 3.0)
         sub.close()
@@ -205,7 +208,7 @@ def cmd(args) -> int:
         raise InputError(f"--audio {args.audio}: not found (python -m tools fetch samples --dest out/audio)")
     try:
         return run(args)
-    except LiveError as exc:
+    except RigError as exc:
         raise InputError(str(exc)) from None
 
 

@@ -18,7 +18,9 @@ from edge.app.command import add_command
 from edge.core.errors import InputError
 from edge.core.wavfile import read_wav, write_wav
 
-from .live import Broker, LiveError, stop_process
+from tools.rig.broker import Broker
+from tools.rig.daemon import write_daemon_config
+from tools.rig.ports import RigError, stop_process
 
 
 def run_demo(audio_dir: Path, bundle: str | None, realtime: bool) -> int:
@@ -28,26 +30,15 @@ def run_demo(audio_dir: Path, bundle: str | None, realtime: bool) -> int:
     write_wav(work / "demo.wav", np.concatenate([gap, pieces[0], gap, pieces[1], gap]), 16000)
     try:
         broker = Broker(work / "broker")
-    except LiveError as exc:
+    except RigError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise InputError(f"the demo's broker: {exc}") from None
     port = broker.port
-    (work / "edge.toml").write_text(f"""[device]
-id = "demo"
-[audio]
-source = "wav"
-file = "{work / 'demo.wav'}"
-realtime = {'true' if realtime else 'false'}
-[model]
-path = "{bundle or ''}"
-[detector]
-allow = ["Cat", "Speech", "Whistle"]
-threshold = 0.5
-hold_seconds = 1.0
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-""")
+    write_daemon_config(work / "edge.toml", device={"id": "demo"},
+                        audio={"source": "wav", "file": work / "demo.wav", "realtime": realtime},
+                        model={"path": bundle or ""},
+                        detector={"allow": ["Cat", "Speech", "Whistle"], "threshold": 0.5, "hold_seconds": 1.0},
+                        mqtt={"host": "127.0.0.1", "port": port})
     edge = [sys.executable, "-m", "edge"]
     monitor = None
     try:

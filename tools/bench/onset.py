@@ -29,9 +29,12 @@ import numpy as np
 
 from edge.app.command import add_command, sayer
 from edge.core.stream import HOP_SECONDS
+from tools.rig.broker import Broker
+from tools.rig.daemon import DaemonProcess, bench_daemon_config
+from tools.rig.mqtt import Subscriber
+from tools.rig.ports import RigError
 
 from .goals import TARGETS
-from .live import Broker, DaemonProcess, LiveError, Subscriber, daemon_config
 
 RATE = 16000
 CHUNK = 1024
@@ -79,7 +82,7 @@ def load_devset(folder: Path, per_class: int | None = None) -> list[Clip]:
             seen[row["source_label"]] = seen.get(row["source_label"], 0) + 1
             wav = read_wav(folder / "clips" / row["file"])
             if wav.rate_hz != RATE or wav.channels != 1:
-                raise LiveError(f"{row['file']}: devset clips are 16 kHz mono")
+                raise RigError(f"{row['file']}: devset clips are 16 kHz mono")
             pcm = np.ascontiguousarray(wav.samples[:, 0])
             clips.append(Clip(row["file"], pcm, {int(i) for i in row["lenient_indices"].split(";") if i},
                               onset_sample(pcm)))
@@ -201,13 +204,13 @@ def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: f
     try:
         sub = Subscriber(broker.port, "edge-audio/#")
         for name, detector in configs.items():
-            audio = 'source = "stdin"\nrate_hz = 16000\nchannels = 1'
-            cfg = daemon_config(work / f"{name}.toml", broker.port, audio, model, work / f"{name}.db", hop_s,
-                                detector, name)
+            audio = {"source": "stdin", "rate_hz": 16000, "channels": 1}
+            cfg = bench_daemon_config(work / f"{name}.toml", broker.port, audio, model, work / f"{name}.db", hop_s,
+                                      detector, name)
             daemons[name] = DaemonProcess(cfg, stdin_pipe=True)
         for name, d in daemons.items():  # model loaded and connected before the first sound
             if not sub.wait_for(f"/{name}/status", b"online", 60) or not d.alive():
-                raise LiveError(f"the {name} daemon did not come online: {d.log_tail()}")
+                raise RigError(f"the {name} daemon did not come online: {d.log_tail()}")
         gap = np.zeros(int(GAP_S * RATE), np.int16)
         hop = int(round(hop_s * RATE))
         pieces, onsets, seg_starts, pos = [], [], [], 0
@@ -221,7 +224,7 @@ def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: f
         say(f"live: {stream.size / RATE:.0f} s of audio at real time into {len(daemons)} daemons")
         t0 = _feed(stream, [d.proc.stdin for d in daemons.values()])
         time.sleep(2.0)
-        events = sub.events()
+        events = sub.timed_events()
         sub.close()
     finally:
         for d in daemons.values():
@@ -291,7 +294,7 @@ def run(args) -> int:
     on = {}
     if args.live:
         work = Path(tempfile.mkdtemp(prefix="onset-", dir=out))
-        on = live(model, live_clips, {"before": "onset_threshold = 1.0", "after": ""}, work, say, args.hop)
+        on = live(model, live_clips, {"before": {"onset_threshold": 1.0}, "after": {}}, work, say, args.hop)
     result = {"model": model, "onset_threshold": ONSET_THRESHOLD, "onset_rise_db": ONSET_RISE_DB,
               "onset_window_seconds": ONSET_WINDOW_SECONDS,
               "board_allow": board.allow, "offline": off, "live": on, "live_clips": [c.name for c in live_clips],
@@ -386,5 +389,5 @@ def cmd(args) -> int:
         raise InputError(f"--audio {args.audio}: {', '.join(missing)} not there (python -m tools fetch samples)")
     try:
         return run(args)
-    except LiveError as exc:
+    except RigError as exc:
         raise InputError(str(exc)) from None

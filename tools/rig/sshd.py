@@ -1,4 +1,4 @@
-"""Real OpenSSH "devices" for deploy tests: Debian's sshd on free loopback ports, each with its own throwaway host
+"""OpenSSH "devices" to deploy to: Debian's sshd on free loopback ports, each with its own throwaway host
 key, root login with a throwaway user key, a known_hosts file holding every host key, and an ssh_config that the
 system `ssh` (and Ansible, through `-F`) uses to reach them as `dev1`, `dev2`, ... or as 127.0.0.1:PORT.
 
@@ -15,46 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from realparts import free_port, stop_process, wait_for_port
+from .ports import RigError, free_port, stop_process, wait_for_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
 PRIVSEP_DIR = Path("/run/sshd")
-
-
-def require_sshd() -> None:
-    """Skip the calling test when sshd cannot run here, or fail it when CI asks for every real part."""
-    import pytest
-    from conftest import REQUIRE
-    why = have_sshd()
-    if why and REQUIRE:
-        pytest.fail(f"{why}, and EDGE_AUDIO_REQUIRE_ASSETS=1 (make sysdeps installs it)")
-    if why:
-        pytest.skip(why)
-
-
-def sshd_guard():
-    """An autouse fixture for a test module whose tests all need sshd: `_sshd_here = sshd_guard()`."""
-    import pytest
-
-    @pytest.fixture(autouse=True)
-    def _sshd_here():
-        require_sshd()
-    return _sshd_here
-
-
-def rig_fixture(*names: str):
-    """A module's `rig` fixture: a fresh SshRig per test with these devices added (`rig = rig_fixture("dev1")`),
-    after require_sshd."""
-    import pytest
-
-    @pytest.fixture
-    def rig(tmp_path):
-        require_sshd()
-        with SshRig(tmp_path / "rig") as r:
-            for name in names:
-                r.add(name)
-            yield r
-    return rig
 
 
 def have_sshd() -> str:
@@ -188,9 +152,9 @@ class SshRig:
                                        stdout=log, stderr=log)
         try:
             wait_for_port(device.port, 10.0)
-        except RuntimeError:
+        except RigError:
             device.proc.kill()
-            raise RuntimeError(f"sshd for {device.name} did not start: "
+            raise RigError(f"sshd for {device.name} did not start: "
                                f"{(device.folder / 'sshd.log').read_text()[-500:]}") from None
 
     @staticmethod
