@@ -8,6 +8,9 @@ import threading
 import time
 from typing import NamedTuple
 
+from edge.config import MqttConfig
+from edge.sinks.mqtt import new_client
+
 from .ports import RigError, wait_until
 
 
@@ -26,11 +29,9 @@ class Subscriber:
         topics = (topics,) if isinstance(topics, str) else tuple(topics)
         self.messages: list[Message] = []
         self._lock = threading.Lock()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=session, protocol=paho.MQTTv5)
-        if username:
-            self.client.username_pw_set(username, password)
-        if tls_ca:
-            self.client.tls_set(ca_certs=str(tls_ca))
+        # the daemon's own client factory: the same protocol, credential and TLS handling
+        cfg = MqttConfig(username=username or "", tls=bool(tls_ca), ca_file=str(tls_ca or ""), protocol="5")
+        self.client = new_client(paho, cfg, session, password, reconnect=True)
         subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p=None: [c.subscribe(t, qos=1) for t in topics]
         self.client.on_subscribe = lambda *a: subscribed.set()
