@@ -1,7 +1,7 @@
 """A recording's window scores pooled into one clip score per class.
 
 "mean" averages the windows; "max" keeps each class's most confident window. Measured on the labelled devset
-(README "Classify recordings"): for YAMNet's AudioSet scores mean gives more top-1 hits and max a few more top-5
+(docs/classify.md): for YAMNet's AudioSet scores mean gives more top-1 hits and max a few more top-5
 hits, so mean is the default; a bundle trained for its own sounds records which one did better on its held-out
 recordings ("clip_pool" in its manifest), and that is its default.
 """

@@ -40,7 +40,7 @@ PREFIX=/opt/edge-audio                # inside the root: the release layout a de
 VENV=$PREFIX/current/venv             # inside the root
 WORK=/tmp/arm-check                   # inside the root: outputs of this run
 HOUSE=$REPO/out/arm64-wheelhouse      # on the host: the offline wheelhouse for aarch64-cp311
-EXTRAS=litert,mqtt                    # pyalsaaudio is source only: a board compiles it (see README)
+EXTRAS=litert,mqtt                    # pyalsaaudio is source only: a board compiles it (see docs/deploy.md)
 HOST_PACKAGES="debootstrap qemu-user-static binfmt-support"
 T0=$(date +%s)
 

@@ -40,7 +40,7 @@ from .tflite_patch import range_to_int8
 from .yamnet_weights import SOURCE_KINDS, bounded, read_yamnet_layers, source_kind
 
 # Activation bounds per source form, (per "layer" or "channel", percentile), chosen by measuring labelled accuracy
-# on the devset (README "Host tools"): Coral's twin already holds its activations within [0, 6], so only the
+# on the devset (docs/host-tools.md): Coral's twin already holds its activations within [0, 6], so only the
 # rarest values are clipped and per channel; the published waveform model's ReLUs are unbounded.
 DEFAULT_BOUNDS = {"waveform_tflite": ("layer", 99.9), "patch_int8_tflite": ("channel", 99.99),
                   "keras_h5": ("layer", 99.9)}
@@ -48,7 +48,7 @@ LOGIT_FLOOR = -8.0  # sigmoid(-8) = 0.0003, below the int8 output's 1/256 step: 
 CPU_MODEL = "yamnet_int8.tflite"
 FLOAT_MODEL = "yamnet_float_rebuild.tflite"
 CALIBRATION_PER_CLASS = 2
-DEFAULT_SOURCE = "coral"  # the best labelled accuracy on the devset (README "Host tools")
+DEFAULT_SOURCE = "coral"  # the best labelled accuracy on the devset (docs/host-tools.md)
 
 say = sayer("build")
 
@@ -79,7 +79,7 @@ def add_parser(sub) -> None:
                    help="activation bound percentile (default: 99.99 for Coral's twin, 99.9 otherwise)")
     p.add_argument("--bounds", choices=("layer", "channel"),
                    help="one activation bound per layer or per output channel (default: channel for Coral's "
-                        "twin, layer otherwise; see the README for the measured trade-off)")
+                        "twin, layer otherwise; see docs/host-tools.md for the measured trade-off)")
     p.add_argument("--hop", type=float, default=HOP_SECONDS, help="window hop in seconds for calibration audio")
     p.add_argument("--name", default="yamnet-int8", help="bundle name in the manifest")
     p.add_argument("--keep-float", action="store_true",
