@@ -27,10 +27,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "ai_edge_litert,tflite_runtime,tensorflow)")
 
 
+def config_key(section, key: str) -> dict:
+    """What edge/config.py says of a key of `section` (a config dataclass): its doc, lo, hi and choices."""
+    return next(f.metadata for f in fields(section) if f.name == key)
+
+
 def in_bounds(flag: str, value, section, key: str):
     """A command-line number checked against the bounds of the config key it mirrors (one place for both)."""
-    f = next(f for f in fields(section) if f.name == key)
-    lo, hi = f.metadata["lo"], f.metadata["hi"]
+    meta = config_key(section, key)
+    lo, hi = meta["lo"], meta["hi"]
     if not lo <= value <= hi:
         raise InputError(f"{flag} {value}: must be between {lo} and {hi}")
     return value

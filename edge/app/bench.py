@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from ..bench.hook import detector_hook, load_audio
 from ..bench.measure import ROUNDS
 from ..core.errors import DelegateError, InputError, ModelError

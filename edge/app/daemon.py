@@ -29,7 +29,7 @@ from ..model.delegate import DelegateSupervisor
 from ..sinks import make_sinks
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
-from .metrics import LoopMetrics, percentile  # noqa: F401  (percentile: the daemon's, for callers)
+from .metrics import LoopMetrics
 from .threshold_sources import bundle_thresholds, layers_for, state_labels_for, threshold_layers
 
 log = logging.getLogger("edge.daemon")
@@ -72,11 +72,10 @@ class SystemdNotifier:
 class Daemon:
     def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink: Sink | None = None,
                  clock=time.time, open_classifier=None, thresholds: ThresholdLayers | None = None,
-                 observer=None, *, state_labels: list[str] | None = None, notifier: SystemdNotifier | None = None):
+                 observer=None, *, notifier: SystemdNotifier | None = None):
         """The loop and its parts. `sink`: where events go (default: JSON lines on stdout); `thresholds`: the
-        per-label layers (default: the config's own and the bundle's, no calibration file); `state_labels`: the
-        watched labels that get an ON/OFF state (default: worked out from the config and `thresholds`);
-        `notifier`: systemd's (default: one that says nothing, for anything that is not the service);
+        per-label layers (default: the config's own and the bundle's, no calibration file); `notifier`: systemd's
+        (default: one that says nothing, for anything that is not the service);
         `observer(daemon, level_dbfs, gated)` is called after every window, once the detector has seen it."""
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
@@ -89,9 +88,7 @@ class Daemon:
         self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
         self.observer = observer
         params = self._watch(classifier)
-        if state_labels is None:
-            state_labels = state_labels_for(cfg, classifier.labels, self.thresholds)
-        self.state_labels = set(state_labels)
+        self.state_labels = set(state_labels_for(cfg, classifier.labels, self.thresholds))  # ON/OFF per label
         self.stats = LoopMetrics()
         self._stop = False
         self._loop: WindowLoop | None = None
@@ -312,12 +309,17 @@ class Daemon:
                  m["overruns"])
 
 
-def build(cfg: Config) -> Daemon:
-    """Everything from the config, or ConfigError (exit 78) with one line."""
+def load_classifier(cfg: Config) -> Classifier:
+    """The config's model, or ConfigError (exit 78) with one line."""
     try:
-        classifier = Classifier.from_config(cfg.model)
+        return Classifier.from_config(cfg.model)
     except InputError as exc:
         raise ConfigError(f"{cfg.path}: model: {exc}") from None
+
+
+def build(cfg: Config) -> Daemon:
+    """Everything from the config, or ConfigError (exit 78) with one line."""
+    classifier = load_classifier(cfg)
     try:
         capture = Capture(make_source(cfg.audio), cfg.audio)
     except InputError as exc:
@@ -326,9 +328,8 @@ def build(cfg: Config) -> Daemon:
     if not layers.calibration_file and cfg.calibration.file.strip().lower() not in ("", "none"):
         log.warning("calibration.file %s is not there yet: running on the other thresholds (edge-audio calibrate "
                     "writes it)", cfg.calibration.file)
-    labels = state_labels_for(cfg, classifier.labels, layers)
-    return Daemon(cfg, classifier, capture, make_sinks(cfg, labels, classifier.model_name), thresholds=layers,
-                  state_labels=labels, notifier=SystemdNotifier.from_environment())
+    sink = make_sinks(cfg, state_labels_for(cfg, classifier.labels, layers), classifier.model_name)
+    return Daemon(cfg, classifier, capture, sink, thresholds=layers, notifier=SystemdNotifier.from_environment())
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

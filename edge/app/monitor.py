@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-from dataclasses import fields
 
 from ..config import MqttConfig
 from ..core.errors import ConfigError, InputError
 from ..core.events import Event, iso
 from ..sinks.topics import Topics
-from .args import MQTT, in_bounds
-from .command import add_command
+from .args import MQTT, config_key, in_bounds
+from .command import add_command, say
 
 
 def run_monitor(args) -> int:
@@ -37,7 +35,7 @@ def run_monitor(args) -> int:
     if watch.problem:
         raise InputError(watch.problem)
     if args.count and watch.seen < args.count:
-        print(f"edge-audio monitor: timed out after {watch.seen} of {args.count} messages", file=sys.stderr)
+        say(f"timed out after {watch.seen} of {args.count} messages", "edge-audio monitor")
         return 1
     return 0
 
@@ -154,8 +152,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cert-file", metavar="FILE", help="client certificate, for a broker that asks for one (with "
                    "--key-file; implies --tls)")
     p.add_argument("--key-file", metavar="FILE", help="the client certificate's private key")
-    protocols = next(f.metadata["choices"] for f in fields(MqttConfig) if f.name == "protocol")
-    p.add_argument("--protocol", choices=protocols, default=MQTT.protocol,
+    p.add_argument("--protocol", choices=config_key(MqttConfig, "protocol")["choices"], default=MQTT.protocol,
                    help=f"MQTT protocol version (default: {MQTT.protocol})")
     p.add_argument("--metrics", action="store_true", help="also print metrics")
     p.add_argument("--json", action="store_true", help="one JSON object per message")

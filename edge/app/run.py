@@ -50,13 +50,8 @@ def cmd_run(args) -> int:
 def show_config(path: str) -> int:
     """Each watched label's start threshold and the layer it comes from."""
     from ..config import load_config
-    from ..core.errors import ConfigError
-    from ..model.classifier import Classifier
+    from .daemon import load_classifier
     from .threshold_sources import show_config as describe_thresholds
     cfg = load_config(path)
-    try:
-        classifier = Classifier.from_config(cfg.model)
-    except InputError as exc:
-        raise ConfigError(f"{cfg.path}: model: {exc}") from None
-    print(describe_thresholds(cfg, classifier))
+    print(describe_thresholds(cfg, load_classifier(cfg)))
     return 0

@@ -88,7 +88,7 @@ class Pipeline:
     `step()` reads one chunk from the source, pushes it through the ring and returns after classifying every
     window that chunk completed. `on_window(scores, start_sample, extra)` is called once per window after the
     scores are read: that is where the detector plugs in. With `onset_lead_samples` (the detector's, from
-    edge.app.bench.detector_hook) the loop adds the daemon's onset windows too (extra True), as the daemon does.
+    edge.bench.hook.detector_hook) the loop adds the daemon's onset windows too (extra True), as the daemon does.
     `windows` counts the hop grid's windows (each one a hop of audio), `onset_windows` the extra ones.
     """
 

@@ -16,7 +16,7 @@ from ... import firmware
 from ...core.errors import InputError
 from ...core.files import replace_file
 from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, fingerprint, install_options,
-                            new_release_id, project_wheel, prune, switch, wheel_version)
+                    new_release_id, project_wheel, prune, switch, wheel_version)
 from .service import Service, ServiceError
 
 KEY = re.compile(r"([a-z_]+)\.([a-z_]+)")
