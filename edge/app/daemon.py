@@ -72,10 +72,13 @@ class SystemdNotifier:
 class Daemon:
     def __init__(self, cfg: Config, classifier: Classifier, capture: Capture, sink: Sink | None = None,
                  clock=time.time, open_classifier=None, thresholds: ThresholdLayers | None = None,
-                 observer=None, *, notifier: SystemdNotifier | None = None):
+                 observer=None, *, state_labels: list[str] | None = None,
+                 notifier: SystemdNotifier | None = None):
         """The loop and its parts. `sink`: where events go (default: JSON lines on stdout); `thresholds`: the
-        per-label layers (default: the config's own and the bundle's, no calibration file); `notifier`: systemd's
-        (default: one that says nothing, for anything that is not the service);
+        per-label layers (default: the config's own and the bundle's, no calibration file); `state_labels`: the
+        watched labels that get an ON/OFF state, as build() worked them out for the sinks (default: worked out
+        here from the config and `thresholds`); `notifier`: systemd's (default: one that says nothing, for
+        anything that is not the service);
         `observer(daemon, level_dbfs, gated)` is called after every window, once the detector has seen it."""
         self.cfg = cfg
         # how to load the model again with another delegate policy (the CPU fallback, the TPU retry)
@@ -88,7 +91,9 @@ class Daemon:
         self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
         self.observer = observer
         params = self._watch(classifier)
-        self.state_labels = set(state_labels_for(cfg, classifier.labels, self.thresholds))  # ON/OFF per label
+        if state_labels is None:
+            state_labels = state_labels_for(cfg, classifier.labels, self.thresholds)
+        self.state_labels = set(state_labels)  # the labels with an ON/OFF state
         self.stats = LoopMetrics()
         self._stop = False
         self._loop: WindowLoop | None = None
@@ -328,8 +333,9 @@ def build(cfg: Config) -> Daemon:
     if not layers.calibration_file and cfg.calibration.file.strip().lower() not in ("", "none"):
         log.warning("calibration.file %s is not there yet: running on the other thresholds (edge-audio calibrate "
                     "writes it)", cfg.calibration.file)
-    sink = make_sinks(cfg, state_labels_for(cfg, classifier.labels, layers), classifier.model_name)
-    return Daemon(cfg, classifier, capture, sink, thresholds=layers, notifier=SystemdNotifier.from_environment())
+    labels = state_labels_for(cfg, classifier.labels, layers)  # once, for the sinks' discovery and the loop
+    return Daemon(cfg, classifier, capture, make_sinks(cfg, labels, classifier.model_name), thresholds=layers,
+                  state_labels=labels, notifier=SystemdNotifier.from_environment())
 
 
 def install_signal_handlers(daemon: Daemon) -> None:
