@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from pathlib import Path
 from edge.app.command import add_command, sayer
 from edge.core.stream import HOP_SECONDS
 from tools.rig.broker import Broker
-from tools.rig.daemon import ROOT, DaemonProcess, bench_daemon_config, cpu_seconds, process_peak_rss_mb
+from tools import REPO
+from tools.rig.daemon import DaemonProcess, bench_daemon_config, cpu_seconds, kit_env, process_peak_rss_mb
 from tools.rig.mqtt import Subscriber
 from tools.rig.ports import RigError
 
@@ -117,8 +117,7 @@ def _measure(args, model: str, cpu_model: Path, work: Path) -> tuple[list, float
         time.sleep(args.warmup)
         child = subprocess.Popen([sys.executable, "-m", "tools.bench.daemon", "--pipeline-child", "--model", model,
                                   "--audio", args.audio, "--seconds", str(args.seconds), "--hop", str(args.hop)],
-                                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 env={**_env(), "OPENBLAS_NUM_THREADS": "1"})
+                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=kit_env())
         if child.stdout.readline().strip() != "ready":
             raise RigError("the bench pipeline process did not start")
         rounds = _paired_rounds(daemon, child, args.rounds)
@@ -176,10 +175,6 @@ def _report(args, out: Path, cpu_model: Path, rounds: list, daemon_rss: float, b
               f"{statistics.median(p for _, p in rounds):.2f} % of a core; ratio median {med:.2f}x (range "
               f"{ratio['min']:.2f}-{ratio['max']:.2f}) (target <= {CPU_RATIO_TARGET}x): "
               + ("met" if med <= CPU_RATIO_TARGET else "NOT met"))
-
-
-def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def add_parser(sub) -> None:

@@ -197,7 +197,7 @@ def _latencies(classifier, params, clips: list[Clip], windows: list) -> dict:
     return {"median": statistics.median(lat) if lat else None, "detected": len(lat), "clips": len(clips)}
 
 
-def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: float) -> dict:
+def live(model: str, clips: list[Clip], configs: dict, work: Path, hop_s: float) -> dict:
     """Both configurations as daemons on one paced stream; (arrival - onset) of the first matching start."""
     broker = Broker(work / "broker")
     daemons = {}
@@ -222,7 +222,7 @@ def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: f
             pos += gap.size + c.pcm.size + tail
         stream = np.concatenate(pieces + [gap])
         say(f"live: {stream.size / RATE:.0f} s of audio at real time into {len(daemons)} daemons")
-        t0 = _feed(stream, [d.proc.stdin for d in daemons.values()])
+        t0 = _feed(stream, list(daemons.values()))
         time.sleep(2.0)
         events = sub.timed_events()
         sub.close()
@@ -245,19 +245,17 @@ def live(model: str, clips: list[Clip], configs: dict, work: Path, say, hop_s: f
     return result
 
 
-def _feed(stream: np.ndarray, pipes: list) -> float:
-    """Write the stream like a microphone: each CHUNK when its last sample has happened. Returns the wall time
-    (time.monotonic) of sample 0."""
+def _feed(stream: np.ndarray, daemons: list[DaemonProcess]) -> float:
+    """Write the stream into every daemon's stdin like a microphone: each CHUNK when its last sample has happened.
+    Returns the wall time (time.monotonic) of sample 0."""
     t0 = time.monotonic() + 0.1
     for i in range(0, stream.size, CHUNK):
         due = t0 + (i + CHUNK) / RATE
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        data = stream[i:i + CHUNK].astype("<i2").tobytes()
-        for pipe in pipes:
-            pipe.write(data)
-            pipe.flush()
+        for daemon in daemons:
+            daemon.feed(stream[i:i + CHUNK])
     return t0
 
 
@@ -294,7 +292,7 @@ def run(args) -> int:
     on = {}
     if args.live:
         work = Path(tempfile.mkdtemp(prefix="onset-", dir=out))
-        on = live(model, live_clips, {"before": {"onset_threshold": 1.0}, "after": {}}, work, say, args.hop)
+        on = live(model, live_clips, {"before": {"onset_threshold": 1.0}, "after": {}}, work, args.hop)
     result = {"model": model, "onset_threshold": ONSET_THRESHOLD, "onset_rise_db": ONSET_RISE_DB,
               "onset_window_seconds": ONSET_WINDOW_SECONDS,
               "board_allow": board.allow, "offline": off, "live": on, "live_clips": [c.name for c in live_clips],

@@ -11,6 +11,7 @@ from edge.app.command import add_command
 
 from .goals import TARGETS
 
+
 def _load(path: Path):
     try:
         return json.loads(path.read_text())

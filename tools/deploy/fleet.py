@@ -16,10 +16,12 @@ from pathlib import Path
 
 from edge.app.command import sayer
 from edge.core.errors import InputError
+from tools import REPO
 
 from . import wheelhouse
+from .upload import stage
 
-PLAYBOOK = Path(__file__).resolve().parents[2] / "firmware_configs" / "ansible" / "deploy.yml"
+PLAYBOOK = REPO / "firmware_configs" / "ansible" / "deploy.yml"
 DEFAULT_PLATFORMS = ("x86_64-cp311", "aarch64-cp311")
 
 
@@ -35,8 +37,6 @@ def ansible_playbook() -> str:
 
 
 def rollout(args, plan) -> int:
-    from .upload import stage
-
     inventory = Path(args.inventory)
     if not inventory.is_file():
         raise InputError(f"--inventory {inventory}: file not found")

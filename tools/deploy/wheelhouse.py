@@ -20,8 +20,8 @@ from pathlib import Path
 
 from edge.app.command import add_command, sayer
 from edge.core.errors import InputError
+from tools import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_EXTRAS = ("litert", "mqtt", "alsa")
 KNOWN_EXTRAS = ("litert", "tflite", "mqtt", "alsa")
 SOURCE_ONLY = {"alsa": "pyalsaaudio"}  # extras whose package has no binary wheels on PyPI

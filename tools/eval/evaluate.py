@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.app.command import add_command, say
+from edge.app.command import add_command, sayer
 from edge.model.bundle import is_bundle, load_bundle
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
@@ -24,6 +24,8 @@ from edge.core.stream import HOP_SECONDS, hop_samples_for
 from .accuracy import hit_rates, read_labels_csv
 from ..audio_windows import wav_files
 from .compare import compare_scores
+
+say = sayer("evaluate")
 
 
 @dataclass
@@ -80,7 +82,7 @@ def evaluate(models: list[str], reference: str, audio: list[str], labels_csv: st
         label_index = {f.name: i for i, f in enumerate(files)}
     if not files:
         raise InputError("no WAV files left to evaluate" + (" after holding out calibration files" if held_out else ""))
-    say(f"{len(files)} files" + (f" ({len(excluded)} calibration files held out)" if held_out else ""), "evaluate")
+    say(f"{len(files)} files" + (f" ({len(excluded)} calibration files held out)" if held_out else ""))
     ref = run_model(reference, files, hop_seconds, delegate, class_map, pool=pool)
     runs = [run_model(m, files, hop_seconds, delegate, class_map, pool=pool) for m in models]
     result = {"reference": reference, "files": len(files), "windows": int(len(ref.windows)),

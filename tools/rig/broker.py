@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .ports import RigError, free_port, have, stop_process, wait_for_port
+from .ports import RigError, free_port, have, stop_process, wait_for_port, wait_until
 
 
 def make_certs(folder: Path, name: str = "ca") -> dict:
@@ -85,10 +84,7 @@ class Broker:
         db = self.folder / "mosquitto.db"
         before = db.stat().st_mtime_ns if db.exists() else 0
         self.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (not db.exists() or db.stat().st_mtime_ns == before):
-            time.sleep(0.02)
-        if not db.exists() or db.stat().st_mtime_ns == before:
+        if not wait_until(lambda: db.exists() and db.stat().st_mtime_ns != before, timeout_s):
             raise RigError("the broker did not save its database")
 
     def pause(self) -> None:

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from edge.core.tomltext import dumps
+from tools import REPO
 
 from .ports import RigError, stop_process, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("device", "audio", "model", "detector", "mqtt", "metrics", "calibration")
 
 
@@ -37,11 +37,10 @@ def daemon_config_text(**sections: dict | None) -> str:
     return dumps({name: _plain(sections[name]) for name in order if sections[name] is not None})
 
 
-def write_daemon_config(path: Path, *, audio: dict | None = None, model: dict | None = None,
-                        mqtt: dict | None = None, detector: dict | None = None, **sections: dict | None) -> Path:
-    """daemon_config_text(...) written to `path`; returns `path`."""
+def write_daemon_config(path: Path, **sections: dict | None) -> Path:
+    """daemon_config_text(**sections) written to `path`; returns `path`."""
     path = Path(path)
-    path.write_text(daemon_config_text(audio=audio, model=model, detector=detector, mqtt=mqtt, **sections))
+    path.write_text(daemon_config_text(**sections))
     return path
 
 
@@ -57,6 +56,12 @@ def bench_daemon_config(path: Path, port: int, audio: dict, model, spool: Path, 
         metrics={"interval_seconds": 30})
 
 
+def kit_env(**extra: str) -> dict:
+    """The environment a child process of the kit gets: this one, the repository on PYTHONPATH, one OpenBLAS
+    thread (the daemon's own setting), then `extra`."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
+
+
 class DaemonProcess:
     """`edge-audio run --config CONFIG` as a child process, from the repository root, one OpenBLAS thread; its
     stderr (the log) in CONFIG with the suffix .log; stdin a pipe when `stdin_pipe` (proc.stdin)."""
@@ -64,9 +69,8 @@ class DaemonProcess:
     def __init__(self, config: Path, env: dict | None = None, stdin_pipe: bool = False):
         self.log_path = Path(config).with_suffix(".log")
         self._log = open(self.log_path, "w")
-        full_env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
-                                     cwd=ROOT, env=full_env,
+                                     cwd=REPO, env=kit_env(**(env or {})),
                                      stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._log)
 

@@ -1,4 +1,4 @@
-"""ALSA capture devices for a daemon to open by name (default `testmic`): the alsa-lib `file` plugin over a `null`
+"""An ALSA capture device for a daemon to open by name (DEVICE, `testmic`): the alsa-lib `file` plugin over a `null`
 slave, reading raw S16_LE audio from a file or from a FIFO. The daemon gets `env` (ALSA_CONFIG_PATH) to see it."""
 
 from __future__ import annotations
@@ -9,32 +9,35 @@ from pathlib import Path
 
 import numpy as np
 
+DEVICE = "testmic"
 
-def _pcm_conf(folder: Path, name: str, infile: Path) -> tuple[Path, dict]:
+
+def _pcm_env(folder: Path, infile: Path) -> dict:
+    """DEVICE reading `infile`, in an asound.conf in `folder`: the environment that shows it to alsa-lib."""
     conf = folder / "asound.conf"
-    conf.write_text(f'pcm.{name} {{ type file slave.pcm "null" file "/dev/null" infile "{infile}" format "raw" }}\n')
-    return conf, {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
+    conf.write_text(f'pcm.{DEVICE} {{ type file slave.pcm "null" file "/dev/null" infile "{infile}" format "raw" }}\n')
+    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
 
 
 class FileMic:
     """Reads a file of raw samples. It is not paced, and after the end of the file it repeats the last period: end
     recordings with silence."""
 
-    def __init__(self, folder: Path, pcm: np.ndarray, name: str = "testmic"):
+    def __init__(self, folder: Path, pcm: np.ndarray):
         folder.mkdir(parents=True, exist_ok=True)
         self.raw = folder / "mic.raw"
         pcm.astype("<i2").tofile(self.raw)
-        self.conf, self.env = _pcm_conf(folder, name, self.raw)
+        self.env = _pcm_env(folder, self.raw)
 
 
 class FifoMic:
     """Reads a FIFO the caller writes to (open_writer, then write or feed)."""
 
-    def __init__(self, folder: Path, name: str = "testmic"):
+    def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         self.fifo = folder / "mic.fifo"
         os.mkfifo(self.fifo)
-        self.conf, self.env = _pcm_conf(folder, name, self.fifo)
+        self.env = _pcm_env(folder, self.fifo)
         self._fd = None
 
     def open_writer(self) -> None:

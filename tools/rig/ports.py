@@ -18,14 +18,16 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RigError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+    if not wait_until(lambda: _listening(port), timeout_s):
+        raise RigError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:

@@ -9,13 +9,12 @@ keeps their releases apart. Host keys are verified exactly as on a real network 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ports import RigError, free_port, stop_process, wait_for_port
+from .ports import RigError, free_port, have, stop_process, wait_for_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
 PRIVSEP_DIR = Path("/run/sshd")
@@ -27,7 +26,7 @@ def have_sshd() -> str:
         return "openssh-server is not installed (apt-get install openssh-server)"
     if os.geteuid() != 0:
         return "sshd with root login needs the tests to run as root"
-    if not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+    if not have("ssh", "ssh-keygen"):
         return "openssh-client is not installed"
     return ""
 

@@ -198,9 +198,8 @@ def run_peer(peer: Peer, python: Path, model: Path, audio: Path, seconds: float,
     """Run the peer's script in its venv; its JSON result, or PeerError with its one-line reason."""
     cmd = [str(python), str(HERE / peer.script), "--model", str(model), "--audio", str(audio),
            "--seconds", str(seconds), "--hop", str(hop_seconds), "--threads", str(threads)]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or seconds * 4 + 300, env=env)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or seconds * 4 + 300, env=peer_env())
     except subprocess.TimeoutExpired:
         raise PeerError(f"did not finish within {timeout or seconds * 4 + 300:.0f} s") from None
     except OSError as exc:

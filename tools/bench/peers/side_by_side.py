@@ -29,11 +29,11 @@ from edge.app.command import OneLineParser, add_command, run, sayer
 from edge.bench.measure import ratio_stats
 from edge.core.errors import InputError
 from edge.core.stream import HOP_RANGE_SECONDS, HOP_SECONDS
+from tools import REPO
 
 from ..goals import TARGETS
 from .peers import PEERS, PeerError, Runner, ensure_venv, peer_command, peer_env, write_metadata_model
 
-ROOT = Path(__file__).resolve().parents[3]  # the repository
 E2E_OVER_INVOKE_TARGET = TARGETS["e2e_default"]
 OVER_MEDIAPIPE_TARGET = TARGETS["over_mediapipe"]
 ROUNDS = 7
@@ -132,12 +132,12 @@ def cmd_peers(args) -> int:
     failures: dict = {}  # runner key -> why it has no figures
     pythons = _peer_environments(wanted, peer_root, failures)
     shared_model = _model_with_metadata(wanted, pythons, model, labels, peer_root, failures)
-    kit_env = dict(os.environ, PYTHONPATH=str(ROOT))
+    kit_env = dict(os.environ, PYTHONPATH=str(REPO))
     kit_env.setdefault(BLAS_LIMIT, "1")  # the kit's deployment setting, see docs/benchmarks.md
     labels_of = {"kit_waveform": KIT_SAME, "kit_coral": KIT_DEFAULT, **{k: _peer_label(k) for k in wanted}}
     specs = [("kit_waveform", _kit_cmd(["--model", str(shared_model), "--labels", str(labels), "--delegate", "cpu"],
-                                       audio, args.hop), kit_env, ROOT),
-             ("kit_coral", _kit_cmd(["--model", str(bundle)], audio, args.hop), kit_env, ROOT)]
+                                       audio, args.hop), kit_env, REPO),
+             ("kit_coral", _kit_cmd(["--model", str(bundle)], audio, args.hop), kit_env, REPO)]
     specs += [(key, peer_command(PEERS[key], pythons[key], shared_model, audio, args.hop), peer_env(), None)
               for key in wanted if key not in failures]
     runners = _start_runners(specs, labels_of, failures)
