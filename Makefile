@@ -57,7 +57,8 @@ PYTEST_DURATIONS ?= --durations=25
 # rather than computing. A module stays on one worker, the longest groups start first (tests/conftest.py);
 # PYTEST_WORKERS= runs everything in one process.
 PYTEST_WORKERS ?= -n 3 --dist loadscope --no-loadscope-reorder
-# the markers (pyproject.toml): broker = starts Mosquitto, sshd = starts sshd devices, slow = over ~5 s
+# the markers (pyproject.toml): broker = starts Mosquitto, sshd = starts sshd devices, tensorflow = needs TensorFlow,
+# slow = over ~5 s
 FAST_TESTS = not broker and not sshd and not tensorflow and not slow
 
 test: $(VENV)/.all
@@ -95,8 +96,9 @@ bench: bench-peers
 bench-peers: model
 	@$(BIN)/python -m tools fetch waveform --dest $(MODELS) >/dev/null
 	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
-	$(BIN)/python -m tools.bench.peers --model $(MODELS)/yamnet_classification.tflite --labels $(MODELS)/yamnet_class_map.csv \
-	  --audio out/audio/speech_whistling2.wav --rounds 7 --seconds 2 --out out/bench
+	$(BIN)/python -m tools.bench.peers --model $(MODELS)/yamnet_classification.tflite \
+	  --labels $(MODELS)/yamnet_class_map.csv --audio out/audio/speech_whistling2.wav --rounds 7 --seconds 2 \
+	  --out out/bench
 
 # the daemon as it runs (WAV replay at real time, MQTT to a Mosquitto started here): peak RSS beside a bare LiteRT
 # process with the same model, CPU at real time beside the bench pipeline's, in paired rounds

@@ -55,9 +55,7 @@ def tensorflow():
     try:
         import tensorflow as tf
     except ImportError:
-        if REQUIRE:
-            pytest.fail("TensorFlow (the tools extra) is not installed, and EDGE_AUDIO_REQUIRE_ASSETS=1")
-        pytest.skip("TensorFlow (the tools extra) is not installed")
+        _need("TensorFlow (the tools extra) is not installed")
     return tf
 
 
@@ -144,13 +142,14 @@ def pytest_xdist_make_scheduler(config, log):
     return ByScope(config, log)
 
 
+# Which scopes are handed out first (they take longest): TensorFlow's, then the sshd devices', then those that start
+# a broker or are slow, then the rest (LAST_TIER). A long one handed out last keeps one worker busy after the others.
+TIERS = {"tensorflow": 0, "sshd": 1, "broker": 2, "slow": 2}
+LAST_TIER = 3
+
+
 def _tier(item) -> int:
-    """Which scopes are handed out first (they take longest): TensorFlow's, then the sshd devices', then those that
-    start a broker or are slow, then the rest. A long one handed out last keeps one worker busy after the others."""
-    for tier, marker in enumerate(("tensorflow", "sshd", "broker", "slow")):
-        if item.get_closest_marker(marker):
-            return min(tier, 2)
-    return 3
+    return min((TIERS[m.name] for m in item.iter_markers() if m.name in TIERS), default=LAST_TIER)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
@@ -163,7 +162,7 @@ def pytest_collection_modifyitems(config, items):
         tiers: dict[str, int] = {}
         for item in items:
             scope = worker_scope(item.nodeid)
-            tiers[scope] = min(tiers.get(scope, 3), _tier(item))
+            tiers[scope] = min(tiers.get(scope, LAST_TIER), _tier(item))
             if "own_build" in getattr(item, "fixturenames", ()) and scope != "own_build":
                 warnings.warn(f"{item.nodeid} uses own_build: list its module in SHARE_THE_OWN_BUILD")
         items.sort(key=lambda item: tiers[worker_scope(item.nodeid)])  # stable: a module's tests stay in order

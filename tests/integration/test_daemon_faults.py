@@ -32,10 +32,6 @@ def _daemon(tmp_path, port, coral_twin, name="cfg"):
     return DaemonProcess(cfg, stdin_pipe=True)
 
 
-def _feed(daemon, pcm) -> None:
-    daemon.feed(pcm)
-
-
 def _count(daemon, pattern: str) -> int:
     import re
     return len(re.findall(pattern, daemon.log))
@@ -97,13 +93,13 @@ def test_a_broker_outage_of_two_keepalives_loses_nothing(tmp_path, broker, coral
     daemon = _daemon(tmp_path, b.port, coral_twin)
     try:
         assert daemon.wait_log(r"MQTT: connected", 20), daemon.log
-        _feed(daemon, segment(miaow))
+        daemon.feed(segment(miaow))
         assert sub.wait(lambda s: len(s.events()) >= 2, 30), daemon.log
         b.save()  # the subscriber's session is on the broker's disk, as its autosave would have it
         b.kill() if fault == "killed" else b.pause()
         down = time.monotonic()
         for i in range(3):  # three whole events while the broker is away
-            _feed(daemon, segment(miaow))
+            daemon.feed(segment(miaow))
             assert _wait_count(daemon, r"end Cat", 2 + i), daemon.log
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))
         b.start() if fault == "killed" else b.resume()
@@ -127,7 +123,7 @@ def test_sigterm_during_an_outage_keeps_every_event_for_the_next_run(tmp_path, b
         b.save()
         b.kill()
         for i in range(2):
-            _feed(first, segment(miaow))
+            first.feed(segment(miaow))
             assert _wait_count(first, r"end Cat", i + 1), first.log
         assert first.terminate(timeout_s=5) == 0
     finally:
@@ -149,9 +145,9 @@ def test_sigkill_right_after_an_event_during_an_outage(tmp_path, broker, coral_t
         assert first.wait_log(r"MQTT: connected", 20), first.log
         b.save()
         b.kill()
-        _feed(first, segment(miaow))  # a whole event
+        first.feed(segment(miaow))  # a whole event
         assert _wait_count(first, r"end Cat", 1), first.log
-        _feed(first, miaow)  # a Cat that is still sounding when the process dies
+        first.feed(miaow)  # a Cat that is still sounding when the process dies
         assert _wait_count(first, r"start Cat", 2), first.log
         time.sleep(delay_ms / 1000)
         first.proc.kill()

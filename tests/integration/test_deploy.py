@@ -12,15 +12,9 @@ import time
 import pytest
 
 from conftest import assert_one_line_error
-from realdeploy import (current_id, deploy, kit, release_ids, release_info, selftest_current, wav_settings)
+from realdeploy import (current_id, deploy, kit, release_ids, release_info, rig,  # noqa: F401 (rig: a fixture)
+                        selftest_current, wav_settings)
 from tools.rig.broker import Broker
-
-
-@pytest.fixture
-def rig(ssh_rig):
-    """One device, dev1."""
-    ssh_rig.add("dev1")
-    return ssh_rig
 
 
 @pytest.fixture(scope="module")

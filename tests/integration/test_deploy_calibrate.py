@@ -9,17 +9,9 @@ import os
 import subprocess
 import time
 
-import pytest
-
 from conftest import assert_one_line_error
-from realdeploy import background_wav, current_id, deploy, kit, release_ids, silent_wav, wav_settings
-
-
-@pytest.fixture
-def rig(ssh_rig):
-    """One device, dev1."""
-    ssh_rig.add("dev1")
-    return ssh_rig
+from realdeploy import (background_wav, current_id, deploy, kit, release_ids, rig,  # noqa: F401 (rig: a fixture)
+                        silent_wav, wav_settings)
 
 
 def release_args(k, dev, recording, *more):

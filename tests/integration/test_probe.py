@@ -15,7 +15,7 @@ from edge.model import edgetpu_probe
 from edge.model.runtime import load_backend
 from fakelib import build_fake_libedgetpu, compiler
 
-# -- the edgetpu_probe, with fake runtimes and the real models -------------------------------------------------------------
+# -- the probe (edge.model.edgetpu_probe), with fake runtimes and the real models ------------------------------------
 needs_cc = pytest.mark.skipif(compiler() is None, reason="needs a C compiler (cc)")
 
 

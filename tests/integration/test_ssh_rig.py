@@ -12,11 +12,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def rig(ssh_rig):
-    return ssh_rig
-
-
 def ansible_bin(name: str) -> str:
     path = Path(sys.executable).parent / name
     if path.is_file():
@@ -27,30 +22,30 @@ def ansible_bin(name: str) -> str:
     return found
 
 
-def test_devices_answer_with_their_own_host_keys(rig):
+def test_devices_answer_with_their_own_host_keys(ssh_rig):
     for name in ("dev1", "dev2"):
-        rig.add(name)
-    for name, device in rig.devices.items():
-        r = rig.ssh(name, "echo $(id -u) ok")
+        ssh_rig.add(name)
+    for name, device in ssh_rig.devices.items():
+        r = ssh_rig.ssh(name, "echo $(id -u) ok")
         assert (r.returncode, r.stdout.strip()) == (0, "0 ok"), r.stderr
-    keys = {d.host_key.with_suffix(".pub").read_text().split()[1] for d in rig.devices.values()}
+    keys = {d.host_key.with_suffix(".pub").read_text().split()[1] for d in ssh_rig.devices.values()}
     assert len(keys) == 2
-    assert len(rig.known_hosts.read_text().splitlines()) == 2
+    assert len(ssh_rig.known_hosts.read_text().splitlines()) == 2
 
 
-def test_changed_host_key_is_refused_by_the_client(rig):
-    rig.add("dev1")
-    rig.change_host_key("dev1")
-    r = rig.ssh("dev1", "true")
+def test_changed_host_key_is_refused_by_the_client(ssh_rig):
+    ssh_rig.add("dev1")
+    ssh_rig.change_host_key("dev1")
+    r = ssh_rig.ssh("dev1", "true")
     assert r.returncode == 255
     assert "Host key verification failed" in r.stderr
 
 
-def test_ansible_drives_the_devices_through_the_same_ssh_config(rig, tmp_path):
+def test_ansible_drives_the_devices_through_the_same_ssh_config(ssh_rig, tmp_path):
     for name in ("dev1", "dev2", "dev3"):
-        rig.add(name)
+        ssh_rig.add(name)
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(rig.inventory({"dev2": {"edge_audio_device_id": "hall"}}))
+    inventory.write_text(ssh_rig.inventory({"dev2": {"edge_audio_device_id": "hall"}}))
     r = subprocess.run([ansible_bin("ansible"), "-i", str(inventory), "all", "-o", "-m", "ansible.builtin.command",
                         "-a", "echo {{ inventory_hostname }} {{ edge_audio_device_id | default('-') }}"],
                        capture_output=True, text=True, timeout=180,

@@ -135,7 +135,6 @@ def test_the_rules_see_a_violation_when_there_is_one(tmp_path):
     assert ("edge.model.bundle", ["_secret"], 1) in found and ("paho", [], 2) in found
 
 
-
 def _import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
     """module -> {module it imports: line}, over every import in the file (inside functions too). `from pkg import
     name` points at pkg.name when that is a module, else at pkg; a name outside `modules` at its nearest package

@@ -1,5 +1,6 @@
 """Daemon wiring with a fake Edge TPU classifier passed through the constructor (no TPU on these machines):
-a failing TPU invoke switches to the real CPU model without losing the stream."""
+a failing TPU invoke switches to the real CPU model without losing the stream. The daemon through the Sink
+interface, and the events a killed run left open in its sink's spool, ended cut short when it starts again."""
 
 import copy
 import dataclasses
@@ -14,6 +15,8 @@ from edge.audio.capture import Capture
 from edge.sinks.base import Sink
 from edge.sinks.mqtt import MqttSink
 from tools.rig.daemon import daemon_config_text
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event_v1.json"
 
 
 class UnpluggedTpu:
@@ -111,33 +114,74 @@ def test_the_json_lines_sink_is_one_config_section(assets, coral_twin, tmp_path)
     daemon = build(cfg)
     assert daemon.run() == 0
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    golden = json.loads((Path(__file__).resolve().parents[1] / "golden" / "event_v1.json").read_text())
+    golden = json.loads(GOLDEN.read_text())
     assert [(e["type"], e["label"]) for e in events] == [("start", "Cat"), ("end", "Cat")]
     assert all(set(e) == set(golden) for e in events)
 
 
+def _golden_start() -> dict:
+    return dict(json.loads(GOLDEN.read_text()), type="start", end_ts=None, end_time=None)
+
+
 class LeftOpen(RecordingSink):
-    """A sink whose spool says the previous run died during a Cat event."""
+    """A sink whose spool holds `open_events`, left by a run last alive at `last_alive` (it died during them); keeps
+    the Events it is handed in `events` too."""
+
+    def __init__(self, open_events: list, last_alive: float):
+        super().__init__()
+        self.open_events, self.last_alive = open_events, last_alive
+        self.events = []
 
     def recovered_open_events(self):
-        start = dict(json.loads((Path(__file__).resolve().parents[1] / "golden" / "event_v1.json").read_text()),
-                     type="start", end_ts=None, end_time=None)
-        return [start], start["start_ts"] + 2.0
+        return self.open_events, self.last_alive
+
+    def publish_event(self, event):
+        self.events.append(event)
+        super().publish_event(event)
 
 
-def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, coral_twin, class_map):
+def _run_with(sink: Sink, assets, coral_twin, class_map) -> None:
     cfg = parse_config(_wav_config(assets, coral_twin))
-    sink = LeftOpen()
-    events = []
-    sink.publish_event = lambda e: (events.append(e), sink.calls.append(("event", e.type, e.label)))
     daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
                     sink=sink)
     assert daemon.run() == 0
-    first = events[0]
+
+
+def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, coral_twin, class_map):
+    start = _golden_start()
+    sink = LeftOpen([start], start["start_ts"] + 2.0)
+    _run_with(sink, assets, coral_twin, class_map)
+    first = sink.events[0]
     assert (first.type, first.label, first.cut_short) == ("end", "Cat", True)
     assert first.duration_s == 2.0 and first.event_id == "5b1f0c2e9d8a4f6b8c7d6e5f4a3b2c1d"
     assert sink.calls[1] == ("state", "Cat", False)  # Home Assistant is told it is over
-    assert not any(e.cut_short for e in events[1:])
+    assert not any(e.cut_short for e in sink.events[1:])
+
+
+def test_a_spool_record_that_is_no_event_is_skipped_with_one_line_and_the_rest_ended(assets, coral_twin, class_map,
+                                                                                      caplog):
+    """Each open event is read back as the Event it was (Event.from_dict) and ended, cut short; a record that is no
+    event is skipped with one line."""
+    start = _golden_start()
+    broken = {k: v for k, v in start.items() if k != "label"}
+    sink = LeftOpen([broken, start], start["start_ts"] + 1.5)
+    _run_with(sink, assets, coral_twin, class_map)
+    first = sink.events[0]
+    assert (first.type, first.label, first.cut_short, first.duration_s) == ("end", "Cat", True, 1.5)
+    assert (first.event_id, first.peak_score, first.device_id) == (start["event_id"], 0.8123, "kitchen")
+    assert [c for c in sink.calls if c[0] == "state"][0] == ("state", "Cat", False)
+    [skipped] = [r.getMessage() for r in caplog.records if "spool" in r.getMessage()]
+    assert "event without label" in skipped and "\n" not in skipped
+    assert not any(e.cut_short for e in sink.events[1:])
+
+
+def test_an_open_event_from_a_run_that_died_before_it_was_alive_again_ends_where_it_began(assets, coral_twin,
+                                                                                          class_map):
+    start = _golden_start()
+    sink = LeftOpen([start], 0.0)  # never marked alive after the start
+    _run_with(sink, assets, coral_twin, class_map)
+    first = sink.events[0]
+    assert first.cut_short and first.end_ts == first.start_ts == start["start_ts"] and first.duration_s == 0.0
 
 
 def test_top_reads_none_below_the_level_gate(assets, coral_twin, class_map):

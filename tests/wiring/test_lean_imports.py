@@ -19,9 +19,10 @@ NOT_ON_THE_CPU_DAEMON = ("shutil", "bz2", "lzma", "random", "subprocess", "glob"
 DAEMON_PATH = f"""
 import sys
 import numpy as np
-from edge.app.cli import build_parser
-build_parser("run")  # what `edge-audio run` builds: run's parser only
-from edge.app.daemon import percentile
+from edge.app.cli import COMMANDS, build_parser, named_command
+build_parser(named_command(["run"], COMMANDS))  # what main() builds for `edge-audio run`
+import edge.app.daemon
+from edge.app.metrics import percentile
 from edge.config import parse_config
 from edge.model.bundle import sha256_file
 from edge.sinks.mqtt import MqttSink
