@@ -193,3 +193,10 @@ def ssh_rig(tmp_path):
         _need(f"{why} (make sysdeps installs it)")
     with SshRig(tmp_path / "rig") as rig:
         yield rig
+
+
+@pytest.fixture
+def rig(ssh_rig):
+    """The ssh_rig with one device, dev1: what the deploy tests install on."""
+    ssh_rig.add("dev1")
+    return ssh_rig

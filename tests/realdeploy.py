@@ -11,19 +11,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from conftest import Result, run_cli
 
 DEVICE_PYTHON = "/usr/bin/python3"
 _MADE: dict = {}
-
-
-@pytest.fixture
-def rig(ssh_rig):
-    """The ssh_rig with one device, dev1 (a test module that imports this fixture gets it)."""
-    ssh_rig.add("dev1")
-    return ssh_rig
 
 
 @dataclass(frozen=True)

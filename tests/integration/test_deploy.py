@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error
-from realdeploy import (current_id, deploy, kit, release_ids, release_info, rig,  # noqa: F401 (rig: a fixture)
+from realdeploy import (current_id, deploy, kit, release_ids, release_info,
                         selftest_current, wav_settings)
 from tools.rig.broker import Broker
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from conftest import assert_one_line_error
-from realdeploy import (background_wav, current_id, deploy, kit, release_ids, rig,  # noqa: F401 (rig: a fixture)
+from realdeploy import (background_wav, current_id, deploy, kit, release_ids,
                         silent_wav, wav_settings)
 
 

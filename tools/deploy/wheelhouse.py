@@ -9,6 +9,7 @@ compiles it at install time (it then needs gcc, python3-dev and libasound2-dev).
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -77,17 +78,31 @@ def _pip(args: list[str], what: str) -> None:
         raise InputError(f"{what} failed: {errors[0] if errors else 'pip exit ' + str(proc.returncode)}")
 
 
+# what the wheel is built from: setuptools builds in the source folder (build/, *.egg-info), so two builds of the
+# checkout at once (two deploys, a deploy and a test) would write over each other's files; each builds a copy
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "edge")
+
+
 def build_project_wheel(out_dir: Path, repo: Path = REPO) -> Path:
     """`pip wheel` of this checkout (no dependencies) into out_dir; returns the wheel."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edge-audio-wheel-") as tmp:
         say(f"building the project wheel from {repo}")
-        _pip(["wheel", "--no-deps", "-q", "-w", tmp, str(repo)], "building the project wheel")
-        built = sorted(Path(tmp).glob("edge_audio-*.whl"))
+        source = Path(tmp) / "src"
+        for name in WHEEL_SOURCES:
+            if (repo / name).is_dir():
+                shutil.copytree(repo / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                source.mkdir(exist_ok=True)
+                shutil.copyfile(repo / name, source / name)
+        _pip(["wheel", "--no-deps", "-q", "-w", str(Path(tmp) / "dist"), str(source)], "building the project wheel")
+        built = sorted((Path(tmp) / "dist").glob("edge_audio-*.whl"))
         if not built:
             raise InputError("building the project wheel produced no edge_audio-*.whl")
         dest = out_dir / built[0].name
-        shutil.copyfile(built[0], dest)
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        shutil.copyfile(built[0], partial)
+        os.replace(partial, dest)  # a reader of dest never sees half a wheel
     return dest
 
 

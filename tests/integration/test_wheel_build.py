@@ -1,0 +1,37 @@
+"""The project wheel that deploy uploads: two builds at once (two deploys, or deploy tests on parallel workers)
+each get a whole wheel, and the checkout is left as it was (setuptools builds in its source folder, so each build
+works on a copy)."""
+
+import threading
+import zipfile
+
+import pytest
+
+from tools import REPO
+from tools.deploy.wheelhouse import build_project_wheel
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_builds_at_once_each_give_a_whole_wheel_and_leave_the_checkout_clean(tmp_path):
+    before = {p.name for p in REPO.iterdir()}
+    wheels, errors = {}, []
+
+    def build(n):
+        try:
+            wheels[n] = build_project_wheel(tmp_path / f"out{n % 2}")  # two builds into one folder, one apart
+        except Exception as exc:  # reported below, with the others
+            errors.append(exc)
+    threads = [threading.Thread(target=build, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for wheel in wheels.values():
+        with zipfile.ZipFile(wheel) as z:
+            assert z.testzip() is None
+            names = set(z.namelist())
+        assert {"edge/app/release/__main__.py", "edge/firmware/profiles/pi4-usb-coral.toml"} <= names
+    assert not [p for p in (tmp_path / "out0").iterdir() if p.name.endswith(".part")]
+    assert {p.name for p in REPO.iterdir()} - before == set()  # no build/ or *.egg-info left in the checkout
