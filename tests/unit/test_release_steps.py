@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge import firmware
-from edge.app.release.steps import set_key, toml_value, values_match
+from edge.app.release.compose import set_key, toml_value, values_match
 from edge.app.release.store import (OK, REJECTED, Layout, Release, current_release, fingerprint, list_releases,
                                     previous_good, prune, switch)
 from edge.app.release.service import Service

@@ -15,7 +15,7 @@ import pytest
 
 from edge import firmware
 from edge.app.release.calibrate_job import CalibrationJob, Interrupted
-from edge.app.release.steps import set_key, toml_value
+from edge.app.release.compose import set_key, toml_value
 from edge.app.release.store import Layout, Release, switch
 from edge.app.release.service import ServiceError
 from edge.core.errors import InputError

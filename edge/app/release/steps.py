@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,46 +14,13 @@ from pathlib import Path
 from ... import firmware
 from ...core.errors import InputError
 from ...core.files import replace_file
+from .compose import compose_config, split_setting, values_match
 from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, fingerprint, install_options,
                     new_release_id, project_wheel, prune, switch, wheel_version)
 from .service import Service, ServiceError
 
-KEY = re.compile(r"([a-z_]+)\.([a-z_]+)")
-
-
 class Rejected(InputError):
     """A release that did not pass: the message is the one line the operator reads."""
-
-
-def toml_value(text: str) -> str:
-    """A --set value as a TOML literal: integers, numbers and true/false as such, anything else a string."""
-    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text) or re.fullmatch(r"-?[0-9]+\.[0-9]+", text):
-        return text
-    if text in ("true", "false"):
-        return text
-    return json.dumps(text)  # a TOML basic string: the same escapes as JSON
-
-
-def set_key(text: str, dotted: str, literal: str) -> str:
-    """Set `section.key = literal` in TOML text written as [section] tables (the board profiles' style)."""
-    m = KEY.fullmatch(dotted)
-    if not m:
-        raise InputError(f"--set {dotted}: expected SECTION.KEY=VALUE, e.g. device.id=kitchen")
-    section, key = m.groups()
-    lines = text.splitlines()
-    header = re.compile(rf"\s*\[\s*{section}\s*\]\s*(#.*)?$")
-    start = next((i for i, l in enumerate(lines) if header.fullmatch(l)), None)
-    line = f"{key} = {literal}"
-    if start is None:
-        return "\n".join(lines + ["", f"[{section}]", line]) + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if re.match(r"\s*\[", lines[i])), len(lines))
-    for i in range(start + 1, end):
-        if re.match(rf"\s*{key}\s*=", lines[i]):
-            lines[i] = line
-            return "\n".join(lines) + "\n"
-    last = max((i for i in range(start, end) if lines[i].strip()), default=start)
-    lines.insert(last + 1, line)
-    return "\n".join(lines) + "\n"
 
 
 class ReleaseJob:
@@ -118,13 +84,8 @@ class ReleaseJob:
     def _write_config(self, release: Release, profile: str | None, settings: list[str]) -> None:
         own = release.path / "config.toml"
         text = own.read_text() if own.is_file() else firmware.profile_text(profile)
-        if (release.path / "bundle" / "manifest.json").is_file():
-            text = set_key(text, "model.path", json.dumps(str(release.path / "bundle")))
-        for item in settings:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError(f"--set {item}: expected KEY=VALUE")
-            text = set_key(text, key.strip(), toml_value(value.strip()))
+        bundle = release.path / "bundle"
+        text = compose_config(text, str(bundle) if (bundle / "manifest.json").is_file() else None, settings)
         replace_file(own, text)  # a new file: `own` may be a hard link into the upload
 
     def _make_venv(self, release: Release, wheel: str, extras: str, system_site_packages: bool) -> None:
@@ -175,9 +136,9 @@ class ReleaseJob:
             raise Rejected(f"selftest: {failed['name']}: {failed['detail']}")
         values = report.get("values", {})
         for item in settings:
-            key, _, value = item.partition("=")
-            if key.strip() in values and not values_match(values[key.strip()], value.strip()):
-                raise Rejected(f"config.toml: --set {key.strip()} did not take effect (the file sets it in a form "
+            key, value = split_setting(item)
+            if key in values and not values_match(values[key], value):
+                raise Rejected(f"config.toml: --set {key} did not take effect (the file sets it in a form "
                                "this step does not edit; put it under its [section] table)")
         return report
 
@@ -208,18 +169,6 @@ class ReleaseJob:
                 except ServiceError as again:
                     self.say(f"the previous release did not restart either: {again}")
             raise Rejected(str(exc)) from None
-
-
-def values_match(actual, wanted: str) -> bool:
-    """Does the loaded config hold what --set asked for? (5 and 5.0 are the same number.)"""
-    if isinstance(actual, bool):
-        return str(actual).lower() == wanted.lower()
-    if isinstance(actual, (int, float)):
-        try:
-            return float(wanted) == float(actual)
-        except ValueError:
-            return False
-    return str(actual) == wanted
 
 
 def _link_or_copy(src: str, dst: str) -> None:
