@@ -31,6 +31,7 @@ except ImportError:  # Python < 3.11
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str = param("", "device id in MQTT topics and events (default: the host name)")
+    board: str = param("", "the board profile this config came from: the device model in Home Assistant")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class MqttConfig:
     scores_top_k: int = param(5, "classes in each scores message", 1, 521)
     scores_interval_seconds: float = param(1.0, "least time between scores messages", 0.1, 3600)
     homeassistant: bool = param(True, "publish Home Assistant MQTT discovery for the watched labels")
+    top_hold_seconds: float = param(3.0, "a new top class is published once it has held this long (fewer "
+                                         "retained updates for Home Assistant's recorder); 0: every change", 0, 3600)
     discovery_prefix: str = param("homeassistant", "Home Assistant discovery prefix")
 
 

@@ -17,11 +17,11 @@ def segment(miaow):
 
 
 def kitchen_config(path: Path, model, port: int, audio: dict, mqtt: dict | None = None,
-                   detector: dict | None = None, metrics_s: float = 30.0) -> Path:
+                   detector: dict | None = None, metrics_s: float = 30.0, device: dict | None = None) -> Path:
     """The daemon on device "kitchen" watching Cat and Dog, publishing to 127.0.0.1:`port` and retrying fast;
-    `audio`, `mqtt` and `detector` add to (or override) those tables."""
+    `audio`, `mqtt`, `detector` and `device` add to (or override) those tables."""
     return write_daemon_config(
-        path, device={"id": "kitchen"},
+        path, device={"id": "kitchen", **(device or {})},
         audio={"stall_seconds": 5, **audio},
         model={"path": model},
         detector={"allow": ["Cat", "Dog"], "threshold": 0.5, "hold_seconds": 1.0, **(detector or {})},

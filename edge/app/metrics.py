@@ -3,6 +3,7 @@ metrics topic (Home Assistant's sensors read its keys: they are only ever added)
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -30,6 +31,21 @@ class LoopMetrics:
         self._latency_ms = np.zeros(LATENCY_WINDOWS, np.float32)
         self._none = np.zeros(1, np.float32)  # the latencies before the first invoke
         self.started = time.monotonic()
+        self._power = 0.0  # the grid windows' mean square (full scale 1) summed since the last payload
+        self._heard = 0  # and how many windows that is
+
+    def heard(self, level_dbfs: float) -> None:
+        """One grid window's level (every window, gated or not): the next payload's `level_dbfs`."""
+        self._power += math.pow(10.0, level_dbfs * 0.1)
+        self._heard += 1
+
+    def level_dbfs(self) -> float | None:
+        """The level of the grid windows heard since the last call, as one power average in dBFS, rounded to 0.1 dB
+        (None when none were heard); the next call starts from here."""
+        if not self._heard:
+            return None
+        mean, self._power, self._heard = self._power / self._heard, 0.0, 0
+        return round(10.0 * math.log10(max(mean, 1e-12)), 1)
 
     def invoked(self, spent_s: float) -> None:
         """One window classified in `spent_s` seconds."""
@@ -45,11 +61,12 @@ class LoopMetrics:
 
     def payload(self, capture, classifier, delegate_switches: int, skipped_windows: int, sink) -> dict:
         """The metrics message: these counters, the capture's, the model's and the sink's (SINK_HEALTH's keys
-        always there)."""
+        always there), and the sound level since the previous message (`level_dbfs`, null when no window was
+        heard)."""
         p50, p99 = self.latency_ms()
         return {
             "windows": self.windows, "gated_windows": self.gated, "onset_windows": self.onset_windows,
-            "events": self.events,
+            "events": self.events, "level_dbfs": self.level_dbfs(),
             "inference_p50_ms": p50,
             "inference_p99_ms": p99,
             "real_time_factor": round(self.busy_s / self.audio_s, 5) if self.audio_s else 0.0,

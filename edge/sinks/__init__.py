@@ -15,7 +15,7 @@ def make_sinks(cfg: Config, watched: list[str], model: str) -> Sink:
         from .mqtt import MqttSink
         from .outbox import spool_path
         sinks.append(MqttSink(cfg.mqtt, cfg.device_id, mqtt_password(cfg.mqtt, cfg.path), watched, model,
-                              spool=spool_path(cfg.mqtt.spool_file)))
+                              spool=spool_path(cfg.mqtt.spool_file), board=cfg.device.board))
     if cfg.jsonl.enabled or not sinks:
         from .jsonl import JsonLinesSink
         sinks.append(JsonLinesSink(cfg.jsonl.path if cfg.jsonl.enabled else ""))

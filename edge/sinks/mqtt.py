@@ -35,7 +35,8 @@ class MqttSink(Sink):
     sleeps (one wake-up of the network thread for all of them); start() / stop()."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
-                 model: str = "", client_factory=None, spool: str | None = None):
+                 model: str = "", client_factory=None, spool: str | None = None, board: str = "",
+                 clock=time.monotonic):
         try:
             paho = import_paho(tls=cfg.tls)  # TLS off: no ssl, no OpenSSL in the process
         except ImportError:
@@ -48,6 +49,8 @@ class MqttSink(Sink):
         self.status_topic = self.topics.status
         self.watched = list(watched)
         self.model = model
+        self.board = board
+        self.top = homeassistant.HeldTop(cfg.top_hold_seconds, clock)  # what the retained top topic shows
         self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, spool)
         self._direct: collections.deque[Message] = collections.deque(maxlen=256)  # QoS 0 extras: newest win
         # retained topics, re-sent on every connect: every watched label starts OFF (an event left open by a
@@ -111,6 +114,13 @@ class MqttSink(Sink):
         self._push_direct(Message(topic, "ON" if on else "OFF", qos=1, retain=True))
 
     def set_top(self, label: str) -> None:
+        """Published at once with no hold (mqtt.top_hold_seconds = 0) or the first time, else by flush() once it
+        has held."""
+        label = self.top.offer(label)
+        if label is not None:
+            self._publish_top(label)
+
+    def _publish_top(self, label: str) -> None:
         topic = self.topics.top
         with self._lock:
             self._retained[topic] = label
@@ -136,7 +146,12 @@ class MqttSink(Sink):
         self._queued = True
 
     def flush(self) -> None:
-        """Wake the network thread once for everything queued since the last flush."""
+        """A top class that has now held goes out; wake the network thread once for everything queued since the
+        last flush."""
+        if self.top.pending is not None:
+            label = self.top.due()
+            if label is not None:
+                self._publish_top(label)
         if self._queued:
             self._queued = False
             self.net.wake()
@@ -300,7 +315,7 @@ class MqttSink(Sink):
 
     def _announce_discovery(self) -> None:
         for topic, payload in homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched,
-                                                               self.model):
+                                                               self.model, self.board):
             self.client.publish(topic, payload, qos=1, retain=True)
 
     # -- shutdown ------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def test_board_profiles_cover_the_boards():
     ("[audio]\nsource = 'wav'\n", "audio.file is required"),
     ("[audio\n", "not valid TOML"),
     ("[mqtt]\nenabled = 'yes'\n", "mqtt.enabled must be true or false"),
+    ("[mqtt]\ntop_hold_seconds = -1\n", "mqtt.top_hold_seconds must be between 0 and 3600"),
 ])
 def test_bad_values_name_the_key_and_the_file(text, needle):
     with pytest.raises(ConfigError, match="^my.toml: .*" + needle.replace("(", r"\(").replace(".", r"\.")):

@@ -133,11 +133,12 @@ def test_discovery_is_announced_again_when_home_assistant_comes_online(tmp_path,
     cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "stdin"})
     daemon = DaemonProcess(cfg, stdin_pipe=True)
     try:
-        assert sub.wait(lambda s: len(s.messages) == 4, 20), daemon.log  # cat, dog, top class, sound event
+        # cat, dog, top class, sound level, sound event
+        assert sub.wait(lambda s: len(s.messages) == 5, 20), daemon.log
         sub.client.publish("homeassistant/status", "online", qos=1)
-        assert sub.wait(lambda s: len(s.messages) == 8, 10), daemon.log
-        assert {m.topic for m in sub.messages[4:]} == {m.topic for m in sub.messages[:4]}
-        configs = {m.topic: json.loads(m.payload) for m in sub.messages[:4]}
+        assert sub.wait(lambda s: len(s.messages) == 10, 10), daemon.log
+        assert {m.topic for m in sub.messages[5:]} == {m.topic for m in sub.messages[:5]}
+        configs = {m.topic: json.loads(m.payload) for m in sub.messages[:5]}
         assert all(c["qos"] == 1 and c["origin"]["name"] == "edge-audio" for c in configs.values())
         assert configs["homeassistant/event/kitchen/sound/config"]["event_types"] == ["start", "end"]
         started = time.monotonic()

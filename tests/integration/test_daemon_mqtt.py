@@ -28,8 +28,10 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     b = broker()
     sub = Subscriber(b.port)
     mic = FileMic(tmp_path / "alsa", np.concatenate([SILENCE, miaow, SILENCE, SILENCE]))
+    # a top class must hold longer than the recording takes to go through, at any speed: the one seen first stays
     cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, b.port, {"source": "alsa", "device": "testmic"},
-                         {"scores": True, "scores_top_k": 3, "scores_interval_seconds": 2.0})
+                         {"scores": True, "scores_top_k": 3, "scores_interval_seconds": 2.0, "top_hold_seconds": 60},
+                         device={"board": "pi4-usb-coral"})
     daemon = DaemonProcess(cfg, env=mic.env)
     try:
         assert sub.wait(lambda s: any(e["type"] == "end" for e in s.events()), 60), daemon.log
@@ -58,6 +60,8 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     config = json.loads(retained["homeassistant/binary_sensor/kitchen/cat/config"])
     assert config["state_topic"] == "edge-audio/kitchen/state/cat" and config["availability_topic"].endswith("status")
     assert "homeassistant/binary_sensor/kitchen/dog/config" in retained
+    device = json.loads(retained["homeassistant/sensor/kitchen/top/config"])["device"]
+    assert device["model"] == "pi4-usb-coral" and device["sw_version"].endswith(" / yamnet_spectra_in")
     metrics = json.loads(retained["edge-audio/kitchen/metrics"])
     assert metrics["windows"] >= 30 and metrics["delegate"] == "cpu" and "libedgetpu" in metrics["delegate_reason"]
     assert metrics["inference_p50_ms"] > 0 and metrics["queue_depth"] == 0 and metrics["dropped_events"] == 0
@@ -66,6 +70,13 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     assert scores and all(len(m["top"]) == 3 for m in scores)
     gaps = np.diff([m["t_start"] for m in scores])
     assert (gaps >= 2.0 - 1e-6).all()  # rate-limited in audio time
+    # the top class changed (Cat, Animal...) but the retained top did not follow: none of them held for the hold
+    tops = sub.payloads("/top")
+    assert len(tops) == 1 and retained["edge-audio/kitchen/top"] == tops[0]
+    assert {m["top"][0]["label"].encode() for m in scores} - set(tops)
+    level = json.loads(retained["homeassistant/sensor/kitchen/sound_level/config"])
+    assert level["state_topic"] == "edge-audio/kitchen/metrics" and level["device_class"] == "sound_pressure"
+    assert re.fullmatch(r"\{\{ value_json\.(\w+) \}\}", level["value_template"]).group(1) in metrics
     lines = [json.loads(l) for l in monitor.stdout.splitlines()]
     assert monitor.returncode == 0 and {l["topic"] for l in lines} <= {"edge-audio/kitchen/status",
                                                                        "edge-audio/kitchen/state/cat",

@@ -104,3 +104,84 @@ def test_counters_add_up_and_the_event_in_flight_is_not_sent_twice():
     assert (h["produced_events"], h["delivered_events"], h["refused_events"]) == (6, 1, 1)
     assert h["produced_events"] == h["delivered_events"] + h["refused_events"] + h["dropped_events"] + \
         h["queue_depth"]
+
+
+class Clock:
+    """Monotonic seconds that the test moves on."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _top_sink(hold_s: float) -> tuple[MqttSink, Clock]:
+    cfg = parse_config(daemon_config_text(mqtt={"top_hold_seconds": hold_s})).mqtt
+    clock = Clock()
+    sink = MqttSink(cfg, "pi", client_factory=lambda password: StandInClient(), clock=clock)
+    sink._connected = True
+    return sink, clock
+
+
+def _loop_pass(sink: MqttSink, clock: Clock, label: str | None = None, step_s: float = 0.5) -> None:
+    """One pass of the audio loop: the top class changed to `label` (None: it did not), the loop goes to sleep
+    (flush), the network thread sends what was queued, `step_s` go by."""
+    if label is not None:
+        sink.set_top(label)
+    sink.flush()
+    sink._pump()
+    clock.now += step_s
+
+
+def _shown(sink: MqttSink) -> list[str]:
+    """What was published on the retained top topic, in order."""
+    return [p[1] for p in sink.client.published if p[0] == sink.topics.top]
+
+
+FLICKER = ["Animal", "Cat", "Domestic animals, pets", "Animal", "Cat"]
+
+
+def test_a_top_class_flickering_faster_than_the_hold_publishes_nothing_new():
+    sink, clock = _top_sink(3.0)
+    _loop_pass(sink, clock, "Cat")  # the first top class of a run goes out at once
+    for label in FLICKER * 4:  # a change every 0.5 s for 10 s, one pass each
+        _loop_pass(sink, clock, label)
+    for _ in range(10):  # Cat is back, and stays: there is nothing new to publish
+        _loop_pass(sink, clock)
+    assert _shown(sink) == ["Cat"]
+    assert sink._retained[sink.topics.top] == "Cat"  # what a reconnect sends again
+
+
+def test_a_top_class_held_past_the_hold_is_published_once_when_it_has_held():
+    sink, clock = _top_sink(3.0)
+    _loop_pass(sink, clock, "Cat")
+    since = clock.now
+    sink.set_top("Speech")
+    while _shown(sink) == ["Cat"]:
+        published_at = clock.now
+        _loop_pass(sink, clock)
+    assert published_at - since == sink.cfg.top_hold_seconds  # at the first pass once it has held
+    for _ in range(20):
+        _loop_pass(sink, clock)
+    assert _shown(sink) == ["Cat", "Speech"]
+    assert sink._retained[sink.topics.top] == "Speech"
+
+
+def test_a_change_restarts_the_hold():
+    sink, clock = _top_sink(3.0)
+    _loop_pass(sink, clock, "Cat")
+    _loop_pass(sink, clock, "Speech", step_s=2.0)
+    _loop_pass(sink, clock, "Music", step_s=2.0)  # Speech was the top for 2 s: Music starts a hold of its own
+    _loop_pass(sink, clock, step_s=1.0)  # Speech would have held 4 s by now, Music 2 s
+    assert _shown(sink) == ["Cat"]
+    _loop_pass(sink, clock)  # Music has held 3 s
+    assert _shown(sink) == ["Cat", "Music"]
+
+
+def test_no_hold_publishes_every_change_at_once():
+    sink, clock = _top_sink(0.0)
+    _loop_pass(sink, clock, "Cat")
+    for label in FLICKER:
+        _loop_pass(sink, clock, label)
+    assert _shown(sink) == ["Cat", *FLICKER]
