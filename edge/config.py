@@ -237,7 +237,8 @@ def _check_mqtt(path: str, m: "MqttConfig") -> None:
 
 CALIBRATION_FILE = "calibration.toml"
 CALIBRATION_INFO = {"target_false_starts_per_day": (int, float), "background_minutes": (int, float),
-                    "written": str, "model": str, "method": str}
+                    "written": str, "model": str, "method": str, "model_sha256": str, "labels": list,
+                    "source": str}
 
 
 @dataclass(frozen=True)

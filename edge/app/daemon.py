@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-from ..audio import make_source
 from ..audio.capture import Capture
 from ..config import Config
 from ..core.detector import Detector, DetectorParams, level_dbfs
@@ -26,11 +25,10 @@ from ..core.stream import WindowLoop, hop_samples_for
 from ..core.thresholds import ThresholdLayers
 from ..model.classifier import Classifier
 from ..model.delegate import DelegateSupervisor
-from ..sinks import make_sinks
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
 from .metrics import LoopMetrics
-from .threshold_sources import bundle_thresholds, layers_for, state_labels_for, threshold_layers
+from .threshold_sources import bundle_thresholds, state_labels_for, threshold_layers
 
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
@@ -261,6 +259,7 @@ class Daemon:
             else:
                 scores = self._classify(window, start)
             stats.windows += 1
+            stats.heard(level)
             for event in self.detector.update(scores, t_start, t_start + window_s, level):
                 self._emit(event)
             if self.observer is not None:
@@ -312,30 +311,6 @@ class Daemon:
         log.info("metrics: %d windows, p50 %.2f ms, rtf %.4f, queue %d, dropped %d, overruns %d",
                  m["windows"], m["inference_p50_ms"], m["real_time_factor"], m["queue_depth"], m["dropped_events"],
                  m["overruns"])
-
-
-def load_classifier(cfg: Config) -> Classifier:
-    """The config's model, or ConfigError (exit 78) with one line."""
-    try:
-        return Classifier.from_config(cfg.model)
-    except InputError as exc:
-        raise ConfigError(f"{cfg.path}: model: {exc}") from None
-
-
-def build(cfg: Config) -> Daemon:
-    """Everything from the config, or ConfigError (exit 78) with one line."""
-    classifier = load_classifier(cfg)
-    try:
-        capture = Capture(make_source(cfg.audio), cfg.audio)
-    except InputError as exc:
-        raise ConfigError(f"{cfg.path}: audio: {exc}") from None
-    layers = layers_for(cfg, classifier)
-    if not layers.calibration_file and cfg.calibration.file.strip().lower() not in ("", "none"):
-        log.warning("calibration.file %s is not there yet: running on the other thresholds (edge-audio calibrate "
-                    "writes it)", cfg.calibration.file)
-    labels = state_labels_for(cfg, classifier.labels, layers)  # once, for the sinks' discovery and the loop
-    return Daemon(cfg, classifier, capture, make_sinks(cfg, labels, classifier.model_name), thresholds=layers,
-                  state_labels=labels, notifier=SystemdNotifier.from_environment())
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

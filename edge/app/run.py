@@ -30,7 +30,8 @@ def cmd_run(args) -> int:
     import logging
 
     from ..config import describe, load_config
-    from .daemon import build, install_signal_handlers
+    from .daemon import install_signal_handlers
+    from .startup import build
 
     if args.show_keys:
         print(describe())
@@ -50,7 +51,7 @@ def cmd_run(args) -> int:
 def show_config(path: str) -> int:
     """Each watched label's start threshold and the layer it comes from."""
     from ..config import load_config
-    from .daemon import load_classifier
+    from .startup import load_classifier
     from .threshold_sources import show_config as describe_thresholds
     cfg = load_config(path)
     print(describe_thresholds(cfg, load_classifier(cfg)))

@@ -1,13 +1,18 @@
 """`edge-audio selftest`: the on-device check a release must pass before it becomes current.
 
-In order: the config is valid (else exit 78), every bundle file matches its sha256, the model loads through the
-delegate policy (which one and why), the bundle's known clip classifies to its expected class, the ALSA device
-opens (a named warning when the source is not ALSA, or when the running service holds the device), the broker
-answers (a warning: the outbox exists for outages; a failure with --require-broker). Exit 0 / 2 / 78.
+In order: the config is valid (else exit 78), every bundle file matches its sha256, then the daemon's own start-up
+(edge/app/startup.py, the steps `run` takes, through the same code): the model loads through the delegate policy
+(which one and why) and the bundle's known clip classifies to its expected class; the thresholds and the site
+calibration (ignored, with a warning, when it was made for another model); the audio source opens and closes (a
+missing WAV file or ALSA device fails; one held by the running service is a warning); the sinks (the spool opens,
+Home Assistant payloads build); the detector. Last, the broker answers (a warning: the outbox exists for outages;
+a failure with --require-broker). Any error that would stop `run` fails here with the same line and exit status
+(78 for the configuration, 2 otherwise).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -23,6 +28,7 @@ from ..model.bundle import default_bundle_path, is_bundle, load_bundle
 from ..model.classifier import Classifier
 from ..model.recordings import classify_file
 from .command import add_command
+from .startup import STEPS, Startup
 
 OK, WARN, FAIL = "ok", "warning", "failed"
 
@@ -40,6 +46,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     exit_status: int = EXIT_OK
     values: dict = field(default_factory=dict)  # the effective settings a release step compares with its own
+    bundle: object = None  # the bundle the checks loaded (its self-test clip)
 
     def add(self, name: str, status: str, detail: str, t0: float) -> Check:
         check = Check(name, status, detail, round(time.monotonic() - t0, 3))
@@ -69,18 +76,81 @@ def run_selftest(config: str | None, bundle: str | None, require_broker: bool = 
             report.add("config", FAIL, str(exc), t0)
             report.exit_status = EXIT_CONFIG
             return report
+        if bundle:  # the bundle given here stands in for the config's model
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(bundle)))
         report.values = _values(cfg)
         report.add("config", OK, f"{config} is valid (device id {cfg.device_id})", t0)
     else:
-        report.add("config", WARN, "no --config given: defaults for the model, audio and broker checks", t0)
+        report.add("config", WARN, "no --config given: the bundle and model only (the daemon's start-up needs a "
+                                   "config)", t0)
     say(_line(report.checks[-1]))
-    for step in (_bundle_and_model, _audio, _broker):
+    steps = (_bundle, _startup, _broker) if cfg else (_bundle, _model_only)
+    for step in steps:
         for check in step(report, cfg, bundle, require_broker=require_broker, wait_online_s=wait_online_s,
                           broker_timeout_s=broker_timeout_s):
             say(_line(check))
-            if check.status == FAIL and step is _bundle_and_model:
+            if check.status == FAIL:
+                if cfg is not None and check.name == "bundle":
+                    report.exit_status = EXIT_CONFIG  # what `run` exits with for the same damaged file
                 return report
     return report
+
+
+def _bundle_path(cfg: Config | None, bundle: str | None) -> Path:
+    return Path(bundle or (cfg.model.path if cfg and cfg.model.path else default_bundle_path()))
+
+
+def _bundle(report: Report, cfg: Config | None, bundle: str | None, **_):
+    """Every file of the bundle against its sha256 (the model step loads it; this names a damaged file)."""
+    t0 = time.monotonic()
+    path = _bundle_path(cfg, bundle)
+    report.bundle = None
+    if not is_bundle(path):
+        yield report.add("bundle", WARN, f"{path}: not a bundle (no manifest.json): no hashes to verify", t0)
+        return
+    try:
+        report.bundle = load_bundle(path)
+    except EdgeAudioError as exc:
+        yield report.add("bundle", FAIL, str(exc), t0)
+        return
+    files = len(report.bundle.manifest.get("files", {}))
+    yield report.add("bundle", OK, f"{path}: {files} files match their sha256", t0)
+
+
+def _startup(report: Report, cfg: Config, _bundle_arg, **_):
+    """The daemon's own start-up (edge/app/startup.py), step by step, with sources opened and closed again; the
+    bundle's clip right after the model."""
+    warnings: list[str] = []
+    parts = Startup(cfg, checking=True, warn=warnings.append)
+    for step in STEPS:
+        t0 = time.monotonic()
+        try:
+            detail = parts.run_step(step)
+        except EdgeAudioError as exc:
+            failed = report.add(step, FAIL, str(exc), t0)
+            if isinstance(exc, ConfigError):
+                report.exit_status = EXIT_CONFIG  # what `run` exits with, for the same line
+            yield failed
+            return
+        for warning in warnings:
+            yield report.add(step, WARN, warning, t0)
+        if not warnings:
+            yield report.add(step, OK, detail, t0)
+        warnings.clear()
+        if step == "model":
+            yield _clip(report, parts.classifier, report.bundle)
+
+
+def _model_only(report: Report, _cfg, bundle: str | None, **_):
+    t0 = time.monotonic()
+    try:
+        classifier = Classifier.open(_bundle_path(None, bundle))
+    except EdgeAudioError as exc:
+        yield report.add("model", FAIL, str(exc), t0)
+        return
+    d = classifier.decision
+    yield report.add("model", OK, f"{d.model.name} on {d.delegate}: {d.reason}", t0)
+    yield _clip(report, classifier, report.bundle)
 
 
 def _values(cfg: Config) -> dict:
@@ -90,33 +160,6 @@ def _values(cfg: Config) -> dict:
             values[f"{section}.{key}"] = value
     values["device.id"] = cfg.device_id
     return values
-
-
-def _bundle_and_model(report: Report, cfg: Config | None, bundle: str | None, **_):
-    t0 = time.monotonic()
-    model = cfg.model if cfg else None
-    path = Path(bundle or (model.path if model and model.path else default_bundle_path()))
-    loaded = None
-    if is_bundle(path):
-        try:
-            loaded = load_bundle(path)
-        except EdgeAudioError as exc:
-            yield report.add("bundle", FAIL, str(exc), t0)
-            return
-        yield report.add("bundle", OK, f"{path}: {len(loaded.manifest.get('files', {}))} files match their sha256",
-                         t0)
-    else:
-        yield report.add("bundle", WARN, f"{path}: not a bundle (no manifest.json): no hashes to verify", t0)
-    t0 = time.monotonic()
-    try:
-        classifier = Classifier.open(path, model.labels or None if model else None, model.delegate if model else "auto",
-                                     model.threads if model else 1, (model.backend or None) if model else None)
-    except EdgeAudioError as exc:
-        yield report.add("model", FAIL, str(exc), t0)
-        return
-    d = classifier.decision
-    yield report.add("model", OK, f"{d.model.name} on {d.delegate}: {d.reason}", t0)
-    yield _clip(report, classifier, loaded)
 
 
 def _clip(report: Report, classifier: Classifier, bundle) -> Check:
@@ -137,30 +180,6 @@ def _clip(report: Report, classifier: Classifier, bundle) -> Check:
                                          f"{len(windows)} windows: {shown}); the model or front end is broken", t0)
     return report.add("clip", OK, f"{spec.clip.name}: {spec.expected} ({pool} of {len(windows)} windows: {shown})",
                       t0)
-
-
-def _audio(report: Report, cfg: Config | None, _bundle, **_):
-    t0 = time.monotonic()
-    if cfg is None:
-        yield report.add("audio", WARN, "no config: capture not checked", t0)
-        return
-    if cfg.audio.source != "alsa":
-        yield report.add("audio", WARN, f"audio.source is {cfg.audio.source!r}, not ALSA: capture not checked", t0)
-        return
-    from ..audio.alsa import AlsaSource
-    from ..audio.capture import SourceLost
-    try:
-        source = AlsaSource(cfg.audio)
-        source.open()
-        rate = source.rate_hz
-        source.close()
-    except (EdgeAudioError, SourceLost) as exc:
-        if "busy" in str(exc).lower():
-            yield report.add("audio", WARN, f"ALSA {cfg.audio.device}: busy (the running service holds it)", t0)
-        else:
-            yield report.add("audio", FAIL, f"ALSA {cfg.audio.device}: {exc}", t0)
-        return
-    yield report.add("audio", OK, f"ALSA {cfg.audio.device} opens at {rate} Hz", t0)
 
 
 def _broker(report: Report, cfg: Config | None, _bundle, require_broker=False, wait_online_s=0.0,

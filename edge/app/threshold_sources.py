@@ -3,10 +3,14 @@ bundle > profile default (the layers are edge/core/thresholds.py; this file find
 
 from __future__ import annotations
 
+import logging
+
 from ..config import CALIBRATION_FILE, Calibration, Config, calibration_path, load_calibration, state_directory
 from ..core.detector import resolve_labels
 from ..core.errors import ConfigError, InputError
 from ..core.thresholds import ThresholdLayers, canonical
+
+log = logging.getLogger("edge.thresholds")
 
 
 def bundle_thresholds(classifier) -> dict:
@@ -31,10 +35,43 @@ def threshold_layers(cfg: Config, labels: list[str], bundle: dict,
                            calibration.path if calibration else "")
 
 
-def layers_for(cfg: Config, classifier) -> ThresholdLayers:
-    """The layers the daemon runs with: the calibration file the config points at is read here."""
-    return threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier),
-                            load_calibration(cfg.calibration, cfg.path))
+def layers_for(cfg: Config, classifier, warn=log.warning) -> ThresholdLayers:
+    """The layers the daemon runs with: the calibration file the config points at is read here, and used only
+    when it was made for this model and its labels (else `warn` says why it is ignored and how to renew it)."""
+    calibration = load_calibration(cfg.calibration, cfg.path)
+    if calibration is not None:
+        why = calibration_mismatch(calibration, classifier)
+        if why:
+            warn(f"{calibration.path} ignored: {why}; renew it for this model: edge-audio calibrate --config "
+                 f"{cfg.path} --minutes 60 (or deploy --calibrate 60)")
+            calibration = None
+    return threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier), calibration)
+
+
+def calibration_mismatch(calibration: Calibration, classifier) -> str:
+    """Why a site calibration does not fit this model ("" when it does): another model (its sha256, else its
+    name when the file predates the hash), or labels this model does not have."""
+    info = calibration.info
+    made_for = info.get("model", "another model")
+    digest = getattr(classifier, "model_digest", "")
+    if info.get("model_sha256") and digest and info["model_sha256"] != digest:
+        return (f"it was made for model {made_for} (sha256 {info['model_sha256'][:12]}), this daemon runs "
+                f"{classifier.model_name} (sha256 {digest[:12]})")
+    if not info.get("model_sha256") and info.get("model") and info["model"] != classifier.model_name:
+        return f"it was made for model {made_for}, this daemon runs {classifier.model_name}"
+    missing = [name for name in [*calibration.thresholds, *info.get("labels", [])] if not _has(classifier, name)]
+    if missing:
+        return (f"it sets thresholds for label(s) {classifier.model_name} does not have "
+                f"({', '.join(map(repr, sorted(set(missing))[:3]))})")
+    return ""
+
+
+def _has(classifier, name) -> bool:
+    try:
+        resolve_labels([str(name)], classifier.labels, "calibration")
+    except InputError:
+        return False
+    return True
 
 
 def watched_labels(cfg: Config, labels: list[str], bundle: dict | None = None) -> list[str]:
@@ -59,10 +96,13 @@ def state_labels_for(cfg: Config, labels: list[str], layers: ThresholdLayers) ->
 
 def show_config(cfg: Config, classifier) -> str:
     """What `edge-audio run --show-config` prints: each watched label's start and end threshold and its source."""
-    layers = layers_for(cfg, classifier)
+    ignored: list[str] = []
+    layers = layers_for(cfg, classifier, ignored.append)
     watched = watched_labels(cfg, classifier.labels, bundle_thresholds(classifier))
     where = calibration_path(cfg.calibration)
-    if layers.calibration_file:
+    if ignored:
+        cal = f"calibration: none ({ignored[0]})"
+    elif layers.calibration_file:
         cal = f"calibration: {layers.calibration_file}"
     elif cfg.calibration.file.strip().lower() == "none":
         cal = "calibration: none (calibration.file = 'none')"

@@ -203,6 +203,15 @@ class ModelSource:
             return self.bundle.name
         return (self.models.cpu or self.models.edgetpu).stem.replace("_edgetpu", "")
 
+    @property
+    def digest(self) -> str:
+        """sha256 naming this model: over a bundle's pinned files (its manifest's 'files'), else of the file."""
+        if self.bundle is None:
+            return sha256_file(self.models.cpu or self.models.edgetpu)
+        digest = _sha256()
+        digest.update(json.dumps(self.bundle.manifest.get("files", {}), sort_keys=True).encode())
+        return digest.hexdigest()
+
 
 def model_files(path: Path) -> tuple[ModelPair, Bundle | None]:
     """The models at `path`: a bundle folder (hashes verified), or a plain .tflite with its twin found by name."""

@@ -39,8 +39,9 @@ class Classifier:
 
     def __init__(self, interpreter, info: ModelIO, labels: list[str], decision: Decision, backend: Backend,
                  frontend: FrontEndParams = FrontEndParams(), model_name: str = "", threads: int = 1,
-                 thresholds: dict | None = None, clip_pool: str | None = None):
+                 thresholds: dict | None = None, clip_pool: str | None = None, model_digest: str = ""):
         self.interpreter = interpreter
+        self.model_digest = model_digest  # sha256 naming the model (a site calibration records it)
         self.thresholds = dict(thresholds or {})  # the bundle's per-label start thresholds, if it has them
         self.clip_pool = clip_pool  # the bundle's measured clip pooling, if it has one
         self.decision = decision
@@ -88,7 +89,7 @@ class Classifier:
         input_kind_of(info.inputs[0], source.frontend, decision.model)  # reject before loading
         interpreter = _load_interpreter(be, decision, threads)
         return cls(interpreter, info, label_list, decision, be, source.frontend, source.name, threads, thresholds,
-                   source.bundle.clip_pool if source.bundle is not None else None)
+                   source.bundle.clip_pool if source.bundle is not None else None, source.digest)
 
     @classmethod
     def from_config(cls, m: ModelConfig, delegate: str | None = None, fresh_probe: bool = False) -> "Classifier":

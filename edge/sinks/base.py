@@ -19,6 +19,12 @@ class Sink:
     def stop(self, timeout_s: float) -> None:
         """At shutdown: deliver or keep what is pending, within `timeout_s`."""
 
+    def check(self, warn) -> str:
+        """Selftest, before a release goes live: could start() work? Raise ConfigError for what would stop the
+        daemon, hand anything it would survive degraded to `warn`, and return one line on what was checked. Opens
+        nothing for long and sends nothing (the running service may hold the same files)."""
+        return type(self).__name__
+
     def publish_event(self, event: Event) -> None:
         raise NotImplementedError
 
@@ -63,6 +69,9 @@ class FanOut(Sink):
     def start(self) -> None:
         for s in self.sinks:
             s.start()
+
+    def check(self, warn) -> str:
+        return "; ".join(s.check(warn) for s in self.sinks)
 
     def stop(self, timeout_s: float) -> None:
         for s in self.sinks:

@@ -26,6 +26,16 @@ class JsonLinesSink(Sink):
                 except OSError as exc:
                     raise ConfigError(f"jsonl.path {self.path}: cannot open it ({exc.strerror})") from None
 
+    def check(self, warn) -> str:
+        if self._stream is not None or not self.path:
+            return "events as JSON lines on standard output"
+        try:
+            with open(self.path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"jsonl.path {self.path}: cannot open it ({exc.strerror})") from None
+        return f"events as JSON lines appended to {self.path}"
+
     def publish_event(self, event: Event) -> None:
         if self._stream is None:
             self.start()

@@ -139,6 +139,14 @@ class MqttSink(Sink):
     def failure(self) -> str:
         return self.failed
 
+    def check(self, warn) -> str:
+        """The spool (opened read-only: the running service may hold it) and the Home Assistant payloads, built as
+        they would be announced; nothing is sent (the broker is selftest's own check)."""
+        spool = self.outbox.check(warn)
+        if not self.cfg.homeassistant:
+            return f"{spool}; Home Assistant discovery off"
+        return f"{spool}; {len(self._discovery())} Home Assistant discovery payloads"
+
     def _push_direct(self, msg: Message) -> None:
         if len(self._direct) == self._direct.maxlen:
             self.dropped_other += 1
@@ -313,9 +321,12 @@ class MqttSink(Sink):
         if sent:
             self.net.wrote()
 
+    def _discovery(self) -> list[tuple[str, str]]:
+        return homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched, self.model,
+                                                self.board)
+
     def _announce_discovery(self) -> None:
-        for topic, payload in homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched,
-                                                               self.model, self.board):
+        for topic, payload in self._discovery():
             self.client.publish(topic, payload, qos=1, retain=True)
 
     # -- shutdown ------------------------------------------------------------------------------------------------

@@ -100,6 +100,34 @@ class Outbox:
             self.problem = f"spool {self.path} was unreadable ({exc}); {aside}; started a new one"
             log.error("%s", self.problem)
 
+    def check(self, warn) -> str:
+        """Can the spool be used? Its folder is made and written to; an existing file is read, not loaded (the
+        running service may hold it). What run would survive (memory only, a file moved aside) is a warning."""
+        if not self.path:
+            warn("mqtt.spool_file = 'none': events wait in memory only and a restart loses them")
+            return "spool: memory only"
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            warn(f"spool {path}: cannot create its folder ({exc.strerror}): events would wait in memory only")
+            return f"spool {path}: not usable"
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+            warn(f"spool {path}: not writable by this user: events would wait in memory only")
+            return f"spool {path}: not writable"
+        if not path.exists():
+            return f"spool {path}: new"
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                waiting = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            warn(f"spool {path}: unreadable ({exc}): the daemon will move it aside and start a new one")
+            return f"spool {path}: unreadable"
+        return f"spool {path}: {waiting} event(s) waiting for delivery"
+
     @staticmethod
     def _connect(path: str) -> sqlite3.Connection:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

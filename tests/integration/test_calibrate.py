@@ -191,8 +191,12 @@ def test_show_config_names_the_source_of_every_threshold(assets, tmp_path):
     assert rows["Cough"].split()[-1] == "calibration" and "0.420" in rows["Cough"]
     assert rows["Bleat"].split()[-2:] == ["user", "override"] and "0.700" in rows["Bleat"]
     assert rows["Oink"].split()[-2:] == ["profile", "default"]
-    cal.write_text('[detector.thresholds]\n"Dogg" = 0.4\n')
-    assert_one_line_error(run_cli("run", "--config", cfg_path, "--show-config"), 78, "calibration.toml", "Dogg")
+    cal.write_text('[detector.thresholds]\n"Dogg" = 0.4\n"Cough" = 0.42\n')  # a label this model lacks
+    r = run_cli("run", "--config", cfg_path, "--show-config")
+    assert r.code == 0, r.err
+    assert f"calibration: none ({cal} ignored: it sets thresholds for label(s)" in r.out and "'Dogg'" in r.out
+    rows = {l.split("  ")[0].strip(): l for l in r.out.splitlines()}
+    assert rows["Cough"].split()[-2:] == ["profile", "default"]  # none of the ignored file's values apply
 
 
 def test_without_matplotlib_the_plots_say_so(monkeypatch):

@@ -66,6 +66,7 @@ def test_alsa_to_broker_end_to_end(tmp_path, broker, assets, coral_twin, miaow):
     assert metrics["windows"] >= 30 and metrics["delegate"] == "cpu" and "libedgetpu" in metrics["delegate_reason"]
     assert metrics["inference_p50_ms"] > 0 and metrics["queue_depth"] == 0 and metrics["dropped_events"] == 0
     assert metrics["delivered_events"] == 2 and metrics["dropped_messages"] == 0
+    assert -90 < metrics["level_dbfs"] < 0  # the level of the windows heard, in dB full scale
     scores = [json.loads(p) for p in sub.payloads("/scores")]
     assert scores and all(len(m["top"]) == 3 for m in scores)
     gaps = np.diff([m["t_start"] for m in scores])

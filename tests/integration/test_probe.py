@@ -78,7 +78,7 @@ def test_a_bad_probe_timeout_is_one_clear_error(monkeypatch):
 @needs_cc
 def test_the_daemons_tpu_retry_probes_afresh(tmp_path, monkeypatch, assets):
     """A cached verdict serves a restart; the run-time retry (the TPU failed, is it back?) asks a child again."""
-    from edge.app.daemon import build
+    from edge.app.startup import build
     from edge.config import parse_config
     from fakelib import fake_tpu_env
     from tools.rig.daemon import daemon_config_text

@@ -245,3 +245,18 @@ def _long_functions(folder: Path) -> list[str]:
 @pytest.mark.parametrize("folder", ["edge", "tools", "tests"])
 def test_no_function_over_80_lines(folder):
     assert _long_functions(ROOT / folder) == [], "split these into named phases"
+
+
+def test_run_starts_only_through_the_steps_selftest_runs():
+    """`run` builds its daemon with startup.build(), which runs STEPS; selftest runs the same STEPS. A start-up
+    step is one Startup method named in STEPS: a method that is not a step, or a step that is not a method, fails
+    here (a later start-up step cannot skip the release's selftest)."""
+    from edge.app import startup
+    steps = {name[1:] for name in vars(startup.Startup) if name.startswith("_") and not name.startswith("__")}
+    assert steps == set(startup.STEPS)
+    run_src = (ROOT / "edge" / "app" / "run.py").read_text()
+    assert "from .startup import build" in run_src and "daemon = build(cfg)" in run_src
+    selftest_src = (ROOT / "edge" / "app" / "selftest.py").read_text()
+    assert "from .startup import STEPS, Startup" in selftest_src and "for step in STEPS:" in selftest_src
+    users = [p.name for p in (ROOT / "edge").rglob("*.py") if "from .startup import" in p.read_text()]
+    assert sorted(users) == ["run.py", "selftest.py"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edge.model.classifier import Classifier
 from edge.config import parse_config
-from edge.app.daemon import Daemon, build
+from edge.app.daemon import Daemon
+from edge.app.startup import build
 from edge.audio import make_source
 from edge.audio.capture import Capture
 from edge.sinks.base import Sink

@@ -21,6 +21,7 @@ from ...core.files import replace_file
 from ...core.falsestarts import TailFit, fit_tail, start_statistic, windows_to_start
 from ...core.frontend import FrontEndParams
 from ...core.thresholds import USER
+from ...core.tomltext import value
 from ...model.classifier import Classifier
 from ..command import add_command, say
 from ..threshold_sources import layers_for, watched_labels
@@ -122,7 +123,9 @@ def report(results: list[LabelResult], heard: Heard, cfg: Config, target: float,
 
 
 def toml_text(results: list[LabelResult], heard: Heard, cfg: Config, target: float, source: str,
-              model: str) -> str:
+              model: str, model_sha256: str = "") -> str:
+    """The calibration file: what it was made for (model, its sha256, the labels, the source: a daemon with
+    another model or labels ignores it and says so), its figures, and a threshold per label."""
     written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     minutes = heard.windows * cfg.model.hop_seconds / 60
     lines = ["# Site calibration written by `edge-audio calibrate`: per-label start thresholds from this site's",
@@ -130,8 +133,10 @@ def toml_text(results: list[LabelResult], heard: Heard, cfg: Config, target: flo
              "# this file > the model bundle's > the profile default). Run the command again to renew it.",
              f"# config {cfg.path}; {source}",
              f"# method: {METHOD}", "", "[calibration]", f"target_false_starts_per_day = {target!r}",
-             f"background_minutes = {round(minutes, 2)!r}", f'written = "{written}"', f'model = "{model}"', "",
-             "[detector.thresholds]"]
+             f"background_minutes = {round(minutes, 2)!r}", f'written = "{written}"', f"model = {value(model)}",
+             f"model_sha256 = {value(model_sha256)}",
+             f"labels = {value([r.label for r in results if r.threshold is not None])}",
+             f"source = {value(source)}", "", "[detector.thresholds]"]
     for r in results:
         f = r.fit
         if r.threshold is None:
@@ -230,7 +235,8 @@ def cmd_calibrate(args) -> int:
         heard = hear_files(cfg, classifier, layers, labels, args.wav, _file_progress(say, "background"))
         where = args.wav[0] if len(args.wav) == 1 else f"{len(args.wav)} WAV files"
     else:
-        source = f"{args.minutes:g} min live from {cfg.audio.source}"
+        source = f"{args.minutes:g} min live from {cfg.audio.source}" + (
+            f" {cfg.audio.device}" if cfg.audio.source == "alsa" else "")
         hint = " (Ctrl-C ends early and uses what was heard)" if sys.stderr.isatty() else ""  # not when run for deploy
         say(f"listening to {cfg.audio.source} for {args.minutes:g} min: keep the watched sounds away{hint}")
         heard = hear_live(cfg, classifier, layers, labels, args.minutes, _live_progress(say, cfg, args.minutes))
@@ -257,7 +263,8 @@ def cmd_calibrate(args) -> int:
     out = Path(args.out) if args.out else default_out(cfg)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        replace_file(out, toml_text(results, heard, cfg, target, source, classifier.model_name))
+        replace_file(out, toml_text(results, heard, cfg, target, source, classifier.model_name,
+                                        classifier.model_digest))
     except OSError as exc:
         raise InputError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     say(f"wrote {out}" + ("" if args.out or cfg.calibration.file else " (the daemon loads it from there)"))
