@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from edge.core.console import Progress
 from edge.core.errors import InputError
 from edge.core.frontend import FrontEndParams, LogMelFrontEnd
 from edge.core.stream import HOP_SECONDS, WindowLoop, hop_samples_for, recording_windows
@@ -51,12 +51,11 @@ def collect(files: list[Path], hop_seconds: float = HOP_SECONDS, what: str = "wi
             progress: bool = True) -> tuple[np.ndarray, list[tuple[Path, int]]]:
     """All windows of `files` stacked, and (file, window count) per file."""
     out, counts = [], []
-    for i, f in enumerate(files):
-        w = file_windows(f, hop_seconds)
-        out.append(w)
-        counts.append((f, len(w)))
-        if progress:
-            print(f"\r  reading {what}: {i + 1}/{len(files)} files", end="", file=sys.stderr, flush=True)
-    if progress and files:
-        print(file=sys.stderr)
+    with Progress(len(files)) as shown:
+        for i, f in enumerate(files):
+            w = file_windows(f, hop_seconds)
+            out.append(w)
+            counts.append((f, len(w)))
+            if progress:
+                shown.show(i + 1, f"  reading {what}: {i + 1}/{len(files)} files")
     return (np.concatenate(out) if out else np.zeros((0, FrontEndParams().window_samples), np.float32)), counts

@@ -9,6 +9,7 @@ import sys
 from edge.app.command import command_parser, named_command, run
 
 PROG = "python -m tools"
+INSTALL = "the host tools' packages come with make venv (or pip install -e '.[tools]')"
 COMMANDS = {  # name -> the module that adds its parser (the order of the command list)
     "fetch": "edge.app.fetch",
     "deploy": "tools.deploy.host",
@@ -30,7 +31,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line with only `command`'s parser, or with every command's (the command list, --help)."""
-    return command_parser(PROG, "Host tools for the edge audio kit.", COMMANDS, command)
+    return command_parser(PROG, "Host tools for the edge audio kit.", COMMANDS, command, INSTALL)
 
 
 def main(argv: list[str] | None = None) -> int:

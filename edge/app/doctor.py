@@ -136,7 +136,10 @@ def _print(report: dict, backends) -> None:
         print(f"  probe           not run: {pr['why']}")
     else:
         print(f"  probe           {pr['verdict']}: {pr['reason']}")
-    print(f"  install         {report['install_line']}")
+    commands, _, note = report["install_line"].partition("  # ")  # the steps after the commands on a line of their own
+    print(f"  install         {commands}")
+    if note:
+        print(f"                  {note}")
     print(f"  pycoral         {report['pycoral']} (optional; never 'pip install pycoral': that name is another project)")
     tpus = report["edge_tpus"]
     print(f"  Edge TPUs       {', '.join(tpus) if tpus else 'none found (USB 1a6e:089a / 18d1:9302, /dev/apex_*)'}")

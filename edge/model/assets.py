@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundle import write_manifest
+from ..core.console import Progress
 from ..core.errors import InputError
 from ..core.files import replace_file
 from ..core.frontend import FrontEndParams
@@ -84,13 +85,12 @@ def _download(url: str, label: str, timeout_s: float = 30.0) -> bytes:
             total = int(response.headers.get("Content-Length") or 0)
             buf = io.BytesIO()
             done = 0
-            while block := response.read(1 << 16):
-                buf.write(block)
-                done += len(block)
-                if total:
-                    print(f"\r  {label}: {100 * done // total:3d}% of {total >> 10} KiB", end="", file=sys.stderr,
-                          flush=True)
-            print(file=sys.stderr)
+            with Progress(total) as progress:
+                while block := response.read(1 << 16):
+                    buf.write(block)
+                    done += len(block)
+                    if total:
+                        progress.show(done, f"  {label}: {100 * done // total:3d}% of {total >> 10} KiB")
             return buf.getvalue()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)

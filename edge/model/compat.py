@@ -157,14 +157,14 @@ PAIRS: tuple[MatchedPair, ...] = (
     MatchedPair("bullseye", "3.9", "libedgetpu1-std 16.0 (Coral's apt repository)",
                 "tflite-runtime 2.11.0 (PyPI, cp39 wheels for aarch64 and x86_64) with numpy<2",
                 f"{CORAL_APT} && pip install 'tflite-runtime==2.11.0' 'numpy<2'", ISSUE_812,
-                "then backend = \"tflite_runtime\" under [model] in the config; sha256 pins for the wheels in "
-                "firmware_configs/README.md", "numpy<2"),
+                "then set backend = \"tflite_runtime\" under [model] in the config (the wheels' sha256 pins are in "
+                "firmware_configs/README.md)", "numpy<2"),
     MatchedPair("bookworm", "3.11", "libedgetpu1-std (or -max) 16.0tf2.17.1-1, community build (feranick)",
                 "tflite_runtime 2.17.1 cp311, community build, with numpy 1.26 (Frigate's pins)",
                 f"wget {FERANICK_DEB} && sudo dpkg -i libedgetpu1-std_16.0tf2.17.1-1.bookworm_{{arch}}.deb && "
                 "pip install {tflite_wheel} 'numpy==1.26.*'", FRIGATE,
-                "then backend = \"tflite_runtime\" under [model] in the config; no sha256 pins: these files are "
-                "on GitHub, which the kit's build machines cannot reach: check them against their release pages",
+                "then set backend = \"tflite_runtime\" under [model] in the config. These community builds come "
+                "with no sha256 pins: check both files against their release pages before installing",
                 "numpy==1.26.*"),
 )
 
@@ -195,5 +195,5 @@ def pip_requirements(codename: str, python: str, machine: str) -> list[str]:
         return []
     if pair.system == "bullseye":
         return ["tflite-runtime==2.11.0 " + " ".join(f"--hash=sha256:{h}" for h in TFLITE_2110_SHA256.values())]
-    return ["# no sha256 pin: not computed by this project (GitHub is out of its reach); check the file against "
-            "its release page", f"tflite_runtime @ {TFLITE_2171[machine]}"]
+    return ["# no sha256 pin for this community build: check the file against its release page before installing",
+            f"tflite_runtime @ {TFLITE_2171[machine]}"]

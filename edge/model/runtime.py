@@ -1,5 +1,10 @@
 """TFLite interpreter backends: tflite_runtime, ai_edge_litert (LiteRT) or full TensorFlow, whichever is
-installed, in a configurable order of preference. Imported lazily: nothing is loaded at import time."""
+installed, in a configurable order of preference. Imported lazily: nothing is loaded at import time.
+
+Every backend's runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr from C++ when
+its first interpreter is made (LiteRT while constructing it, TensorFlow in allocate_tensors), whatever the log
+level variables say. A backend's Interpreter leaves that banner out; any other line the runtime prints then
+reaches stderr as usual, and --verbose (or debug logging) shows the banner too."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..core.console import native_stderr_filtered
 from ..core.errors import InputError
 
 DEFAULT_ORDER = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 ENV_ORDER = "EDGE_AUDIO_BACKENDS"
+BANNERS = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)  # what the runtimes say when all is well
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,20 @@ class Backend:
         return f"{self.name} {self.version}"
 
 
+def without_banners(interpreter_class):
+    """The backend's Interpreter class, with the runtime's start-up banners left out of stderr (see above)."""
+    class Interpreter(interpreter_class):
+        def __init__(self, *args, **kwargs):
+            with native_stderr_filtered(BANNERS):
+                super().__init__(*args, **kwargs)
+
+        def allocate_tensors(self):
+            with native_stderr_filtered(BANNERS):
+                return super().allocate_tensors()
+
+    return Interpreter
+
+
 def _import(name: str) -> Backend:
     if name == "ai_edge_litert":
         mod = importlib.import_module("ai_edge_litert.interpreter")
@@ -32,14 +53,14 @@ def _import(name: str) -> Backend:
         if version is None:  # the package's own attribute spares the device importlib.metadata (40 modules)
             from importlib.metadata import version as dist_version
             version = dist_version("ai-edge-litert")
-        return Backend(name, version, mod.Interpreter, mod.load_delegate)
+        return Backend(name, version, without_banners(mod.Interpreter), mod.load_delegate)
     if name == "tflite_runtime":
         mod = importlib.import_module("tflite_runtime.interpreter")
         top = importlib.import_module("tflite_runtime")
-        return Backend(name, getattr(top, "__version__", "?"), mod.Interpreter, mod.load_delegate)
+        return Backend(name, getattr(top, "__version__", "?"), without_banners(mod.Interpreter), mod.load_delegate)
     if name == "tensorflow":
         tf = importlib.import_module("tensorflow")
-        return Backend(name, tf.__version__, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+        return Backend(name, tf.__version__, without_banners(tf.lite.Interpreter), tf.lite.experimental.load_delegate)
     raise InputError(f"unknown backend {name!r}; choose from {', '.join(DEFAULT_ORDER)}")
 
 

@@ -5,7 +5,6 @@ and optionally `lenient_indices` (the strict classes plus their parents)."""
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 from edge.model.classifier import Classifier
 from edge.model.recordings import classify_file
 from edge.core.clip import DEFAULT_POOL, pool_scores
+from edge.core.console import Progress
 
 
 @dataclass
@@ -39,14 +39,13 @@ def clip_scores(classifier: Classifier, files: list[Path], hop_seconds: float, p
                 pool: str = DEFAULT_POOL) -> np.ndarray:
     """[clips, classes]: window scores pooled per file (mean or max)."""
     out = np.zeros((len(files), len(classifier.labels)), np.float32)
-    for i, f in enumerate(files):
-        windows = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
-        if windows:
-            out[i] = pool_scores(np.stack(windows), pool)
-        if progress:
-            print(f"\r  {i + 1}/{len(files)} clips", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+    with Progress(len(files)) as shown:
+        for i, f in enumerate(files):
+            windows = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
+            if windows:
+                out[i] = pool_scores(np.stack(windows), pool)
+            if progress:
+                shown.show(i + 1, f"  {i + 1}/{len(files)} clips")
     return out
 
 

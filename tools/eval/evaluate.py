@@ -7,13 +7,13 @@ a patch model see identical windows, and the patch model gets the project's fron
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.app.command import add_command, sayer
+from edge.core.console import Progress
 from edge.model.bundle import is_bundle, load_bundle
 from edge.model.classifier import Classifier
 from edge.core.errors import InputError
@@ -39,14 +39,13 @@ def run_model(model: str, files: list[Path], hop_seconds: float, delegate: str =
               progress: bool = True, pool: str = DEFAULT_POOL) -> ModelRun:
     classifier = Classifier.open(model, labels, delegate)
     rows, clips = [], []
-    for i, f in enumerate(files):
-        scores = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
-        rows += scores
-        clips.append(pool_scores(np.stack(scores), pool))
-        if progress:
-            print(f"\r  {Path(model).name}: {i + 1}/{len(files)} files", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+    with Progress(len(files)) as shown:
+        for i, f in enumerate(files):
+            scores = [w.scores.copy() for w in classify_file(f, classifier, hop_seconds)]
+            rows += scores
+            clips.append(pool_scores(np.stack(scores), pool))
+            if progress:
+                shown.show(i + 1, f"  {Path(model).name}: {i + 1}/{len(files)} files")
     return ModelRun(str(model), np.stack(rows), np.stack(clips))
 
 

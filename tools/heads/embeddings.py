@@ -12,7 +12,6 @@ Windows are framed by the kit's window loop and patches made by its front end, a
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +180,3 @@ def quiet_signals(seconds: float = 2.0) -> dict[str, np.ndarray]:
         out[f"noise{level}"] = np.rint(rng.normal(0, 32768 * 10 ** (level / 20), n)).clip(-32768, 32767) \
             .astype(np.int16)
     return out
-
-
-def progress(done: int, total: int, what: str) -> None:
-    print(f"\r  {what}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)

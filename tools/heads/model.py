@@ -6,10 +6,11 @@ recordings counts as much as one with many. Training is seeded and reproducible 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from edge.core.console import Progress
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,18 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, params: HeadParams, p
     model.compile(optimizer=tf.keras.optimizers.Adam(params.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
-    class Progress(tf.keras.callbacks.Callback):
+    shown = Progress(params.epochs)
+
+    class Epochs(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             if progress:
-                end = "\n" if epoch + 1 == params.epochs else ""
-                print(f"\r  training: epoch {epoch + 1}/{params.epochs}, loss {logs.get('loss', 0):.4f}, "
-                      f"accuracy {logs.get('accuracy', 0):.3f}", end=end, file=sys.stderr, flush=True)
+                shown.show(epoch + 1, f"  training: epoch {epoch + 1}/{params.epochs}, loss "
+                                      f"{logs.get('loss', 0):.4f}, accuracy {logs.get('accuracy', 0):.3f}")
 
-    model.fit(x.astype(np.float32), y.astype(np.int64), epochs=params.epochs, batch_size=params.batch_size,
-              class_weight=class_weights(y, n_classes), shuffle=True, verbose=0, callbacks=[Progress()])
+    with shown:
+        model.fit(x.astype(np.float32), y.astype(np.int64), epochs=params.epochs, batch_size=params.batch_size,
+                  class_weight=class_weights(y, n_classes), shuffle=True, verbose=0, callbacks=[Epochs()])
     return model
 
 

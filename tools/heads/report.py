@@ -57,34 +57,49 @@ def evaluate(window_scores: list[np.ndarray], labels: list[int], classes: list[s
 
 def choose_thresholds(window_scores: list[np.ndarray], labels: list[int], classes: list[str],
                       target_precision: float, skip: tuple[str, ...] = ()) -> dict:
-    """Per class, the lowest start threshold whose held-out windows at or above it are at least
-    `target_precision` that class (never below THRESHOLD_FLOOR). A class that cannot reach the target gets the
-    threshold just above its best-scoring other-class window, and says so."""
-    scores = np.concatenate(window_scores)
+    """Per class, the lowest start threshold (three decimals, never below THRESHOLD_FLOOR) at which the held-out
+    windows scoring at or above it are at least `target_precision` that class. A class that cannot reach the
+    target gets the threshold just above its best-scoring other-class window, and says so. The precision and
+    recall reported are those of the threshold as written, so target_met is true exactly when that precision
+    reaches the target."""
+    scores = np.concatenate(window_scores).astype(np.float64)
     truth = np.concatenate([np.full(len(w), c) for w, c in zip(window_scores, labels)])
+    grid = np.arange(round(THRESHOLD_FLOOR * 1000), 1001) / 1000  # every threshold a manifest can hold
     out = {}
     for c, name in enumerate(classes):
         if name in skip:
             continue
         s, positive = scores[:, c], truth == c
-        order = np.argsort(-s, kind="stable")
-        hits = np.cumsum(positive[order])
-        precision = hits / np.arange(1, len(order) + 1)
-        # a threshold can only sit at a score value: take the last index of each run of equal scores
-        last_of_value = np.r_[s[order][1:] != s[order][:-1], True]
-        ok = np.nonzero((precision >= target_precision) & last_of_value)[0]
+        above, hits = _counts_at(s, positive, grid)
+        ok = np.nonzero((above > 0) & (hits / np.maximum(above, 1) >= target_precision))[0]
         if ok.size:
-            k = int(ok[-1])
-            threshold, met = float(s[order][k]), True
+            threshold = float(grid[ok[0]])
         else:
             negatives = s[~positive]
-            threshold, met = (float(negatives.max()) + 1e-3 if negatives.size else 0.5), False
-        threshold = min(1.0, max(THRESHOLD_FLOOR, math.ceil(threshold * 1000) / 1000))
-        above = s >= threshold
-        out[name] = {"threshold": threshold, "target_met": met,
-                     "precision": round(float(positive[above].mean()) if above.any() else 0.0, 4),
-                     "recall": round(float(above[positive].mean()) if positive.any() else 0.0, 4)}
+            threshold = float(negatives.max()) + 1e-3 if negatives.size else 0.5
+            threshold = min(1.0, max(THRESHOLD_FLOOR, math.ceil(threshold * 1000) / 1000))
+        chosen = s >= threshold
+        precision = float(positive[chosen].mean()) if chosen.any() else 0.0
+        out[name] = {"threshold": threshold, "target_met": precision >= target_precision,
+                     "precision": shown_precision(precision, target_precision),
+                     "recall": round(float(chosen[positive].mean()) if positive.any() else 0.0, 4)}
     return out
+
+
+def _counts_at(s: np.ndarray, positive: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each threshold: how many windows score at or above it, and how many of those are the class."""
+    order = np.argsort(s, kind="stable")
+    ranked, from_top = s[order], np.r_[np.cumsum(positive[order][::-1])[::-1], 0]
+    first = np.searchsorted(ranked, thresholds, side="left")
+    return len(s) - first, from_top[first]
+
+
+def shown_precision(precision: float, target: float, digits: int = 4) -> float:
+    """`precision` rounded to `digits` decimals, or to more where fewer would put it on the other side of the
+    target (0.89996 is not shown as 0.9 when the target is 0.9)."""
+    while round(precision, digits) >= target > precision and digits < 12:
+        digits += 1
+    return round(precision, digits)
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -99,6 +114,30 @@ def _matrix(matrix: list[list[int]], classes: list[str]) -> list[str]:
     short = [c[:width - 1] for c in classes]
     lines = ["    " + " " * width + "".join(f"{c:>{width}}" for c in short) + "   <- predicted"]
     lines += ["    " + f"{short[i]:<{width}}" + "".join(f"{v:>{width}}" for v in row) for i, row in enumerate(matrix)]
+    return lines
+
+
+def _decimals(precision: float, target: float) -> str:
+    """Three decimals, or as many more as it takes to keep a precision below the target from reading as it."""
+    digits = 3
+    while float(f"{precision:.{digits}f}") >= target > precision and digits < 12:
+        digits += 1
+    return f"{precision:.{digits}f}"
+
+
+def threshold_lines(target: float, thresholds: dict) -> list[str]:
+    """The start thresholds (choose_thresholds), each with the precision it reaches, and the classes that fall
+    short of the target named as such."""
+    lines = [f"start thresholds for precision >= {target:g} on held-out windows:"]
+    for name, t in thresholds.items():
+        precision = _decimals(t["precision"], target)
+        note = "" if t["target_met"] else (f"  (precision {precision} < {target:g}: target not met for {name}; the "
+                                           "threshold sits just above its best-scoring other-class window)")
+        lines.append(f"    {name[:24]:<24} {t['threshold']:.3f}  precision {precision}  recall {t['recall']:.3f}{note}")
+    missed = [name for name, t in thresholds.items() if not t["target_met"]]
+    if missed:
+        lines.append(f"target precision {target:g} not met for {len(missed)} of {len(thresholds)} classes: "
+                     f"{', '.join(missed)}")
     return lines
 
 
@@ -121,11 +160,7 @@ def format_report(report: dict) -> str:
     lines += _table(q["clip"][pool]["per_class"])
     lines.append("int8 export, confusion matrix (clips; rows: true class):")
     lines += _matrix(q["clip"][pool]["confusion"], classes)
-    lines.append(f"start thresholds for precision >= {report['target_precision']:g} on held-out windows:")
-    for name, t in report["thresholds"].items():
-        note = "" if t["target_met"] else "  (target not reached: no false positive on held-out windows)"
-        lines.append(f"    {name[:24]:<24} {t['threshold']:.3f}  precision {t['precision']:.3f}  "
-                     f"recall {t['recall']:.3f}{note}")
+    lines += threshold_lines(report["target_precision"], report["thresholds"])
     if report.get("audioset_vs_base"):
         a = report["audioset_vs_base"]
         lines.append(f"AudioSet output vs the base model alone: top-1 agreement {a['top1_agreement']:.3f}, "

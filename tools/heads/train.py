@@ -26,6 +26,7 @@ import numpy as np
 from edge.app.command import add_command, sayer
 from edge.model.recordings import classify_file
 from edge.core.clip import CLIP_POOLS, pool_scores
+from edge.core.console import Progress
 from edge.core.errors import InputError
 from edge.core.frontend import FrontEndParams
 from edge.core.stream import HOP_SECONDS
@@ -36,7 +37,7 @@ from edge.model.classifier import Classifier
 from ..audio_windows import file_windows, patches_of
 from ..model.check import check_model
 from ..eval.compare import compare_scores
-from .embeddings import AUGMENT_RECIPE, Augmenter, Backbone, EmbeddingStore, mono_16k, progress, quiet_signals
+from .embeddings import AUGMENT_RECIPE, Augmenter, Backbone, EmbeddingStore, mono_16k, quiet_signals
 from .model import HeadParams, fit_head, predict
 from .report import choose_thresholds, evaluate, format_report
 from ..png_chart import confusion_png
@@ -70,6 +71,7 @@ def training_set(train: list, store: EmbeddingStore, augmenter: Augmenter, copie
         return signals
 
     xs, ys = [], []
+    shown = Progress(len(train))
     for i, (path, c) in enumerate(train):
         parts = [store.get(path)]
         for k in range(1, copies + 1):
@@ -81,7 +83,8 @@ def training_set(train: list, store: EmbeddingStore, augmenter: Augmenter, copie
             labels = np.where(silent, -1 if background is None else background, c)
             xs.append(part.embeddings[labels >= 0])
             ys.append(labels[labels >= 0])
-        progress(i + 1, len(train), "training embeddings (files)")
+        shown.show(i + 1, f"  training embeddings (files): {i + 1}/{len(train)}")
+    shown.end()
     if background is not None:  # nothing happening is background too
         for name, signal in quiet_signals().items():
             xs.append(store.of_signal(lambda signal=signal: signal, f"generated-{name}", "orig").embeddings)
@@ -100,10 +103,11 @@ def runtime_scores(bundle: Path, files: list[Path], hop: float, what: str = "") 
     """Window scores of each file through the runtime (front end + the bundle's int8 model), as on a device."""
     classifier = Classifier.open(bundle, None, "cpu")
     out = []
-    for i, f in enumerate(files):
-        out.append(np.stack([w.scores.copy() for w in classify_file(f, classifier, hop)]))
-        if what:
-            progress(i + 1, len(files), what)
+    with Progress(len(files)) as shown:
+        for i, f in enumerate(files):
+            out.append(np.stack([w.scores.copy() for w in classify_file(f, classifier, hop)]))
+            if what:
+                shown.show(i + 1, f"  {what}: {i + 1}/{len(files)}")
     return out
 
 

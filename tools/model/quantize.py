@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from edge.core.console import Progress, verbose
+
 from .yamnet_weights import YamnetWeights
 
 
@@ -26,12 +28,12 @@ def load_tensorflow():
 
 def _convert(converter, progress_stream: list | None = None) -> bytes:
     """converter.convert() with TensorFlow's chatter (SavedModel summaries on stdout, C++ logs on stderr) kept off
-    the terminal; it is shown if the conversion fails, or always with EDGE_AUDIO_VERBOSE=1. Progress written to
+    the terminal; it is shown if the conversion fails, or always with --verbose. Progress written to
     progress_stream[0] during the conversion still reaches the real stderr."""
     import os
     import tempfile
     import warnings
-    if os.environ.get("EDGE_AUDIO_VERBOSE") == "1":
+    if verbose():
         return converter.convert()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -161,14 +163,12 @@ def to_tflite_int8(model, patches: np.ndarray, io_type: str = "float", progress:
     total = len(patches)
     stream = [sys.stderr]
 
-    def representative():
-        for i, p in enumerate(patches):
-            if progress and (i % 25 == 0 or i + 1 == total):
-                print(f"\r  calibrating the quantizer: {i + 1}/{total} patches", end="", file=stream[0],
-                      flush=True)
-            yield [p[None].astype(np.float32)]
-        if progress:
-            print(file=stream[0], flush=True)
+    def representative():  # runs inside _convert, which hands the real stderr over in stream[0]
+        with Progress(total, stream[0]) as shown:
+            for i, p in enumerate(patches):
+                if progress:
+                    shown.show(i + 1, f"  calibrating the quantizer: {i + 1}/{total} patches")
+                yield [p[None].astype(np.float32)]
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
