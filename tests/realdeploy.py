@@ -74,15 +74,18 @@ def silent_wav(folder: Path, seconds: float = 20.0) -> Path:
     return path
 
 
-def wav_settings(k: Kit, recording: Path | None = None) -> list[str]:
-    """Board profiles capture from ALSA; the test devices replay a recording instead (the kit's clip, or this)."""
-    return ["--set", "audio.source=wav", "--set", f"audio.file={recording or k.clip}", "--set",
-            "audio.realtime=false"]
+def wav_settings(k: Kit, recording: Path | None = None, live: bool = False) -> list[str]:
+    """Board profiles capture from ALSA; the test devices replay a recording instead (the kit's clip, or this):
+    as fast as it reads, or `live`: at real time, looped, as a microphone never ends (the release's daemon runs
+    until it is stopped)."""
+    paced = ["audio.realtime=true", "audio.loop=true"] if live else ["audio.realtime=false"]
+    return ["--set", "audio.source=wav", "--set", f"audio.file={recording or k.clip}",
+            *[arg for item in paced for arg in ("--set", item)]]
 
 
-def deploy(rig, k: Kit, *args, offline: bool = True, timeout: float = 900) -> Result:
+def deploy(rig, k: Kit, *args, offline: bool = True, timeout: float = 900, python: str = DEVICE_PYTHON) -> Result:
     extra = ["--wheelhouse", str(k.wheelhouse)] if offline else []
-    return run_cli("deploy", *args, "--ssh-config", rig.ssh_config, "--wheel", k.wheel, "--python", DEVICE_PYTHON,
+    return run_cli("deploy", *args, "--ssh-config", rig.ssh_config, "--wheel", k.wheel, "--python", python,
                    *extra, module="tools", timeout=timeout)
 
 
@@ -108,3 +111,48 @@ def selftest_current(prefix: Path, *extra: str) -> dict:
     report = json.loads(proc.stdout)
     report["exit"] = proc.returncode
     return report
+
+
+def release_daemon_online(prefix: Path, broker) -> dict:
+    """The current release's daemon, started as its unit starts it (PREFIX/current/venv/bin/edge-audio run with
+    EDGE_AUDIO_HOME=PREFIX/state, the stored MQTT credential), until `broker` holds its retained status `online`
+    (what Home Assistant sees); then SIGTERM. Its exit status and status messages; AssertionError with the end of
+    its log when it never came online."""
+    import os
+    import signal
+
+    from edge.config import load_config
+    from tools.rig.mqtt import Subscriber
+    config = prefix / "current" / "config.toml"
+    cfg = load_config(config)
+    topic = f"{cfg.mqtt.prefix}/{cfg.device_id}/status"
+    secret = prefix / "etc" / "mqtt_password"
+    password = secret.read_text().strip() if secret.is_file() else None
+    env = dict(os.environ, EDGE_AUDIO_HOME=str(prefix / "state"), OPENBLAS_NUM_THREADS="1")
+    if password:
+        env["CREDENTIALS_DIRECTORY"] = str(secret.parent)
+    watch = Subscriber(broker.port, topic, cfg.mqtt.username, password)
+    live = lambda s: [m.payload for m in s.received() if not m.retain]  # noqa: E731
+    log = prefix / "daemon.log"
+    try:
+        with open(log, "w") as err:
+            proc = subprocess.Popen([str(prefix / "current" / "venv" / "bin" / "edge-audio"), "run", "--config",
+                                     str(config)], env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                # live, not the retained status an earlier daemon left (a live message comes without the flag)
+                online = watch.wait(lambda s: b"online" in live(s) or proc.poll() is not None, 60)
+                assert online and proc.poll() is None, f"not online: {log.read_text()[-600:]}"
+                late = Subscriber(broker.port, topic, cfg.mqtt.username, password)  # connects after the fact
+                retained = late.wait(lambda s: s.retained().get(topic) == b"online", 10)
+                late.close()
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        watch.wait(lambda s: live(s)[-1:] == [b"offline"], 10)
+        return {"retained": retained, "exit": code, "status": [p.decode() for p in live(watch)],
+                "log": log.read_text()}
+    finally:
+        watch.close()

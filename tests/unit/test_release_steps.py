@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from edge import firmware
+from edge.app.release.commands import REASON_CHARS, list_line
 from edge.app.release.compose import set_key, toml_value, values_match
-from edge.app.release.store import (OK, REJECTED, Layout, Release, current_release, fingerprint, list_releases,
-                                    previous_good, prune, switch)
+from edge.app.release.steps import Rejected, ReleaseJob
+from edge.app.release.store import (INSTALL_LOG, INSTALLING, OK, RECORDS_KEPT, REJECTED, RELEASE_FILE, Layout,
+                                    Release, current_release, drop_old_records, fingerprint, list_releases,
+                                    previous_good, prune, strip, switch)
 from edge.app.release.service import Service
 from edge.config import parse_config
 from edge.core.errors import InputError
@@ -54,20 +57,90 @@ def test_switch_replaces_the_link_without_a_moment_without_current(tmp_path):
     assert os.readlink(layout.current) == f"releases/{a.id}"  # relative: the prefix can move
 
 
-def test_previous_good_and_prune_keep_the_current_and_drop_rejected(tmp_path):
+def test_previous_good_and_prune_keep_the_current_and_only_the_record_of_a_rejected_one(tmp_path):
     layout = Layout.at(str(tmp_path / "p"))
     layout.create()
     ids = [f"2025010{i}T000000Z-0.1.0" for i in range(1, 7)]
     releases = [make_release(layout, rid, REJECTED if i == 3 else OK) for i, rid in enumerate(ids)]
+    (releases[3].path / "venv" / "bin").mkdir(parents=True)  # rejected by a kit that kept it whole
+    (releases[3].path / "venv" / "bin" / "python").write_bytes(b"x" * 4096)
+    (releases[3].path / INSTALL_LOG).write_text("selftest of the new release\n")
     switch(layout, releases[1])  # an old one is current (after a rollback)
     assert previous_good(layout, releases[5]).id == ids[4]
     assert previous_good(layout, releases[4]).id == ids[2]  # ids[3] was rejected
     removed = prune(layout, keep=2)
     left = [r.id for r in list_releases(layout)]
-    assert left == [ids[1], ids[4], ids[5]]
-    assert ids[3] in removed and ids[0] in removed
+    assert left == [ids[1], ids[3], ids[4], ids[5]] and removed == [ids[0], ids[2]]
+    assert sorted(p.name for p in releases[3].path.iterdir()) == [INSTALL_LOG, RELEASE_FILE]
     with pytest.raises(InputError):
         prune(layout, keep=0)
+
+
+def test_rejected_releases_keep_the_newest_records_only(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    good = make_release(layout, "20250101T000000Z-0.1.0")
+    switch(layout, good)
+    rejected = [make_release(layout, f"20250102T0000{n:02d}Z-0.1.0", REJECTED) for n in range(RECORDS_KEPT + 3)]
+    installing = make_release(layout, "20250103T000000Z-0.1.0", INSTALLING)  # another install, under way
+    removed = drop_old_records(layout)
+    assert removed == [r.id for r in rejected[:3]]
+    assert [r.id for r in list_releases(layout)] == [good.id, *[r.id for r in rejected[3:]], installing.id]
+    assert prune(layout, keep=1) == [] and installing.path.is_dir()
+
+
+def test_strip_leaves_the_record_and_says_what_it_freed(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    r = make_release(layout, "20250101T000000Z-0.1.0", REJECTED)
+    (r.path / "venv" / "lib").mkdir(parents=True)
+    (r.path / "venv" / "lib" / "big.so").write_bytes(b"\0" * 100_000)
+    (r.path / "config.toml").write_text("[device]\n")
+    os.symlink("venv/lib", r.path / "link")
+    (r.path / INSTALL_LOG).write_text("log\n")
+    freed = strip(r)
+    assert sorted(p.name for p in r.path.iterdir()) == [INSTALL_LOG, RELEASE_FILE]
+    assert 100_000 + len("[device]\n") <= freed < 100_000 + 200
+
+
+def test_list_shows_why_a_release_was_rejected_on_one_line(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    ok = make_release(layout, "20250101T000000Z-0.1.0")
+    ok.save(profile="pi4-usb-coral")
+    short = make_release(layout, "20250102T000000Z-0.1.0", REJECTED)
+    short.save(reason="selftest: clip: miaow_16k.wav no longer classifies as Cat\n(mean of 13 windows)")
+    long = make_release(layout, "20250103T000000Z-0.1.0", REJECTED)
+    long.save(reason="installing the release failed: " + "x" * 400)
+    silent = make_release(layout, "20250104T000000Z-0.1.0", REJECTED)
+    lines = [list_line(r, r.id == ok.id) for r in (ok, short, long, silent)]
+    assert lines[0].startswith(f"* {ok.id}") and lines[0].endswith("profile pi4-usb-coral")
+    assert lines[1].split(None, 2) == [short.id, "rejected", "selftest: clip: miaow_16k.wav no longer classifies "
+                                                             "as Cat (mean of 13 windows)"]
+    assert lines[2].endswith("...") and len(lines[2].split("rejected", 1)[1].strip()) == REASON_CHARS
+    assert lines[3].endswith("no reason recorded") and all("\n" not in line for line in lines)
+
+
+def test_a_rejected_install_keeps_its_record_and_log(tmp_path):
+    """The install path itself, rejected at its first step (a --set it cannot write): nothing but the record."""
+    layout = Layout.at(str(tmp_path / "p"))
+    stage = tmp_path / "stage"
+    (stage / "wheels").mkdir(parents=True)
+    with zipfile.ZipFile(stage / "wheels" / "edge_audio-0.1.0-py3-none-any.whl", "w") as z:
+        z.writestr("edge/__init__.py", "")
+    (stage / "bundle").mkdir()
+    (stage / "bundle" / "model.tflite").write_bytes(b"\0" * 50_000)
+    said = []
+    job = ReleaseJob(layout, Service.choose("none", layout), said.append)
+    with pytest.raises(Rejected, match="rejected: --set nodot: expected SECTION.KEY=VALUE.*no release stays current"):
+        job.install(stage, "pi4-usb-coral", ["nodot"], "", False, 3, 5.0)
+    [release] = list_releases(layout)
+    assert release.status == REJECTED and release.info["reason"].startswith("--set nodot")
+    assert sorted(p.name for p in release.path.iterdir()) == [INSTALL_LOG, RELEASE_FILE]
+    log = (release.path / INSTALL_LOG).read_text()
+    assert f"release {release.id} (was: none)" in log and "rejected: --set nodot" in log
+    assert any("removed the rejected release's files (0 MiB)" in line for line in said)
+    assert current_release(layout) is None
 
 
 def test_fingerprint_ignores_wheel_build_times_but_not_content(tmp_path):
@@ -157,3 +230,65 @@ def test_set_values_are_compared_as_the_config_loads_them():
     assert values_match(5.0, "5") and values_match(1883, "1883") and values_match(False, "false")
     assert values_match("kitchen", "kitchen") and not values_match("kitchen", "hall")
     assert not values_match(0.5, "0.6") and not values_match(2, "two")
+
+
+def tiny_bundle(folder: Path, labels=("Dog", "Cat", "Speech")) -> Path:
+    from edge.model.bundle import write_manifest
+    folder.mkdir(parents=True)
+    (folder / "m.tflite").write_bytes(b"model")
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    write_manifest(folder, {"name": "tiny", "input_kind": "waveform", "models": {"cpu": "m.tflite"},
+                            "labels": "labels.txt"})
+    return folder
+
+
+def host_plan(config: Path | None, bundle: Path | None, settings: list[str], profile: str | None = None):
+    from tools.deploy.host import Plan
+    return Plan("/opt/edge-audio", profile, config, bundle, settings, "litert,mqtt", "python3", "auto", 3, None,
+                None, False, False)
+
+
+def test_a_release_is_validated_on_the_host_as_the_device_would(tmp_path):
+    from tools.deploy.validate import check_release
+    config = tmp_path / "site.toml"
+    config.write_text('[audio]\nsource = "wav"\nfile = "/srv/site.wav"\n\n[detector]\nallow = ["Dog"]\n')
+    bundle = tiny_bundle(tmp_path / "tiny")
+    no_default = lambda: pytest.fail("the default bundle's labels were asked for")  # noqa: E731
+    checked = check_release(host_plan(config, bundle, ['detector.allow=["cat", "Dog"]']), no_default)
+    assert checked.config.detector.allow == ["cat", "Dog"] and checked.config.model.path == str(bundle.resolve())
+    assert not checked.default_model and checked.labels_from == f"the bundle {bundle}"
+    # the broker's TLS files are the device's: named, not looked for here
+    tls = ["mqtt.tls=true", "mqtt.port=8883", "mqtt.ca_file=/etc/edge-audio/ca.pem"]
+    assert check_release(host_plan(config, bundle, tls), no_default).config.mqtt.ca_file == "/etc/edge-audio/ca.pem"
+    refused = [
+        (['detector.allow=["Cat", "Bird"]'], "detector.allow: unknown label 'Bird'"),
+        (['detector.thresholds={"Do" = 0.4}'], "detector.thresholds: unknown label 'Do'; did you mean 'Dog'?"),
+        (["mqtt.port=notaport"], "mqtt.port must be an integer (got 'notaport')"),
+        (["mqtt.tls=true", "mqtt.cert_file=/etc/edge-audio/c.pem"], "mqtt.cert_file and mqtt.key_file go together"),
+        (["nodot=1"], "expected SECTION.KEY=VALUE"),
+    ]
+    for settings, needle in refused:
+        with pytest.raises(InputError) as exc:
+            check_release(host_plan(config, bundle, settings), no_default)
+        assert needle in str(exc.value) and "nothing was sent to the device" in str(exc.value), str(exc.value)
+        assert "\n" not in str(exc.value)
+    (bundle / "m.tflite").write_bytes(b"modified")
+    with pytest.raises(InputError, match="m.tflite: sha256 does not match.*nothing was sent"):
+        check_release(host_plan(config, bundle, []), no_default)
+
+
+def test_without_a_bundle_the_labels_are_the_default_bundles(tmp_path):
+    from tools.deploy.validate import check_release
+    labels = tiny_bundle(tmp_path / "default", ("Dog", "Baby cry, infant cry", "Smoke detector, smoke alarm",
+                                                "Glass", "Doorbell")) / "labels.txt"
+    checked = check_release(host_plan(None, None, [], "pi4-usb-coral"), lambda: labels)
+    assert checked.default_model and checked.labels_from == "the default bundle's labels"
+    with pytest.raises(InputError, match="detector.allow: unknown label 'NoSuchSound'"):
+        check_release(host_plan(None, None, ['detector.allow=["NoSuchSound"]'], "pi4-usb-coral"), lambda: labels)
+    # this machine has no default bundle: only what needs no labels is checked (the device checks the rest)
+    assert check_release(host_plan(None, None, ['detector.allow=["NoSuchSound"]'], "pi4-usb-coral"),
+                         lambda: None).labels_from == ""
+    # the config names a model on the device: it runs that one, whatever this machine has
+    own = check_release(host_plan(None, None, ["model.path=/srv/models/site"], "pi4-usb-coral"),
+                        lambda: pytest.fail("not asked for"))
+    assert not own.default_model and own.config.model.path == "/srv/models/site"

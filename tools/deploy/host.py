@@ -1,8 +1,11 @@
 """`python -m tools deploy`: put the kit on devices over SSH, one after another, or on a fleet through Ansible.
 
-Per device: describe its Python (machine, version, C library), build what it needs here (the project wheel; with
---wheelhouse, every dependency wheel for its platform so it needs no internet), compare with the release it runs
-(the same release again is a no-op, nothing uploaded), upload with tar over the one SSH connection, store the MQTT
+First, here: the release's config is composed as the device will write it and read by the daemon's loader, the
+bundle's sha256s and the watched label names are checked (validate.py); a bad value stops the deploy before
+anything is built or sent. Per device: describe its Python (machine, version, C library), build what it needs here
+(the project wheel; with --wheelhouse, every dependency wheel for its platform so it needs no internet), add the
+default model bundle when the release needs it and the device has none, compare with the release it runs (the
+same release again is a no-op, nothing uploaded), upload with tar over the one SSH connection, store the MQTT
 password from stdin, then run `edge-audio release install` from the uploaded wheel: the device-side steps that
 also serve the Ansible playbook (venv, selftest, atomic switch, unit, restart, health, roll back on failure).
 With --calibrate M, `edge-audio release calibrate` follows on the device (without --profile/--config, it is all
@@ -20,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.app.command import add_command, sayer
-from edge.app.release.store import fingerprint, install_options
+from edge.app.release.compose import split_setting
+from edge.app.release.store import DEFAULT_BUNDLE, fingerprint, install_options
 from edge.core.errors import InputError
 
 from . import wheelhouse
 from .remote import Remote, RemoteError, Target
-from .upload import stage
+from .upload import DefaultBundle, stage
+from .validate import check_release
 
-STATUS = ('if [ -x "$p/current/venv/bin/edge-audio" ]; then exec "$p/current/venv/bin/edge-audio" release status '
+STATUS = ('if [ -f "$p/$1/manifest.json" ]; then echo bundle; else echo no-bundle; fi; '
+          'if [ -x "$p/current/venv/bin/edge-audio" ]; then exec "$p/current/venv/bin/edge-audio" release status '
           '--prefix "$p"; else echo "{}"; fi')
 INSTALL = 'd="$p/incoming/$1"; w="$d/wheels/$2"; py=$3; shift 3; ' \
           'PYTHONPATH="$w" exec "$py" -m edge.app.release install --prefix "$p" --stage "$d" --json "$@"'
@@ -65,15 +71,22 @@ class Plan:
 
 
 def settings_of(args) -> list[str]:
-    settings = list(args.set or [])
+    """--set, --device-id and --broker as SECTION.KEY=VALUE settings; a key set twice is refused."""
+    given = [(item, f"--set {item}") for item in args.set or []]
     if args.device_id:
-        settings.append(f"device.id={args.device_id}")
+        given.append((f"device.id={args.device_id}", "--device-id"))
     if args.broker:
         host, _, port = args.broker.rpartition(":") if args.broker.count(":") == 1 else (args.broker, "", "")
-        settings.append(f"mqtt.host={host}")
+        given.append((f"mqtt.host={host}", "--broker"))
         if port:
-            settings.append(f"mqtt.port={port}")
-    return settings
+            given.append((f"mqtt.port={port}", "--broker"))
+    by: dict[str, str] = {}
+    for item, flag in given:
+        key = split_setting(item)[0]
+        if key in by:
+            raise InputError(f"{key} is set twice: by {by[key]} and {flag} (give it once)")
+        by[key] = flag
+    return [item for item, _ in given]
 
 
 def plan_of(args) -> Plan:
@@ -109,7 +122,9 @@ def check_calibration_args(args) -> None:
         target_per_day(args.false_starts_per_day)
 
 
-def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
+def deploy_one(remote: Remote, plan: Plan, wheel: Path, default: DefaultBundle | None = None) -> dict:
+    """One device: probe, stage, upload, install. `default`: the default bundle, shipped when the device has no
+    bundle of its own (None: the release names its model)."""
     info = remote.probe(plan.python)
     say(f"{remote.label}: {info['machine']}, Python {info['python']}, glibc {info['glibc'] or '?'}, uid {info['uid']}")
     platforms = []
@@ -119,12 +134,16 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
             raise InputError(f"{remote.label}: no wheels for {info['machine']} (32-bit Raspberry Pi OS has no "
                              "LiteRT wheels: use the 64-bit OS)")
     service = plan.service if plan.service != "auto" else ("system" if info["uid"] == 0 else "user")
+    status, has_bundle = device_status(remote, plan.prefix)
+    bundle = plan.bundle
+    if bundle is None and default is not None and not has_bundle:
+        bundle, where = default.find(remote.label)
+        say(f"{remote.label}: no model bundle on the device: shipping {bundle.name} "
+            f"({wheelhouse.size_mib(bundle):.1f} MiB) from {where}")
     with tempfile.TemporaryDirectory(prefix="edge-audio-stage-") as tmp:
-        folder = stage(plan, wheel, Path(tmp) / "stage", platforms)
-        mib = wheelhouse.size_mib(folder)
+        folder = stage(plan, wheel, Path(tmp) / "stage", platforms, bundle)
         fp = fingerprint(folder, install_options(plan.profile, plan.settings, plan.extras, plan.system_site_packages,
                                                  service))
-        status = json.loads(remote.run(STATUS, plan.prefix).strip() or "{}")
         if status.get("fingerprint") == fp:
             say(f"{remote.label}: {status['current']} is already current with the same wheel, bundle and config: "
                 "nothing to do")
@@ -132,22 +151,34 @@ def deploy_one(remote: Remote, plan: Plan, wheel: Path) -> dict:
         upload = f"up-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         install_args = _install_args(plan, service)
         if plan.dry_run:
-            say(f"{remote.label}: would upload {mib:.1f} MiB to {plan.prefix}/incoming/{upload} and run:")
+            say(f"{remote.label}: would upload {wheelhouse.size_mib(folder):.1f} MiB to "
+                f"{plan.prefix}/incoming/{upload} and run:")
             print("  " + remote.argv(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args)[-1])
             return {"result": "dry run", "release": status.get("current")}
-        say(f"{remote.label}: uploading {mib:.1f} MiB ({'offline wheelhouse' if platforms else 'online install'})")
-        t1 = time.monotonic()
         try:
-            remote.upload(folder, plan.prefix, upload)
-            say(f"{remote.label}: uploaded in {time.monotonic() - t1:.1f} s")
-            if plan.password_file:
-                with open(plan.password_file, "rb") as secret:
-                    remote.run(SECRET, plan.prefix, upload, wheel.name, plan.python, "mqtt_password", stdin=secret)
-        except (InputError, OSError):
+            _upload(remote, plan, folder, upload, wheel, offline=bool(platforms))
+            out = remote.run(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args, stream=True)
+        finally:  # used or not, an upload is never left behind (the install step removes the ones it ran)
             _forget_upload(remote, plan.prefix, upload)
-            raise
-    out = remote.run(INSTALL, plan.prefix, upload, wheel.name, plan.python, *install_args, stream=True)
     return json.loads(out.strip().splitlines()[-1])  # the caller adds the seconds (with a calibration's)
+
+
+def device_status(remote: Remote, prefix: str) -> tuple[dict, bool]:
+    """The device's current release (`release status`; {} when there is none) and whether it has a default
+    bundle of its own, where a release without one looks (PREFIX/state/models/...)."""
+    lines = remote.run(STATUS, prefix, f"state/{DEFAULT_BUNDLE}").strip().splitlines()
+    return json.loads(lines[-1] if len(lines) > 1 else "{}"), lines[:1] == ["bundle"]
+
+
+def _upload(remote: Remote, plan: Plan, folder: Path, upload: str, wheel: Path, offline: bool) -> None:
+    say(f"{remote.label}: uploading {wheelhouse.size_mib(folder):.1f} MiB "
+        f"({'offline wheelhouse' if offline else 'online install'})")
+    t1 = time.monotonic()
+    remote.upload(folder, plan.prefix, upload)
+    say(f"{remote.label}: uploaded in {time.monotonic() - t1:.1f} s")
+    if plan.password_file:
+        with open(plan.password_file, "rb") as secret:
+            remote.run(SECRET, plan.prefix, upload, wheel.name, plan.python, "mqtt_password", stdin=secret)
 
 
 def calibrate_current(remote: Remote, plan: Plan, installed: str | None = None) -> dict:
@@ -177,8 +208,9 @@ def calibrate_current(remote: Remote, plan: Plan, installed: str | None = None) 
 
 
 def _forget_upload(remote: Remote, prefix: str, upload: str) -> None:
-    """A partial upload is of no use: remove it if the device can still be reached (the install step removes
-    the ones it has used)."""
+    """Remove an upload if the device can still be reached: a partial one is of no use, and the install step
+    removes the ones it ran (this catches the rest: a failed upload or secret, an interpreter that could not start
+    the install step, an interrupted deploy)."""
     try:
         remote.run(FORGET, prefix, upload, timeout_s=60)
     except InputError:
@@ -206,39 +238,55 @@ def cmd_deploy(args) -> int:
     targets = [Target.parse(t) for t in args.targets]
     if not targets:
         raise InputError("name at least one device: USER@HOST[:PORT] (or --inventory FILE for a fleet)")
-    wheel = None
-    if not (args.list or args.rollback or plan.calibrate_only):
-        wheel = Path(args.wheel) if args.wheel else wheelhouse.build_project_wheel(Path("out/deploy"))
-        if not wheel.is_file():
-            raise InputError(f"--wheel {wheel}: file not found")
-    results = []
-    for target in targets:
-        remote = Remote(target, args.ssh_config)
-        try:
-            if args.list:
-                print(remote.run(CURRENT, plan.prefix, "list"), end="")
-                continue
-            if args.rollback:
-                remote.run(CURRENT, plan.prefix, "rollback", "--service", plan.service, stream=True)
-                continue
-            t0 = time.monotonic()
-            if plan.calibrate_only:
-                calibration = calibrate_current(remote, plan)
-                result = {"result": calibration["result"], "release": calibration.get("release")}
-            else:
-                result = deploy_one(remote, plan, wheel)
-                if plan.calibrate is not None:
-                    installed = result.get("release") if result["result"] == "installed" else None
-                    result["calibration"] = calibrate_current(remote, plan, installed)
-            result["seconds"] = _since(t0)
-            results.append((str(target), result))
-            say(f"{target}: {result['result']} {result.get('release') or ''} in {result['seconds']} s")
-        finally:
-            remote.close()
+    installs = not (args.list or args.rollback or plan.calibrate_only)
+    with tempfile.TemporaryDirectory(prefix="edge-audio-deploy-") as tmp:
+        default = DefaultBundle(Path(tmp))
+        wheel = None
+        if installs:
+            checked = check_release(plan, default.labels)  # before anything is built or sent
+            say("the release's config is valid" + (
+                f"; its labels are the model's ({checked.labels_from})" if checked.labels_from else
+                "; its labels are checked on the device (no default bundle here to check them with)"
+                if checked.default_model else ""))
+            default = default if checked.default_model else None
+            wheel = Path(args.wheel) if args.wheel else wheelhouse.build_project_wheel(Path("out/deploy"))
+            if not wheel.is_file():
+                raise InputError(f"--wheel {wheel}: file not found")
+        results = []
+        for target in targets:
+            result = _on_device(target, args, plan, wheel, default)
+            if result is not None:
+                results.append((str(target), result))
     if len(results) > 1:
         for name, r in results:
             say(f"  {name:32s} {r['result']:10s} {r.get('release') or '':32s} {r['seconds']:6.1f} s")
     return 0
+
+
+def _on_device(target: Target, args, plan: Plan, wheel: Path | None, default: DefaultBundle | None) -> dict | None:
+    """What the command asks of one device: list, roll back, calibrate or install (+ calibrate)."""
+    remote = Remote(target, args.ssh_config)
+    try:
+        if args.list:
+            print(remote.run(CURRENT, plan.prefix, "list"), end="")
+            return None
+        if args.rollback:
+            remote.run(CURRENT, plan.prefix, "rollback", "--service", plan.service, stream=True)
+            return None
+        t0 = time.monotonic()
+        if plan.calibrate_only:
+            calibration = calibrate_current(remote, plan)
+            result = {"result": calibration["result"], "release": calibration.get("release")}
+        else:
+            result = deploy_one(remote, plan, wheel, default)
+            if plan.calibrate is not None:
+                installed = result.get("release") if result["result"] == "installed" else None
+                result["calibration"] = calibrate_current(remote, plan, installed)
+        result["seconds"] = _since(t0)
+        say(f"{target}: {result['result']} {result.get('release') or ''} in {result['seconds']} s")
+        return result
+    finally:
+        remote.close()
 
 
 def add_parser(sub) -> None:
@@ -263,14 +311,17 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (edge-audio profiles)")
     p.add_argument("--config", metavar="FILE", help="your own TOML config instead of a profile")
     p.add_argument("--bundle", metavar="DIR", help="model bundle to ship in the release (default: the device's "
-                                                   "installed bundle, see 'edge-audio fetch')")
+                                                   "own in PREFIX/state/models; a device with none gets the default "
+                                                   "bundle from here: the installed copy or $EDGE_AUDIO_ASSETS)")
     p.add_argument("--prefix", default="/opt/edge-audio", metavar="DIR",
                    help="where releases live on the device (default: %(default)s; '~/edge-audio' for a user)")
     p.add_argument("--wheelhouse", metavar="DIR", help="build every dependency wheel here for the device's platform "
                                                        "and install offline (default: the device installs online)")
     p.add_argument("--device-id", metavar="ID", help="sets device.id in the release's config")
     p.add_argument("--broker", metavar="HOST[:PORT]", help="sets mqtt.host (and mqtt.port)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other config key, the value read as TOML (detector.allow='[\"Dog\", \"Cat\"]', 0.6, "
+                        "true; a bare word is a string); repeatable, each key once")
     p.add_argument("--password-file", metavar="FILE", help="MQTT password, stored on the device in PREFIX/etc "
                                                            "(sent over ssh's stdin, never on a command line)")
     p.add_argument("--extras", default=",".join(wheelhouse.DEFAULT_EXTRAS),

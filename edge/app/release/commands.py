@@ -14,7 +14,8 @@ from ...core.errors import InputError
 from ...core.files import replace_file
 from ..command import say
 from .steps import Rejected, ReleaseJob
-from .store import OK, Layout, current_release, list_releases, previous_good, prune
+from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, list_releases, previous_good,
+                    prune)
 from .service import Service
 
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -74,10 +75,23 @@ def cmd_list(args) -> int:
         print(f"no releases under {layout.releases}")
         return 0
     for r in releases:
-        mark = "*" if current and r.id == current.id else " "
-        extra = r.info.get("reason", "") if r.status != OK else f"profile {r.info.get('profile') or '(config file)'}"
-        print(f"{mark} {r.id:32s} {r.status:9s} {extra}")
+        print(list_line(r, bool(current and r.id == current.id)))
     return 0
+
+
+REASON_CHARS = 160  # of a rejection's reason on its `list` line (release.json and install.log hold all of it)
+
+
+def list_line(r: Release, is_current: bool) -> str:
+    """One release on one line: * when current, its id and status, then its profile, or why it was rejected."""
+    if r.status == OK:
+        extra = f"profile {r.info.get('profile') or '(config file)'}"
+    elif r.status == REJECTED:
+        reason = " ".join(str(r.info.get("reason") or "no reason recorded").split())
+        extra = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 3].rstrip() + "..."
+    else:
+        extra = "install not finished (or interrupted)" if r.status == INSTALLING else "no readable release.json"
+    return f"{'*' if is_current else ' '} {r.id:32s} {r.status:9s} {extra}"
 
 
 def cmd_prune(args) -> int:

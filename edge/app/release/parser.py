@@ -3,10 +3,11 @@ call these; nothing else switches releases.
 
     install   a staged upload becomes PREFIX/releases/<id>: venv from the wheel (+ wheelhouse: offline), config,
               selftest, atomic switch of PREFIX/current, unit + udev rules, restart, health; any failure after the
-              switch switches back. The same upload again is a no-op.
+              switch switches back. A rejected release is reduced to its release.json (with the reason) and
+              install.log at once. The same upload again is a no-op.
     rollback  back to the newest good release before the current one (restart + health)
-    list      the releases, the current one marked
-    prune     keep the N newest good releases
+    list      the releases, the current one marked, a rejected one with why
+    prune     keep the N newest good releases (a rejected release keeps only its release.json and install.log)
     calibrate stop the service, calibrate the current release on the site's own audio for M minutes, keep the
               result in PREFIX/state (it outlives releases), start the service again, whatever happened
     status    JSON: the current release and its fingerprint
@@ -70,8 +71,9 @@ def add_parser(sub) -> None:
              "edge-audio release rollback --prefix ~/edge-audio")
     q.add_argument("--to", metavar="ID", help="a given release instead (see 'list')")
     _service_args(q)
-    step("list", "the releases on this device (* = current)", _step("cmd_list"), "edge-audio release list --json")
-    q = step("prune", "delete all but the N newest good releases (never the current one)", _step("cmd_prune"),
+    step("list", "the releases on this device (* = current; a rejected one with why)", _step("cmd_list"), "edge-audio release list --json")
+    q = step("prune", "delete all but the N newest good releases (never the current one); rejected ones keep only "
+                      "their record", _step("cmd_prune"),
              "edge-audio release prune --keep 3")
     q.add_argument("--keep", type=int, default=3, help="good releases to keep (default: %(default)s)")
     q = step("calibrate", "stop the service, calibrate the current release on this site's audio, keep the result "

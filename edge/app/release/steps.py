@@ -3,6 +3,7 @@ health, and the way back when health fails. Standard library only (see release.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,8 +16,9 @@ from ... import firmware
 from ...core.errors import InputError
 from ...core.files import replace_file
 from .compose import compose_config, split_setting, values_match
-from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, fingerprint, install_options,
-                    new_release_id, project_wheel, prune, switch, wheel_version)
+from .store import (DEFAULT_BUNDLE, INSTALL_LOG, INSTALLING, OK, REJECTED, RELEASE_FILE, Layout, Release,
+                    current_release, drop_old_records, fingerprint, install_options, new_release_id, project_wheel,
+                    prune, strip, switch, wheel_version)
 from .service import Service, ServiceError
 
 class Rejected(InputError):
@@ -28,6 +30,7 @@ class ReleaseJob:
         self.layout = layout
         self.service = service
         self.say = say
+        self._log_file: Path | None = None  # the install log of the release being installed
 
     # -- install ----------------------------------------------------------------------------------------------------
     def install(self, stage: Path, profile: str | None, settings: list[str], extras: str, system_site_packages: bool,
@@ -56,30 +59,65 @@ class ReleaseJob:
                                       "profile": profile or "", "previous": current.id if current else None,
                                       "options": options})
         release.save()
+        with self._logging(path / INSTALL_LOG):
+            return self._build_and_switch(release, current, wheel.name, profile, settings, extras,
+                                          system_site_packages, keep, health_timeout_s)
+
+    def _build_and_switch(self, release: Release, current: Release | None, wheel: str, profile: str | None,
+                          settings: list[str], extras: str, system_site_packages: bool, keep: int,
+                          health_timeout_s: float) -> dict:
+        rid, was = release.id, current.id if current else "no release"
         self.say(f"release {rid} (was: {current.id if current else 'none'})")
         t0 = time.monotonic()
         try:
             self._write_config(release, profile, settings)
-            self._make_venv(release, wheel.name, extras, system_site_packages)
-            self.service.render(path)
+            self._make_venv(release, wheel, extras, system_site_packages)
+            self.service.render(release.path)
             self.say("selftest of the new release")
             self.selftest(release, settings=settings)
-        except InputError as exc:
-            release.save(status=REJECTED, reason=str(exc))
-            raise Rejected(f"release {rid} rejected: {exc}; {current.id if current else 'no release'} stays "
-                           "current") from None
-        self._trim_wheels(path, wheel.name)
+        except (InputError, OSError, subprocess.SubprocessError) as exc:
+            reason = self._reject(release, " ".join(str(exc).split()))
+            raise Rejected(f"release {rid} rejected: {reason}; {was} stays current") from None
+        self._trim_wheels(release.path, wheel)
         try:
             self.go_live(release, current, health_timeout_s)
         except Rejected as exc:
-            release.save(status=REJECTED, reason=f"health: {exc}")
-            raise Rejected(f"release {rid} failed health ({exc}); switched back to "
-                           f"{current.id if current else 'no release'}") from None
+            self._reject(release, f"health: {exc}")
+            raise Rejected(f"release {rid} failed health ({exc}); switched back to {was}") from None
         release.save(status=OK, install_seconds=round(time.monotonic() - t0, 1))
-        removed = prune(layout, keep)
+        removed = prune(self.layout, keep)
         self.say(f"{rid} is current" + (f"; pruned {len(removed)} old release(s)" if removed else ""))
         return {"result": "installed", "release": rid, "previous": current.id if current else None,
                 "seconds": round(time.monotonic() - t0, 1)}
+
+    def _reject(self, release: Release, reason: str) -> str:
+        """A release that did not pass keeps its record only (release.json with the reason, install.log)."""
+        release.save(status=REJECTED, reason=reason)
+        self._log(f"rejected: {reason}")  # (the operator reads it in the error line)
+        freed = strip(release)
+        self.say(f"removed the rejected release's files ({freed / 2**20:.0f} MiB); its {RELEASE_FILE} and "
+                 f"{INSTALL_LOG} stay ('list' shows why)")
+        drop_old_records(self.layout)
+        return reason
+
+    @contextlib.contextmanager
+    def _logging(self, log: Path):
+        """Every line said meanwhile also goes to the release's install log."""
+        say = self.say
+
+        def both(line: str) -> None:
+            say(line)
+            self._log(line)
+        self.say, self._log_file = both, log
+        try:
+            yield
+        finally:
+            self.say, self._log_file = say, None
+
+    def _log(self, line: str) -> None:
+        if self._log_file is not None:
+            with open(self._log_file, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
     def _write_config(self, release: Release, profile: str | None, settings: list[str]) -> None:
         own = release.path / "config.toml"
@@ -133,7 +171,8 @@ class ReleaseJob:
             self.say(f"  {check['status']:7s} {check['name']:7s} {check['detail']}")
         failed = next((c for c in report["checks"] if c["status"] == "failed"), None)
         if failed is not None:
-            raise Rejected(f"selftest: {failed['name']}: {failed['detail']}")
+            missing = self._missing_bundle(release, report) if failed["name"] in ("bundle", "model") else ""
+            raise Rejected(f"selftest: {failed['name']}: {missing or failed['detail']}")
         values = report.get("values", {})
         for item in settings:
             key, value = split_setting(item)
@@ -141,6 +180,16 @@ class ReleaseJob:
                 raise Rejected(f"config.toml: --set {key} did not take effect (the file sets it in a form "
                                "this step does not edit; put it under its [section] table)")
         return report
+
+    def _missing_bundle(self, release: Release, report: dict) -> str:
+        """The failure explained when the release ships no bundle, its config names none and the device has none
+        where the daemon then looks ("" otherwise)."""
+        default = self.layout.state / DEFAULT_BUNDLE
+        if "model.path" not in report.get("values", {}) or report["values"]["model.path"] or \
+                (release.path / "bundle" / "manifest.json").is_file() or (default / "manifest.json").is_file():
+            return ""
+        return (f"no model bundle: the release ships none and there is none at {default} (ship one with the "
+                f"release, or install it there: EDGE_AUDIO_HOME={self.layout.state} edge-audio fetch)")
 
     def go_live(self, release: Release, previous: Release | None, health_timeout_s: float) -> None:
         """Switch `current` to `release`, restart the service, check health; on failure switch back."""

@@ -1,9 +1,11 @@
 """Releases on a device: the folder layout, the atomic `current` switch, listing, pruning and fingerprints.
 
     PREFIX/releases/<UTC time>-<version>/   one immutable release: venv/, config.toml, bundle/, wheels/,
-                                            edge-audio.service, udev/, release.json
+                                            edge-audio.service, udev/, release.json, install.log; a rejected
+                                            release keeps release.json (with the reason) and install.log only
     PREFIX/current -> releases/<id>         switched with rename(2) of a new symbolic link, never unlinked first
-    PREFIX/state/                           EDGE_AUDIO_HOME: event spool, bundles fetched on the device
+    PREFIX/state/                           EDGE_AUDIO_HOME: event spool, site calibration, the bundle a
+                                            release without its own uses (models/yamnet-coral)
     PREFIX/etc/                             credentials (mqtt_password), mode 0700; never inside a release
     PREFIX/incoming/                        uploads waiting to become a release
 
@@ -23,6 +25,10 @@ from ...core.errors import InputError
 from ...core.files import replace_file
 
 RELEASE_FILE = "release.json"
+INSTALL_LOG = "install.log"
+RECORD = (RELEASE_FILE, INSTALL_LOG)  # what a rejected release keeps: why it was rejected, and how the install went
+RECORDS_KEPT = 10  # rejected releases whose record is kept (the newest)
+DEFAULT_BUNDLE = "models/yamnet-coral"  # under the state folder: where the daemon looks when no bundle is named
 OK, REJECTED, INSTALLING = "ok", "rejected", "installing"
 
 
@@ -135,7 +141,9 @@ def switch(layout: Layout, release: Release | None) -> None:
 
 
 def prune(layout: Layout, keep: int) -> list[str]:
-    """Delete all but the `keep` newest good releases (never the current one); rejected ones go first."""
+    """Delete all but the `keep` newest good releases (never the current one, nor one being installed; one with
+    an unreadable release.json goes too); rejected releases are reduced to their record (drop_old_records). The
+    ids removed."""
     if keep < 1:
         raise InputError("--keep must be at least 1")
     current = current_release(layout)
@@ -144,10 +152,53 @@ def prune(layout: Layout, keep: int) -> list[str]:
     keep_ids = {r.id for r in good[-keep:]} | ({current.id} if current else set())
     removed = []
     for r in releases:
-        if r.id not in keep_ids and r.status != INSTALLING:
+        if r.id not in keep_ids and r.status not in (REJECTED, INSTALLING):
             shutil.rmtree(r.path, ignore_errors=True)
             removed.append(r.id)
+    return removed + drop_old_records(layout)
+
+
+def drop_old_records(layout: Layout) -> list[str]:
+    """Rejected releases keep their record only (release.json, install.log), and only the RECORDS_KEPT newest:
+    older ones are removed. The ids removed."""
+    current = current_release(layout)
+    rejected = [r for r in list_releases(layout) if r.status == REJECTED and not (current and r.id == current.id)]
+    removed = []
+    for n, r in enumerate(rejected):
+        if n < len(rejected) - RECORDS_KEPT:
+            shutil.rmtree(r.path, ignore_errors=True)
+            removed.append(r.id)
+        else:
+            strip(r)
     return removed
+
+
+def strip(release: Release) -> int:
+    """Remove everything of a release but its record (RECORD); the bytes freed."""
+    freed = 0
+    for item in release.path.iterdir():
+        if item.name in RECORD:
+            continue
+        freed += tree_size(item)
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+    return freed
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under `path` (each hard-linked file counted where it is met)."""
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 # -- fingerprints: what a release is made of, independent of file times ---------------------------------------------
