@@ -113,17 +113,23 @@ def selftest_current(prefix: Path, *extra: str) -> dict:
     return report
 
 
-def release_daemon_online(prefix: Path, broker) -> dict:
+def release_daemon_online(prefix: Path, broker, settings: list[str] = ()) -> dict:
     """The current release's daemon, started as its unit starts it (PREFIX/current/venv/bin/edge-audio run with
     EDGE_AUDIO_HOME=PREFIX/state, the stored MQTT credential), until `broker` holds its retained status `online`
     (what Home Assistant sees); then SIGTERM. Its exit status and status messages; AssertionError with the end of
-    its log when it never came online."""
+    its log when it never came online. `settings` (KEY=VALUE, as --set takes them) run it on a copy of the release's
+    config with those changed, e.g. a looped recording where the release calibrated on one that ends."""
     import os
     import signal
 
     from edge.config import load_config
     from tools.rig.mqtt import Subscriber
     config = prefix / "current" / "config.toml"
+    if settings:
+        from edge.app.release.compose import compose_config
+        changed = prefix / "daemon-config.toml"
+        changed.write_text(compose_config(config.read_text(), None, list(settings)))
+        config = changed
     cfg = load_config(config)
     topic = f"{cfg.mqtt.prefix}/{cfg.device_id}/status"
     secret = prefix / "etc" / "mqtt_password"

@@ -10,13 +10,31 @@ import subprocess
 import time
 
 from conftest import assert_one_line_error
-from realdeploy import (background_wav, current_id, deploy, kit, release_ids,
-                        silent_wav, wav_settings)
+import pytest
+
+from realdeploy import (background_wav, current_id, deploy, kit, release_daemon_online, release_ids, silent_wav,
+                        wav_settings)
+from tools.rig.broker import Broker
 
 
-def release_args(k, dev, recording, *more):
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("broker"))
+    yield b
+    b.stop()
+
+
+def release_args(k, dev, broker, recording, *more):
     return [dev.address, "--prefix", dev.prefix, "--profile", "pi4-usb-coral", "--bundle", k.bundle,
-            "--set", "mqtt.enabled=false", *wav_settings(k, recording), *more]
+            "--broker", f"127.0.0.1:{broker.port}", *wav_settings(k, recording), *more]
+
+
+def assert_runs(k, prefix, broker) -> None:
+    """The current release's daemon, with its calibration, comes online (on the kit's clip, looped at real time:
+    the releases here calibrate on recordings that end)."""
+    live = [f"audio.file={k.clip}", "audio.realtime=true", "audio.loop=true"]
+    run = release_daemon_online(prefix, broker, live)
+    assert run["retained"] and run["exit"] == 0 and "ignored" not in run["log"], run["log"][-600:]
 
 
 def calibrated_rows(prefix) -> dict:
@@ -36,11 +54,11 @@ def file_thresholds(path) -> dict:
     return tomllib.loads(path.read_text())["detector"]["thresholds"]
 
 
-def test_a_calibration_on_the_device_outlives_new_releases_and_a_failed_one_keeps_it(rig, assets, tmp_path):
+def test_a_calibration_on_the_device_outlives_new_releases_and_a_failed_one_keeps_it(rig, assets, tmp_path, broker):
     k, dev = kit(assets), rig.devices["dev1"]
     background, cal = background_wav(assets), dev.prefix / "state" / "calibration.toml"
     t0 = time.monotonic()
-    first = deploy(rig, k, *release_args(k, dev, background, "--device-id", "a", "--calibrate", "15"))
+    first = deploy(rig, k, *release_args(k, dev, broker, background, "--device-id", "a", "--calibrate", "15"))
     first_s = time.monotonic() - t0
     assert first.code == 0, first.err
     a = current_id(dev.prefix)
@@ -52,13 +70,15 @@ def test_a_calibration_on_the_device_outlives_new_releases_and_a_failed_one_keep
     assert len(thresholds) >= 3 and set(thresholds) <= {"Dog", "Baby cry, infant cry", "Smoke detector, smoke alarm",
                                                         "Glass", "Doorbell"}
     assert calibrated_rows(dev.prefix) == thresholds
+    assert_runs(k, dev.prefix, broker)
 
     # a new release (another device id): the calibration is not touched, and the new daemon loads it
-    second = deploy(rig, k, *release_args(k, dev, background, "--device-id", "b"))
+    second = deploy(rig, k, *release_args(k, dev, broker, background, "--device-id", "b"))
     assert second.code == 0, second.err
     b = current_id(dev.prefix)
     assert b != a and 'id = "b"' in (dev.prefix / "current" / "config.toml").read_text()
     assert cal.read_text() == text and calibrated_rows(dev.prefix) == thresholds
+    assert_runs(k, dev.prefix, broker)
 
     # calibrate again, no new release: nothing built or uploaded, the current release listens again
     t0 = time.monotonic()
@@ -74,13 +94,14 @@ def test_a_calibration_on_the_device_outlives_new_releases_and_a_failed_one_keep
 
     # a release whose microphone is silent: it installs, its calibration fails in one line, the old one stays
     kept = cal.read_bytes()
-    silent = deploy(rig, k, *release_args(k, dev, silent_wav(tmp_path), "--device-id", "c", "--calibrate", "1"))
+    silent = deploy(rig, k, *release_args(k, dev, broker, silent_wav(tmp_path), "--device-id", "c", "--calibrate", "1"))
     c = current_id(dev.prefix)
     line = assert_one_line_error(silent, 2, "calibration failed", "the audio is silent",
                                  f"the previous calibration is kept ({cal})")
     assert c not in (a, b) and f"release {c} is installed and current" in line
     assert cal.read_bytes() == kept and not [p for p in cal.parent.iterdir() if p.name.endswith(".new")]
     assert calibrated_rows(dev.prefix) == renewed
+    assert_runs(k, dev.prefix, broker)
     print(f"\ndeploy + calibration of 13.3 min of audio {first_s:.1f} s; calibration alone {again_s:.1f} s; "
           f"thresholds {thresholds}, at 50/day {renewed}")
 
