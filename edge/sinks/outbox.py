@@ -30,6 +30,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS open_events (label TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letter (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                                        payload TEXT NOT NULL, reason TEXT NOT NULL, time REAL NOT NULL);
 """
 
 
@@ -64,6 +66,7 @@ class Outbox:
         self.appended = 0
         self.recovered = 0  # events a previous run left undelivered
         self.corrupt = 0  # spool records that could not be read (skipped)
+        self.set_aside_count = 0  # events the broker will never take, kept in dead_letter (this run and earlier)
         self.problem = ""  # what went wrong with the spool file, if anything
         self.open_events: dict[str, dict] = {}  # label -> start payload, as the previous run left them
         self.last_alive = 0.0  # unix time the previous run last wrote to the spool
@@ -161,17 +164,22 @@ class Outbox:
                 self.open_events[label] = json.loads(payload)
             else:
                 self.corrupt += 1
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_alive'").fetchone()
-        try:
-            self.last_alive = float(row[0]) if row else 0.0
-        except (TypeError, ValueError):
-            self.corrupt += 1
+        self.last_alive = self._meta_number("last_alive", float)
+        self.set_aside_count = self._meta_number("set_aside_count", int)
         while len(self._items) > self.max_items:
             self._drop(self._items.popleft())
         if self.corrupt:
             log.error("spool %s: %d unreadable record(s) skipped", self.path, self.corrupt)
         if self.recovered:
             log.info("spool: %d event(s) from the previous run waiting for delivery", self.recovered)
+
+    def _meta_number(self, key: str, kind):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        try:
+            return kind(row[0]) if row else kind(0)
+        except (TypeError, ValueError):
+            self.corrupt += 1
+            return kind(0)
 
     # -- the audio loop's side -----------------------------------------------------------------------------------
     def append(self, msg: Message, event: dict | None = None) -> None:
@@ -233,6 +241,33 @@ class Outbox:
             self._items.popleft()
             self._delete(msg)
             return True
+
+    def set_aside(self, msg: Message, reason: str) -> None:
+        """`msg` (the head, possibly in flight) will never be taken by the broker: take it out of the queue and the
+        spool for good, keep it in the spool's dead_letter table with `reason`, and count it (set_aside_count, kept
+        across restarts). A message no longer queued (dropped meanwhile) is left as it is."""
+        with self._lock:
+            if self._busy_head is msg:
+                self._busy_head = None
+            index = next((i for i, m in enumerate(self._items) if m is msg), None)
+            if index is None:
+                return
+            del self._items[index]
+            self.set_aside_count += 1
+            if self._db is None:
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT INTO dead_letter (topic, payload, reason, time) VALUES (?, ?, ?, ?)",
+                                 (msg.topic, msg.payload, reason, time.time()))
+                if msg.seq:
+                    self._db.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('set_aside_count', ?)",
+                                 (str(self.set_aside_count),))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                log.error("spool %s: cannot set an event aside (%s)", self.path, exc)
 
     def _drop(self, msg: Message) -> None:
         self.dropped += 1

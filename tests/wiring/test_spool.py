@@ -135,3 +135,42 @@ def test_delivery_marks_are_lazy_and_every_append_stays_fully_synced(tmp_path):
     other = sqlite3.connect(tmp_path / "spool.db")
     assert [json.loads(r[0])["event_id"] for r in other.execute("SELECT payload FROM outbox ORDER BY seq")] == \
         ["id1", "id2"]
+
+
+def test_a_message_set_aside_leaves_the_queue_and_the_spool_for_good_and_is_counted_across_restarts(tmp_path):
+    path = tmp_path / "spool.db"
+    box = _spool(path)
+    for i in range(3):
+        box.append(*_event(i))
+    poisoned = box.head()  # in flight
+    box.set_aside(poisoned, "the broker refused it: Not authorized")
+    assert _ids(box) == ["id1", "id2"] and box.set_aside_count == 1
+    assert box.head() is not poisoned and json.loads(box.head().payload)["event_id"] == "id1"
+    again = _spool(path)  # no close(): as after SIGKILL
+    assert _ids(again) == ["id1", "id2"] and again.set_aside_count == 1
+    again.set_aside(again.head(), "too large")
+    third = _spool(path)
+    assert _ids(third) == ["id2"] and third.set_aside_count == 2
+    rows = sqlite3.connect(path).execute("SELECT topic, payload, reason, time FROM dead_letter ORDER BY seq").fetchall()
+    topic = "edge-audio/pi/events"
+    assert [(r[0], json.loads(r[1])["event_id"], r[2]) for r in rows] == \
+        [(topic, "id0", "the broker refused it: Not authorized"), (topic, "id1", "too large")]
+    assert all(r[3] > 0 for r in rows)
+
+
+def test_setting_aside_a_message_no_longer_queued_changes_nothing(tmp_path):
+    box = _spool(tmp_path / "spool.db", max_items=2)
+    box.append(*_event(0))
+    box.append(*_event(1))
+    first = box.head()
+    assert box.remove_head(first)
+    box.set_aside(first, "late refusal")
+    assert _ids(box) == ["id1"] and box.set_aside_count == 0
+
+
+def test_set_aside_in_memory_only_is_counted():
+    box = Outbox(10, "drop_oldest", None)
+    box.open()
+    box.append(*_event(1))
+    box.set_aside(box.head(), "refused")
+    assert len(box) == 0 and box.set_aside_count == 1
