@@ -5,16 +5,23 @@ bundle's), available while the daemon's status topic says "online". Home Assista
 <discovery prefix>/status; the configs are then published again. A label that is no longer watched has its retained
 config cleared, which removes the entity.
 
+Ids: the device's node id and each label's object id are topics.slug() of the exact name (a name that is not ASCII
+gets a hash of itself, so 猫 and 狗, or devices 厨房 and 客厅, never share one); the names Home Assistant shows are
+kept as they are. Clearing stale configs touches only configs in this device's node that name this device.
+
 The top class flickers between related classes (Cat, Animal, Domestic animals) about twice a second; HeldTop lets
 a new one through only once it has held, so the retained topic, and Home Assistant's recorder, do not churn."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from .. import __version__
 from .topics import Topics, slug
+
+log = logging.getLogger("edge.homeassistant")
 
 UNKNOWN_BOARD = "edge-audio device"  # the device model when the config names no board profile (device.board)
 
@@ -24,10 +31,15 @@ def birth_topic(discovery_prefix: str) -> str:
     return f"{discovery_prefix}/status"
 
 
+def identifier(device_id: str) -> str:
+    """The Home Assistant device identifier: the exact device id, so it tells devices apart whatever their node."""
+    return f"edge-audio-{device_id}"
+
+
 def device_block(device_id: str, model: str, board: str) -> dict:
     """The device every entity belongs to: `board` (the board profile) as its model, the kit's version and the
     model bundle's name as its software version."""
-    return {"identifiers": [f"edge-audio-{device_id}"], "name": f"edge-audio {device_id}",
+    return {"identifiers": [identifier(device_id)], "name": f"edge-audio {device_id}",
             "model": board or UNKNOWN_BOARD, "manufacturer": "edge-audio",
             "sw_version": f"edge-audio {__version__} / {model}" if model else f"edge-audio {__version__}"}
 
@@ -41,6 +53,7 @@ def discovery_messages(topics: Topics, discovery_prefix: str, watched: list[str]
                     "payload_not_available": "offline", "qos": 1,
                     "origin": {"name": "edge-audio", "sw_version": __version__}}
     node = slug(device_id)
+    _warn_merged(watched)
     out = []
     for label in watched:
         s = slug(label)
@@ -66,17 +79,57 @@ def discovery_messages(topics: Topics, discovery_prefix: str, watched: list[str]
 
 
 def own_configs(topics: Topics, discovery_prefix: str) -> str:
-    """The subscription that shows which binary sensors this device announced before (retained configs)."""
+    """The subscription that shows which binary sensors this device announced before (retained configs): its own
+    node only ('+' is one level, the node id never empty nor a wildcard)."""
     return f"{discovery_prefix}/binary_sensor/{slug(topics.device_id)}/+/config"
 
 
 def stale_config(topic: str, payload: bytes, topics: Topics, watched: list[str]) -> str | None:
-    """The label slug of a retained binary sensor config of this device whose label is no longer watched."""
-    prefix_end = topic.split("/")
-    if len(prefix_end) < 4 or prefix_end[-1] != "config" or prefix_end[-3] != slug(topics.device_id) or not payload:
+    """The label id of a retained binary sensor config of this device whose label is no longer watched. A config
+    that names another device (two device ids differing only in case or punctuation share a node) is never it."""
+    parts = topic.split("/")
+    node = slug(topics.device_id)
+    if len(parts) < 5 or parts[-1] != "config" or parts[-4] != "binary_sensor" or parts[-3] != node or not payload:
         return None
-    label = prefix_end[-2]
+    owner = _owner(payload)
+    if owner != identifier(topics.device_id):
+        _warn_shared(node, owner, topics.device_id)
+        return None
+    label = parts[-2]
     return None if label in {slug(w) for w in watched} else label
+
+
+def _owner(payload: bytes) -> str | None:
+    """The device identifier a discovery config names, if it names exactly one."""
+    try:
+        config = json.loads(payload)
+        identifiers = config["device"]["identifiers"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    ok = isinstance(identifiers, list) and len(identifiers) == 1 and isinstance(identifiers[0], str)
+    return identifiers[0] if ok else None
+
+
+_warned: set[tuple[str, str | None]] = set()
+
+
+def _warn_merged(watched: list[str]) -> None:
+    """ASCII labels that differ only in case or punctuation share an id, and so one entity: say so once."""
+    ids: dict[str, str] = {}
+    for label in watched:
+        other = ids.setdefault(slug(label), label)
+        if other != label and ("label", slug(label)) not in _warned:
+            _warned.add(("label", slug(label)))
+            log.warning("Home Assistant: labels %r and %r share the id %r and so one entity", other, label,
+                        slug(label))
+
+
+def _warn_shared(node: str, owner: str | None, device_id: str) -> None:
+    if (node, owner) not in _warned:
+        _warned.add((node, owner))
+        log.warning("Home Assistant: node %r of device %r also holds a config of %s; it is left alone, but the two "
+                    "devices overwrite each other's entities: give one of them another device.id", node, device_id,
+                    repr(owner.removeprefix("edge-audio-")) if owner else "something else")
 
 
 class HeldTop:
