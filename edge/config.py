@@ -16,6 +16,9 @@ from pathlib import Path
 
 from .core.detector import DetectorParams
 from .core.errors import ConfigError, InputError
+from .core.files import KIB, file_kind, read_text
+from .core.names import (MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_PREFIX_CHARS, MAX_USERNAME_CHARS, host_problem, shown,
+                         text_problem, topic_problem)
 from .core.params import default_of, param
 from .core.paths import state_directory
 from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
@@ -139,6 +142,8 @@ def _check(value, f, where: str):
         names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
                  dict: "a table"}
         raise ConfigError(f"{where} must be {names[kind]} (got {value!r})")
+    if kind is str and "\0" in value:
+        raise ConfigError(f"{where} {shown(value)} contains a NUL character")
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{where} must be one of {', '.join(map(repr, meta['choices']))} (got {value!r})")
@@ -164,11 +169,33 @@ def _section(cls, table, name: str, path: str):
     return cls(**values)
 
 
-def parse_config(text: str, path: str = "<config>") -> Config:
+MAX_TOML_DEPTH = 32  # arrays and inline tables inside each other: a config needs 2
+MAX_TOML_LINE = 64 * KIB
+TOML_TOKENS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
+
+
+def read_toml(text: str, path: str) -> dict:
+    """TOML text as a dict, or ConfigError (one line). Lines and nesting are bounded first, with a cheap scan
+    (brackets and braces outside strings and comments): the reader recurses once per nesting level."""
+    if text and max(map(len, text.splitlines())) > MAX_TOML_LINE:
+        number = next(i for i, line in enumerate(text.splitlines(), 1) if len(line) > MAX_TOML_LINE)
+        raise ConfigError(f"{path}: line {number} is longer than {MAX_TOML_LINE // KIB} KiB")
+    depth = 0
+    for token in TOML_TOKENS.finditer(text):
+        depth = max(0, depth + {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0))
+        if depth > MAX_TOML_DEPTH:
+            line = text.count("\n", 0, token.start()) + 1
+            raise ConfigError(f"{path}: arrays and tables nested more than {MAX_TOML_DEPTH} deep (line {line})")
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    data = read_toml(text, path)
     for key in data:
         if key not in SECTIONS:
             raise ConfigError(f"{path}: unknown section '{key}' (known: {', '.join(SECTIONS)})")
@@ -186,38 +213,42 @@ def _cross_checks(cfg: Config) -> None:
     for key in ("allow", "deny"):
         if not all(isinstance(v, str) for v in getattr(d, key)):
             raise ConfigError(f"{cfg.path}: detector.{key} must be a list of label names")
+    for key, labels in (("allow", d.allow), ("deny", d.deny), ("thresholds", d.thresholds)):
+        for label in labels:
+            why = text_problem(label, MAX_LABEL_CHARS)
+            if why:
+                raise ConfigError(f"{cfg.path}: detector.{key}: the label {shown(label)} {why}")
     if a.source == "wav" and not a.file:
         raise ConfigError(f"{cfg.path}: audio.file is required when audio.source = 'wav'")
     if a.reopen_min_seconds > a.reopen_max_seconds:
         raise ConfigError(f"{cfg.path}: audio.reopen_min_seconds is larger than audio.reopen_max_seconds")
-    _check_topic_level(cfg.path, "device.id", cfg.device.id, allow_slash=False)
+    _check_name(cfg.path, "device.id", cfg.device.id, topic_problem(cfg.device.id, MAX_ID_CHARS, level=True))
+    _check_name(cfg.path, "device.board", cfg.device.board, text_problem(cfg.device.board, MAX_ID_CHARS))
     if cfg.mqtt.enabled:
         _check_mqtt(cfg.path, cfg.mqtt)
 
 
-HOST = re.compile(r"^[A-Za-z0-9_.\-]+$|^\[?[0-9A-Fa-f:.]+\]?$")
 TLS_PORT, PLAIN_PORT = 8883, 1883
 
 
-def _check_topic_level(path: str, key: str, value: str, allow_slash: bool) -> None:
-    bad = [c for c in ("#", "+", "\0") if c in value]
-    if bad or (not allow_slash and "/" in value):
-        what = ", ".join(repr(c) for c in bad) or "'/'"
-        raise ConfigError(f"{path}: {key} {value!r} contains {what}: MQTT topic wildcards and separators cannot be "
-                          "part of a topic name")
-    if allow_slash and (value.startswith("/") or value.endswith("/") or "//" in value):
-        raise ConfigError(f"{path}: {key} {value!r} has an empty topic level (a leading, trailing or double '/')")
+def _check_name(path: str, key: str, value: str, why: str) -> None:
+    if why:
+        raise ConfigError(f"{path}: {key} {shown(value)} {why}")
 
 
 def _check_mqtt(path: str, m: "MqttConfig") -> None:
-    """Settings that cannot work stop the daemon here (exit 78), not in a retry loop later."""
-    if not m.host or len(m.host) > 253 or not HOST.match(m.host):
-        raise ConfigError(f"{path}: mqtt.host {m.host!r} is not a host name or an IP address")
+    """Settings that cannot work stop the daemon here (exit 78), not in a retry loop later: a host no lookup can
+    find, names that make no valid MQTT topic or string, TLS files that are not there."""
+    why = host_problem(m.host)
+    if why:
+        raise ConfigError(f"{path}: mqtt.host {shown(m.host)} is not a host name or an IP address: it {why}")
     for key in ("prefix", "discovery_prefix"):
         value = getattr(m, key)
         if not value:
             raise ConfigError(f"{path}: mqtt.{key} must not be empty")
-        _check_topic_level(path, f"mqtt.{key}", value, allow_slash=True)
+        _check_name(path, f"mqtt.{key}", value, topic_problem(value, MAX_PREFIX_CHARS, first=True))
+    _check_name(path, "mqtt.client_id", m.client_id, text_problem(m.client_id, MAX_ID_CHARS))
+    _check_name(path, "mqtt.username", m.username, text_problem(m.username, MAX_USERNAME_CHARS))
     if bool(m.cert_file) != bool(m.key_file):
         raise ConfigError(f"{path}: mqtt.cert_file and mqtt.key_file go together")
     if not m.tls:
@@ -233,6 +264,9 @@ def _check_mqtt(path: str, m: "MqttConfig") -> None:
         if value and not os.access(value, os.R_OK):
             why = "not found" if not os.path.exists(value) else "not readable"
             raise ConfigError(f"{path}: mqtt.{key} {value}: {why}")
+        kind = file_kind(os.stat(value).st_mode) if value else ""
+        if kind in ("a directory", "a named pipe (FIFO)", "a socket"):  # a FIFO would hold the TLS library for ever
+            raise ConfigError(f"{path}: mqtt.{key} {value}: is {kind}, not a file")
 
 
 CALIBRATION_FILE = "calibration.toml"
@@ -289,10 +323,7 @@ def listen_minutes(value: float, flag: str = "--minutes") -> float:
 def parse_calibration(text: str, path: str) -> Calibration:
     """A calibration file's [detector.thresholds] (numbers between 0 and 1) and its [calibration] figures.
     ConfigError naming the file for anything else."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(text, path)
     extra = sorted(set(data) - {"detector", "calibration"})
     detector = data.get("detector", {})
     if extra or not isinstance(detector, dict) or set(detector) - {"thresholds"}:
@@ -317,36 +348,26 @@ def load_calibration(cfg: CalibrationConfig, config_path: str = "") -> Calibrati
     path = calibration_path(cfg)
     if path is None:
         return None
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{config_path}: calibration.file {path}: cannot read it ({exc})") from None
-    return parse_calibration(text, str(path))
+    text = read_text(path, "calibration file", lambda why: ConfigError(f"{config_path}: calibration.file {why}"),
+                     missing_ok=True)
+    return None if text is None else parse_calibration(text, str(path))
 
 
 def load_config(path: str | Path) -> Config:
+    """The config file (a regular file of at most 1 MiB: edge.core.files) read and checked; ConfigError else."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    return parse_config(text, str(path))
+    return parse_config(read_text(path, "config file", ConfigError), str(path))
 
 
 def mqtt_password(cfg: MqttConfig, config_path: str = "") -> str | None:
     """The MQTT password from the password file, the systemd credential or the environment (in that order)."""
     if cfg.password_file:
-        try:
-            return Path(cfg.password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{config_path}: mqtt.password_file {cfg.password_file}: {exc.strerror}") from None
+        return read_text(cfg.password_file, "password file",
+                         lambda why: ConfigError(f"{config_path}: mqtt.password_file {why}")).strip()
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and (Path(creds) / "mqtt_password").is_file():
-        return (Path(creds) / "mqtt_password").read_text().strip()
+        return read_text(Path(creds) / "mqtt_password", "password file",
+                         lambda why: ConfigError(f"systemd credential mqtt_password: {why}")).strip()
     return os.environ.get("EDGE_AUDIO_MQTT_PASSWORD") or None
 
 

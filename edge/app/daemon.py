@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from ..audio.capture import Capture
 from ..config import Config
 from ..core.detector import Detector, DetectorParams, level_dbfs
 from ..core.errors import EXIT_UNEXPECTED, ConfigError, InputError
-from ..core.events import Event
+from ..core.events import Event, iso
 from ..core.stream import WindowLoop, hop_samples_for
 from ..core.thresholds import ThresholdLayers
 from ..model.classifier import Classifier
@@ -209,19 +210,36 @@ class Daemon:
 
     def _end_what_was_left_open(self) -> None:
         """Events the previous run left open (it was killed, or lost power) get their end now, marked cut short
-        and dated when that run was last known alive, so no state stays ON for a sound that is long over."""
+        and dated when that run was last known alive, so no state stays ON for a sound that is long over. One
+        that cannot be ended (not an event, a time no date can hold: 1e308, NaN) is skipped with a log line and
+        counted in skipped_open_events: nothing in the spool may stop a start."""
+        self.skipped_open_events = 0
         open_events, last_alive = self.sink.recovered_open_events()
+        if not open_events:
+            return
+        try:
+            iso(float(last_alive or 0.0))  # a time a date can hold (not NaN, not 1e308)
+        except (TypeError, ValueError, OverflowError, OSError):
+            log.error("spool: the previous run's last sign of life is no time (%.40r): its open events end where "
+                      "they began", last_alive)
+            last_alive = 0.0
         for p in open_events:
             try:
                 start = Event.from_dict(p)
                 end = max(start.start_ts, float(last_alive or start.start_ts))
-            except (TypeError, ValueError) as exc:
+                event = dataclasses.replace(start, type="end", end_ts=end, duration_s=end - start.start_ts,
+                                            device_id=start.device_id or self.device_id, cut_short=True)
+                numbers = [getattr(event, f) for f in ("start_ts", "end_ts", "duration_s", "peak_score",
+                                                       "mean_score", "level_dbfs")]
+                if not all(math.isfinite(n) for n in numbers):
+                    raise ValueError("a number that is not finite")
+                payload = event.to_dict()  # the dates: a time beyond any calendar fails here
+            except (TypeError, ValueError, OverflowError, OSError) as exc:
+                self.skipped_open_events += 1
                 log.error("spool: an open event was skipped (%s): %.200s", exc, p)
                 continue
-            event = dataclasses.replace(start, type="end", end_ts=end, duration_s=end - start.start_ts,
-                                        device_id=start.device_id or self.device_id, cut_short=True)
             log.warning("%s (started %s) was still open when the previous run stopped: ending it, cut short",
-                        event.label, event.to_dict()["start_time"])
+                        event.label, payload["start_time"])
             self._emit(event)
 
     def _new_loop(self, generation: int) -> None:

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from .files import read_file
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -39,12 +41,5 @@ class ConfigError(EdgeAudioError):
 
 
 def read_input_file(path: Path, error: type, what: str) -> bytes:
-    """The bytes of a user-named file, or `error` with one line saying why not."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, not a {what}") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    """The bytes of a user-named regular file, or `error` with one line saying why not (edge.core.files)."""
+    return read_file(path, what, error)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioFormatError, read_input_file
+from .errors import AudioFormatError
+from .files import read_file
 from .resample import check_rate
 
 WAVE_FORMAT_PCM = 0x0001
@@ -56,9 +57,10 @@ def _to_int16(raw: bytes, fmt: int, bits: int, channels: int) -> np.ndarray:
 
 
 def read_wav(path: str | Path) -> WavAudio:
-    """Read a WAV file. Raises AudioFormatError with a one-line reason when it cannot be used."""
+    """Read a WAV file. Raises AudioFormatError with a one-line reason when it cannot be used: also for anything
+    but a regular file (a FIFO or a device never ends) and for a file larger than LIMITS["WAV file"]."""
     path = Path(path)
-    blob = read_input_file(path, AudioFormatError, "WAV file")
+    blob = read_file(path, "WAV file", AudioFormatError)
     if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
         raise AudioFormatError(f"{path}: not a WAV file (no RIFF/WAVE header)")
     pos = 12

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..core.clip import CLIP_POOLS
 from ..core.errors import InputError, ModelError
+from ..core.files import open_regular, read_text
 from ..core.frontend import FrontEndParams
 from ..core.paths import data_home
 from .labels import find_labels_near
@@ -48,7 +49,7 @@ def _sha256():
 
 def sha256_file(path: Path) -> str:
     digest = _sha256()
-    with open(path, "rb") as f:
+    with open(open_regular(path, "model bundle file", ModelError, limit=None), "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):  # small reads: no large block to free at start-up
             digest.update(block)
     return digest.hexdigest()
@@ -118,12 +119,14 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Read and check a bundle. Every file named in the manifest must exist and match its sha256."""
     path = Path(path)
     manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise ModelError(f"{path}: not a model bundle (no {MANIFEST}); run 'make model' to install one")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: not a model bundle (no {MANIFEST}); run 'make model' to install one") from None
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(read_text(manifest_path, "manifest", ModelError))
+    except (RecursionError, ValueError) as exc:
         raise ModelError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{manifest_path}: unreadable manifest (a JSON object was expected)")
     try:
         if manifest.get("schema") != SCHEMA:
             raise ModelError(f"{manifest_path}: manifest schema {manifest.get('schema')!r} is not {SCHEMA}")

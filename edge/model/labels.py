@@ -6,25 +6,23 @@ import csv
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.files import read_text
+
+HINT = " (give --labels with the model's class map)"
 
 
 def load_labels(path: str | Path) -> list[str]:
-    """Display names in class-index order. Raises InputError for a missing or unreadable file."""
+    """Display names in class-index order. Raises InputError for a missing or unreadable file, for anything but a
+    regular file and for one larger than a class map can be (edge.core.files)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: label file not found (give --labels with the model's class map)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read label file ({exc})") from None
+    text = read_text(path, "label file", lambda why: InputError(why + HINT if why.endswith("not found") else why))
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise InputError(f"{path}: label file is empty")
     if lines[0].replace(" ", "").lower().startswith("index,mid,display_name"):
-        rows = list(csv.reader(lines[1:]))
         try:
-            pairs = sorted((int(r[0]), r[2]) for r in rows)
-        except (ValueError, IndexError):
+            pairs = sorted((int(r[0]), r[2]) for r in csv.reader(lines[1:]))
+        except (ValueError, IndexError, csv.Error):  # csv.Error: a field beyond csv's own size limit
             raise InputError(f"{path}: malformed class map (expected index,mid,display_name rows)") from None
         if [i for i, _ in pairs] != list(range(len(pairs))):
             raise InputError(f"{path}: class map indices are not 0..{len(pairs) - 1}")

@@ -17,7 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import ModelError, read_input_file
+from ..core.errors import ModelError
+from ..core.files import open_regular, read_file
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -261,7 +262,7 @@ def _corrupt(path: Path, size: int) -> ModelError:
 def read_model_info(path: str | Path) -> ModelInfo:
     """Parse a .tflite file. Raises ModelError (one line) for a missing, empty, foreign or truncated file."""
     path = Path(path)
-    data = read_input_file(path, ModelError, "model file")
+    data = read_file(path, "model file", ModelError)
     _check_header(path, data)
     try:
         return _parse(path, data)
@@ -274,8 +275,9 @@ def read_model_io(path: str | Path) -> ModelIO:
     inside the file; the same one-line ModelErrors as read_model_info. Reads through a memory map and keeps
     nothing of it: the weights are never read here."""
     path = Path(path)
+    fd = open_regular(path, "model file", ModelError)  # a FIFO, a device or an absurd size: one line, no wait
     try:
-        with open(path, "rb") as f:
+        with open(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if not size:
                 raise ModelError(f"{path}: model file is empty")
@@ -285,10 +287,6 @@ def read_model_io(path: str | Path) -> ModelIO:
                     return _parse_io(path, data)
                 except (CorruptModel, struct.error, IndexError):
                     raise _corrupt(path, size) from None
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: is a directory, not a model file") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot read the model file ({getattr(exc, 'strerror', None) or exc})") from None
 

@@ -101,7 +101,7 @@ def _case_files(tmp: Path, assets: Path) -> dict:
     return f
 
 
-def _config(tmp: Path, name: str, body: str) -> Path:
+def config_file(tmp: Path, name: str, body: str) -> Path:
     path = tmp / "configs" / f"{name}.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(body)
@@ -227,11 +227,11 @@ def files(tmp_path_factory, assets):
     return _case_files(tmp_path_factory.mktemp("bad"), assets)
 
 
-def _fill(items, files) -> list[str]:
+def fill(items, files) -> list[str]:
     return [str(a).format(**files) for a in items]
 
 
-def _one_line(capsys, code: int, expected: int, needle: str) -> None:
+def one_line(capsys, code: int, expected: int, needle: str) -> None:
     out = capsys.readouterr()
     assert "Traceback" not in out.err and "Traceback" not in out.out, out.err
     assert code == expected, (code, out.err)
@@ -243,31 +243,54 @@ def _one_line(capsys, code: int, expected: int, needle: str) -> None:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_daemon_config(name, files, tmp_path, capsys):
     body, needle = CONFIGS[name]
-    path = _config(tmp_path, name.replace(" ", "_"), body.format(**files))
-    _one_line(capsys, main(["run", "--config", str(path)]), 78, needle.format(**files))
+    path = config_file(tmp_path, name.replace(" ", "_"), body.format(**files))
+    one_line(capsys, main(["run", "--config", str(path)]), 78, needle.format(**files))
 
 
 @pytest.mark.parametrize("name", sorted(ARGS))
 def test_command_line(name, files, capsys):
     argv, needle = ARGS[name]
     try:
-        code = main(_fill(argv, files))
+        code = main(fill(argv, files))
     except SystemExit as exc:  # argparse's own errors leave through our one-line parser
         code = exc.code
-    _one_line(capsys, code, 2, needle)
+    one_line(capsys, code, 2, needle)
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_classify_input_file(name, files, capsys):
     argv, needle = FILES[name]
-    _one_line(capsys, main(["classify", *_fill(argv, files)]), 2, needle)
+    one_line(capsys, main(["classify", *fill(argv, files)]), 2, needle)
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CONFIGS) + len(ARGS) + len(FILES) >= 80
+    from test_bad_input_limits import TABLES  # the corpus continued (names, limits, files that never end)
+    sizes = [len(CONFIGS), len(ARGS), len(FILES), *map(len, TABLES)]
+    assert min(sizes) > 0 and sum(sizes) >= 150, sizes
 
 
-@pytest.mark.parametrize("damage", ["truncated record", "garbage", "null", "zero-length file", "a directory"])
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event_v1.json"
+OPEN_DAMAGE = {  # an open event the previous run left, and when it was last alive
+    "open event dated 1e308": ({"start_ts": 1e308}, 1764500001.0),
+    "open event dated -1e308": ({"start_ts": -1e308}, 1764500001.0),
+    "open event dated NaN": ({"start_ts": float("nan")}, 1764500001.0),
+    "last alive at 1e308": ({}, 1e308),
+}
+
+
+def _open_event_spool(spool: Path, damage: str) -> None:
+    import sqlite3
+    change, alive = OPEN_DAMAGE[damage]
+    start = dict(json.loads(GOLDEN.read_text()), type="start", end_ts=None, end_time=None, **change)
+    with sqlite3.connect(spool) as db:
+        db.execute("CREATE TABLE open_events (label TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO open_events VALUES ('Cat', ?)", (json.dumps(start),))
+        db.execute("INSERT INTO meta VALUES ('last_alive', ?)", (repr(alive),))
+
+
+@pytest.mark.parametrize("damage", ["truncated record", "garbage", "null", "zero-length file", "a directory",
+                                    *OPEN_DAMAGE])
 def test_a_bad_spool_never_prevents_a_start(damage, files, tmp_path, capsys):
     import sqlite3
     spool = tmp_path / "spool.db"
@@ -277,6 +300,8 @@ def test_a_bad_spool_never_prevents_a_start(damage, files, tmp_path, capsys):
         spool.write_bytes(b"")
     elif damage == "garbage":
         spool.write_bytes(b"\x00garbage" * 500)
+    elif damage in OPEN_DAMAGE:
+        _open_event_spool(spool, damage)
     else:
         with sqlite3.connect(spool) as db:
             db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload TEXT)")
@@ -284,7 +309,7 @@ def test_a_bad_spool_never_prevents_a_start(damage, files, tmp_path, capsys):
                        ("null" if damage == "null" else '{"type": "start", "lab',))
     port = 9  # discard: nothing listens, the events wait in the spool
     body = WAV_SOURCE.format(**files) + f"[mqtt]\nhost = '127.0.0.1'\nport = {port}\nspool_file = '{spool}'\n"
-    path = _config(tmp_path, "spool", body)
+    path = config_file(tmp_path, "spool", body)
     code = main(["run", "--config", str(path), "--log-level", "error"])
     out = capsys.readouterr()
     assert code == 0 and "Traceback" not in out.err, out.err

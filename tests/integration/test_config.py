@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli
-from edge.config import load_config, mqtt_password, parse_config
+from edge import config
+from edge.config import MAX_TOML_DEPTH, load_config, mqtt_password, parse_config
 from edge.core.errors import ConfigError
+from edge.core.names import MAX_HOST_CHARS, MAX_HOST_LABEL_CHARS, MAX_ID_CHARS, MAX_PREFIX_CHARS
 
 PROFILES = sorted((ROOT / "edge" / "firmware" / "profiles").glob("*.toml"))
 
@@ -155,3 +157,57 @@ def test_the_sysusers_snippet_makes_the_account_and_groups_the_unit_names(tmp_pa
     assert account[6] == "/usr/sbin/nologin" and int(account[2]) < 1000  # a system account, no login
     unit = (ROOT / "edge" / "firmware" / "systemd" / "edge-audio.service").read_text()
     assert "User=edge-audio" in unit and {"audio", "plugdev", "apex", "edge-audio"} <= groups
+
+
+LONGEST_HOST = ".".join(["a" * MAX_HOST_LABEL_CHARS] * 3 + ["b" * (MAX_HOST_CHARS - 3 * (MAX_HOST_LABEL_CHARS + 1))])
+
+
+@pytest.mark.parametrize("host", ["broker", "broker.lan.", "mqtt_broker-1.example.org", "192.168.1.10", "::1",
+                                  "fe80::1%eth0", LONGEST_HOST])
+def test_host_names_and_addresses_a_lookup_can_use_are_accepted(host):
+    assert parse_config(f"[mqtt]\nhost = '{host}'\n").mqtt.host == host
+
+
+def test_names_at_their_limits_and_in_any_script_are_accepted():
+    text = (f"[device]\nid = '{'k' * MAX_ID_CHARS}'\nboard = 'pi4-usb-coral'\n"
+            f"[mqtt]\nprefix = 'bâtiment/{'p' * (MAX_PREFIX_CHARS - 9)}'\nclient_id = 'キッチン-1'\n"
+            f"username = 'user name'\ndiscovery_prefix = 'домашний'\n[detector]\nallow = ['Dog', 'Cat']\n")
+    cfg = parse_config(text)
+    assert len(cfg.device_id) == MAX_ID_CHARS and len(cfg.mqtt.prefix) == MAX_PREFIX_CHARS
+    assert (cfg.mqtt.client_id, cfg.mqtt.discovery_prefix) == ("キッチン-1", "домашний")
+
+
+def test_nesting_up_to_the_limit_is_read_and_one_level_more_is_refused():
+    def nested(depth: int) -> str:
+        return "[detector]\nallow = " + "[" * depth + "]" * depth + "\n"
+    with pytest.raises(ConfigError, match="detector.allow must be a list of label names"):  # read, then checked
+        parse_config(nested(MAX_TOML_DEPTH))
+    with pytest.raises(ConfigError, match=f"nested more than {MAX_TOML_DEPTH} deep"):
+        parse_config(nested(MAX_TOML_DEPTH + 1))
+
+
+def test_the_readers_own_recursion_limit_is_a_config_error_too(monkeypatch):
+    monkeypatch.setattr(config, "MAX_TOML_DEPTH", 10**9)  # past the cheap scan: the reader recurses
+    with pytest.raises(ConfigError, match="^deep.toml: nested too deeply to read$"):
+        parse_config("a = " + "[\n" * 50000 + "]\n" * 50000, "deep.toml")
+
+
+def test_a_calibration_file_nested_too_deep_or_no_regular_file_is_refused(tmp_path):
+    from edge.config import CalibrationConfig, load_calibration, parse_calibration
+    with pytest.raises(ConfigError, match=f"^cal.toml: arrays and tables nested more than {MAX_TOML_DEPTH}"):
+        parse_calibration("[detector.thresholds]\nDog = " + "[" * 40 + "]" * 40, "cal.toml")
+    assert load_calibration(CalibrationConfig(file=str(tmp_path / "later.toml")), "edge.toml") is None
+    with pytest.raises(ConfigError, match="^edge.toml: calibration.file /dev/zero: is a character device"):
+        load_calibration(CalibrationConfig(file="/dev/zero"), "edge.toml")
+
+
+def test_the_password_file_is_read_up_to_its_limit(tmp_path, monkeypatch):
+    from edge.core.files import LIMITS
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    pw = tmp_path / "pw"
+    pw.write_text("p" * LIMITS["password file"] + "\n")
+    cfg = parse_config(f"[mqtt]\npassword_file = '{pw}'\n").mqtt
+    with pytest.raises(ConfigError, match="^edge.toml: mqtt.password_file .*: password file too large"):
+        mqtt_password(cfg, "edge.toml")
+    pw.write_text("p" * LIMITS["password file"])
+    assert mqtt_password(cfg) == "p" * LIMITS["password file"]
