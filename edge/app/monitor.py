@@ -67,10 +67,8 @@ def monitor_client(args):
 def _password(args) -> str | None:
     if not args.password_file:
         return None
-    try:
-        return open(args.password_file).read().strip()
-    except OSError as exc:
-        raise InputError(f"{args.password_file}: {exc.strerror}") from None
+    from ..core.files import read_text
+    return read_text(args.password_file, "password file", InputError).strip()
 
 
 class Watch:

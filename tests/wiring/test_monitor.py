@@ -90,3 +90,12 @@ def test_the_monitor_prints_an_event_from_a_broker_over_mqtt_3_1_1(broker):
     r = run_cli("monitor", "--port", str(b.port), "--protocol", "3.1.1", "--count", "1", "--timeout", "20")
     assert r.code == 0, r.err
     assert r.out.splitlines() == ["2025-11-30T10:53:23.750Z  kitchen      end   Cat peak 0.81 for 3.5 s"]
+
+
+def test_a_password_file_that_is_a_fifo_or_a_device_is_one_line(tmp_path):
+    import os
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    for path, needle in ((fifo, "named pipe (FIFO)"), ("/dev/zero", "character device")):
+        r = run_cli("monitor", "--host", "127.0.0.1", "--username", "u", "--password-file", path, timeout=30)
+        assert_one_line_error(r, 2, needle, "not a password file")
