@@ -1,13 +1,19 @@
 """The event outbox: bounded, ordered, thread-safe, and kept in a crash-safe spool on disk.
 
 The audio loop appends; the network thread sends the head and removes it once the broker acknowledged it. With a
-spool file (SQLite in WAL mode, synchronous=FULL, from the standard library) an event is on disk, fsynced, before
-append() returns, so a kill, a watchdog abort or a power cut loses nothing that was produced. Marking an event
-delivered is not fsynced by itself (the next event's commit syncs it): a power cut may send it again, never lose it. The spool also keeps
-which events are open (a start without its end yet), so the next start can end them, marked as cut short.
+spool file (SQLite, spool_disk.py) an event is on disk, fsynced, before append() returns, so a kill, a watchdog
+abort or a power cut loses nothing that was produced. Marking an event delivered is not fsynced by itself (the next
+event's commit syncs it): a power cut may send it again, never lose it. The spool also keeps which events are open (a
+start whose end is neither on disk nor delivered), so the next start can end them, marked as cut short.
+
+A disk that is full, read-only or gone does not stop anything: the spool says so once (and again every REMIND_S),
+keeps events in memory meanwhile, counts them (`unwritten`) and writes them, in order, with the bookkeeping it
+missed (deliveries, open events, dead letters), as soon as it can again; a spool file deleted while in use is made
+again from memory. What a crash or a shutdown loses meanwhile is counted beside the spool (spool_marker.py) and
+shows in `lost` at the next start. The spool keeper (spool_keeper.py) does the retrying and the checkpoints.
 
 A spool that cannot be read never prevents a start: a corrupt record is skipped and counted; a file that is not
-a database (or cannot be opened) is moved aside, reported, and a new one is started.
+a database is moved aside, reported, and a new one is started.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -23,16 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.paths import state_directory
+from . import spool_disk
+from .spool_disk import DEAD_LETTERS_KEPT, Loaded, SpoolFile, is_disk_error, meta_number, meta_time, move_aside
+from .spool_keeper import SpoolKeeping
+from .spool_marker import Marker, count, from_ranges, lost_by
+from .spool_records import event_key, event_record, open_record, sane_time
 
 log = logging.getLogger("edge.sinks")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS open_events (label TEXT PRIMARY KEY, payload TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dead_letter (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                                        payload TEXT NOT NULL, reason TEXT NOT NULL, time REAL NOT NULL);
-"""
 
 
 def default_spool_path() -> Path:
@@ -48,32 +50,46 @@ def spool_path(setting: str) -> str | None:
     return setting or str(default_spool_path())
 
 
-@dataclass
+@dataclass(eq=False)
 class Message:
     topic: str
     payload: str
     qos: int = 0
     retain: bool = False
-    seq: int = 0  # its row in the spool (0: memory only)
+    seq: int = 0  # its row in the spool (0: in memory only)
+    kind: str = ""  # an event's type ("start" / "end")
+    label: str = ""
+    event_key: str = ""  # the event it starts or ends (spool_records.event_key)
 
 
-class Outbox:
-    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str | None = None):
+class Outbox(SpoolKeeping):
+    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str | None = None,
+                 events_topic: str | None = None):
         self.max_items = max_items
         self.policy = policy  # "drop_oldest" | "drop_newest"
         self.path = path  # None: memory only
+        self.events_topic = events_topic  # given: a spool row for another topic is not this device's (skipped)
         self.dropped = 0
         self.appended = 0
         self.recovered = 0  # events a previous run left undelivered
         self.corrupt = 0  # spool records that could not be read (skipped)
         self.set_aside_count = 0  # events the broker will never take, kept in dead_letter (this run and earlier)
-        self.problem = ""  # what went wrong with the spool file, if anything
-        self.open_events: dict[str, dict] = {}  # label -> start payload, as the previous run left them
+        self.lost = 0  # events lost while the spool could not be written (a crash, a shutdown; every run)
+        self.unwritten = 0  # events queued in memory only now: the spool cannot take them
+        self.open_events: dict[str, dict] = {}  # event key -> start payload, as the previous run left them
         self.last_alive = 0.0  # unix time the previous run last wrote to the spool
         self._items: collections.deque[Message] = collections.deque()
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
         self._busy_head: Message | None = None  # in flight: never dropped to make room
+        self._open: dict[str, tuple[str, str]] = {}  # event key -> (label, start payload): its end is neither on
+        # disk nor delivered
+        self._gone: list[int] = []  # rows delivered, dropped or set aside whose deletion is not on disk yet
+        self._dead: list[tuple] = []  # dead letters not on disk yet
+        self._lost_unrecorded = 0  # of `lost`, not in the spool's meta yet
+        self._disk: SpoolFile | None = None
+        self._marker: Marker | None = None
+        self._open_problem = ""
+        SpoolKeeping.__init__(self)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -82,26 +98,25 @@ class Outbox:
         with self._lock:
             return iter(list(self._items))
 
+    @property
+    def problem(self) -> str:
+        """What is wrong with the spool now, or what was wrong with it at start ("": nothing)."""
+        if self._trouble:
+            return f"spool {self.path}: cannot write ({self._trouble}); {self.unwritten} event(s) in memory only"
+        return self._open_problem
+
     # -- opening -------------------------------------------------------------------------------------------------
     def open(self) -> None:
-        """Open (or create) the spool and load what a previous run left. Never raises for a bad file."""
+        """Open (or create) the spool and load what a previous run left. Never raises for a bad file or disk."""
         if not self.path:
             return
-        try:
-            self._db = self._connect(self.path)
-            self._load()
-        except (sqlite3.DatabaseError, OSError) as exc:
-            self._close_quietly()
-            aside = self._move_aside(exc)
-            try:
-                self._db = self._connect(self.path)
-            except (sqlite3.DatabaseError, OSError) as again:
-                self.problem = f"spool {self.path} unusable ({again}); events are kept in memory only"
-                log.error("%s", self.problem)
-                self._db = None
-                return
-            self.problem = f"spool {self.path} was unreadable ({exc}); {aside}; started a new one"
-            log.error("%s", self.problem)
+        self._disk, self._marker = SpoolFile(self.path), Marker(self.path)
+        with self._lock:
+            loaded = self._first_load()
+            if loaded is not None:
+                self._take(loaded, self._marker.open())
+                self._settle_at_start()
+        self.start_keeper()
 
     def check(self, warn) -> str:
         """Can the spool be used? Its folder is made and written to; an existing file is read, not loaded (the
@@ -109,82 +124,96 @@ class Outbox:
         if not self.path:
             warn("mqtt.spool_file = 'none': events wait in memory only and a restart loses them")
             return "spool: memory only"
-        path = Path(self.path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            warn(f"spool {path}: cannot create its folder ({exc.strerror}): events would wait in memory only")
-            return f"spool {path}: not usable"
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
-            warn(f"spool {path}: not writable by this user: events would wait in memory only")
-            return f"spool {path}: not writable"
-        if not path.exists():
-            return f"spool {path}: new"
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                waiting = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as exc:
-            warn(f"spool {path}: unreadable ({exc}): the daemon will move it aside and start a new one")
-            return f"spool {path}: unreadable"
-        return f"spool {path}: {waiting} event(s) waiting for delivery"
+        return spool_disk.check(self.path, warn)
 
-    @staticmethod
-    def _connect(path: str) -> sqlite3.Connection:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        return db
-
-    def _move_aside(self, exc: Exception) -> str:
-        target = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+    def _first_load(self) -> Loaded | None:
+        """What the spool holds; a file that is not one is moved aside. None: the disk cannot be used now (the
+        keeper loads it once it can)."""
         try:
-            os.replace(self.path, target)
-        except OSError as err:
-            return f"could not move it aside ({err.strerror})"
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, target + suffix)
-        return f"moved to {target}"
+            self._disk.connect()
+            return self._disk.load(self.events_topic)
+        except (sqlite3.Error, OSError) as exc:
+            self._disk.close()
+            if is_disk_error(exc) and not Path(self.path).is_dir():
+                self._enter_trouble(exc)
+                return None
+            aside = move_aside(self.path)
+            self._open_problem = f"spool {self.path} was unreadable ({exc}); {aside}; started a new one"
+            log.error("%s", self._open_problem)
+        try:
+            self._disk.connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._disk.close()
+            self._enter_trouble(exc)
+            return None
+        return Loaded()
 
-    def _load(self) -> None:
-        for seq, topic, payload in self._db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
-            if not isinstance(topic, str) or not _is_event(payload):
-                self.corrupt += 1
-                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                continue
-            self._items.append(Message(topic, payload, qos=1, seq=seq))
-        self.recovered = len(self._items)
-        for label, payload in self._db.execute("SELECT label, payload FROM open_events"):
-            if _is_event(payload):
-                self.open_events[label] = json.loads(payload)
-            else:
-                self.corrupt += 1
-        self.last_alive = self._meta_number("last_alive", float)
-        self.set_aside_count = self._meta_number("set_aside_count", int)
+    def _take(self, loaded: Loaded, previous: dict | None, late: bool = False) -> None:
+        """Queue what the spool held, corrected by the marker a previous run left (rows it had delivered, events
+        it had open, events it lost); `late`: loaded after this run began (its own events stay behind them)."""
+        meta = loaded.meta
+        alive, set_aside, lost = meta_time(meta, "last_alive"), meta_number(meta, "set_aside_count"), \
+            meta_number(meta, "lost_events")
+        corrupt = loaded.corrupt + (alive, set_aside, lost).count(None)
+        gone, opened, lost_before = set(loaded.bad_rows), dict(loaded.open), 0
+        self._needs_settle = self._needs_settle or bool(loaded.bad_rows or corrupt)
+        if isinstance(previous, dict) and previous.get("dirty") is True and isinstance(previous.get("run"), str):
+            lost_before, applies = lost_by(previous, meta)
+            self._absorbed = previous["run"]
+            if applies:
+                gone.update(from_ranges(previous.get("gone")))
+                opened = {event_key(s): p for p in previous.get("open") or () if (s := open_record(p)) is not None}
+                set_aside = max(set_aside or 0, count(previous.get("set_aside")))
+                alive = max(alive or 0.0, sane_time(previous.get("alive")) or 0.0)
+            self._needs_settle = True
+        items = [_message(seq, topic, payload) for seq, topic, payload in loaded.rows if seq not in gone]
+        for key in {m.event_key for m in items if m.kind == "end"} & opened.keys():
+            del opened[key]  # its end is waiting to be sent: it is not open
+            self._needs_settle = True
+        self.corrupt += corrupt
+        self.set_aside_count = max(self.set_aside_count, set_aside or 0)
+        self.lost += (lost or 0) + lost_before
+        self._lost_unrecorded += lost_before
+        self.last_alive = alive or 0.0
+        self._gone.extend(sorted(gone))
+        left_open = {k: (json.loads(p)["label"], p) for k, p in opened.items()}
+        self._open = {**left_open, **self._open}
+        if late:
+            self._items.extendleft(reversed(items))
+        else:
+            self._items.extend(items)
+            self.open_events = {k: json.loads(p) for k, (_label, p) in left_open.items()}
+        self.recovered += len(items)
         while len(self._items) > self.max_items:
             self._drop(self._items.popleft())
-        if self.corrupt:
-            log.error("spool %s: %d unreadable record(s) skipped", self.path, self.corrupt)
-        if self.recovered:
-            log.info("spool: %d event(s) from the previous run waiting for delivery", self.recovered)
+        self._loaded = True
+        self._report_load(len(items), corrupt, lost_before)
 
-    def _meta_number(self, key: str, kind):
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        try:
-            return kind(row[0]) if row else kind(0)
-        except (TypeError, ValueError):
-            self.corrupt += 1
-            return kind(0)
+    def _report_load(self, recovered: int, corrupt: int, lost_before: int) -> None:
+        if corrupt:
+            log.error("spool %s: %d unreadable record(s) skipped", self.path, corrupt)
+        if lost_before:
+            log.error("spool %s: %d event(s) were lost: a previous run ended while the spool could not be written "
+                      "(%d lost in all)", self.path, lost_before, self.lost)
+        if recovered:
+            log.info("spool: %d event(s) from the previous run waiting for delivery", recovered)
+
+    def _settle_at_start(self) -> None:
+        """The corrections the load made, on disk before anything is sent; then the marker starts this run."""
+        if self._needs_settle:
+            try:
+                self._settle()
+            except (sqlite3.Error, OSError) as exc:
+                self._enter_trouble(exc)
+        if self._trouble:
+            self._mark(durable=True)
+        else:
+            self._mark_clean()
 
     # -- the audio loop's side -----------------------------------------------------------------------------------
     def append(self, msg: Message, event: dict | None = None) -> None:
-        """Queue `msg`; with a spool it is on disk before this returns. `event` (the payload as a dict) keeps the
-        table of open events in the same transaction."""
+        """Queue `msg`; with a spool it is on disk before this returns (or, while the disk cannot take it, counted
+        as in memory only). `event` (the payload as a dict) keeps the open events in the same transaction."""
         with self._lock:
             self.appended += 1
             if len(self._items) >= self.max_items:
@@ -195,35 +224,43 @@ class Outbox:
                 if victim is not None:
                     self._items.remove(victim)
                     self._drop(victim)
-            if self._db is not None:
-                msg.seq = self._write(msg, event)
+            if event is not None:
+                msg.kind, msg.label, msg.event_key = str(event.get("type", "")), str(event.get("label", "")), \
+                    event_key(event)
+                if msg.kind == "start":
+                    self._open[msg.event_key] = (msg.label, msg.payload)
             self._items.append(msg)
-
-    def _write(self, msg: Message, event: dict | None) -> int:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (msg.topic, msg.payload))
-            if event is not None and event.get("type") == "start":
-                self._db.execute("INSERT OR REPLACE INTO open_events VALUES (?, ?)", (event["label"], msg.payload))
-            elif event is not None:
-                self._db.execute("DELETE FROM open_events WHERE label = ?", (event["label"],))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
-            self._db.execute("COMMIT")
-            return cur.lastrowid
-        except sqlite3.Error as exc:
-            self._rollback()
-            self.problem = f"spool {self.path}: cannot write ({exc}); this event is kept in memory only"
-            log.error("%s", self.problem)
-            return 0
+            if self._disk is None:  # memory only (or not opened yet)
+                return
+            if not self._trouble:
+                try:
+                    msg.seq = self._disk.write_event(msg.topic, msg.payload, event)
+                except (sqlite3.Error, OSError) as exc:
+                    self._enter_trouble(exc)
+                else:
+                    if msg.kind == "end":
+                        self._open.pop(msg.event_key, None)
+                    self._committed()
+                    if self._disk.vanished():
+                        self._lose_file()
+                    return
+            self.unwritten += 1
+            self._mark(durable=True)  # this event's one fsync: the count a crash now would leave
 
     def mark_alive(self) -> None:
         """Record that the process was running now (ends of cut-short events are dated from it)."""
         with self._lock:
-            if self._db is not None:
-                try:
-                    self._lazy("INSERT OR REPLACE INTO meta VALUES ('last_alive', ?)", (repr(time.time()),))
-                except sqlite3.Error:
-                    pass
+            if self._disk is None or not self._loaded:
+                return
+            if self._trouble:
+                self._mark(durable=False)
+                return
+            try:
+                self._disk.mark_alive()
+                self._committed()
+            except (sqlite3.Error, OSError) as exc:
+                self._enter_trouble(exc)
+                self._mark(durable=False)
 
     # -- the network thread's side -------------------------------------------------------------------------------
     def head(self) -> Message | None:
@@ -239,7 +276,9 @@ class Outbox:
             if not self._items or self._items[0] is not msg:
                 return False
             self._items.popleft()
-            self._delete(msg)
+            self._forget(msg)
+            if not self._items:
+                self.poke_keeper()  # a good moment for a checkpoint
             return True
 
     def set_aside(self, msg: Message, reason: str) -> None:
@@ -254,68 +293,78 @@ class Outbox:
                 return
             del self._items[index]
             self.set_aside_count += 1
-            if self._db is None:
-                return
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT INTO dead_letter (topic, payload, reason, time) VALUES (?, ?, ?, ?)",
-                                 (msg.topic, msg.payload, reason, time.time()))
-                if msg.seq:
-                    self._db.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('set_aside_count', ?)",
-                                 (str(self.set_aside_count),))
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                log.error("spool %s: cannot set an event aside (%s)", self.path, exc)
+            self._forget(msg, (msg.topic, msg.payload, reason, time.time()), delivered=False)
 
     def _drop(self, msg: Message) -> None:
         self.dropped += 1
-        self._delete(msg)
+        self._forget(msg, delivered=False)
 
-    def _delete(self, msg: Message) -> None:
-        if self._db is not None and msg.seq:
+    def _forget(self, msg: Message, dead: tuple | None = None, delivered: bool = True) -> None:
+        """`msg` left the queue (delivered, dropped, or set aside as `dead`): the spool forgets it too."""
+        if msg.kind == "end" or dead or not delivered:
+            self._open.pop(msg.event_key, None)  # ended, or never heard: nothing to end at the next start
+        if self._disk is None:
+            return
+        if not msg.seq:
+            self.unwritten -= 1
+            self._needs_settle = self._needs_settle or msg.kind == "end"
+        if not self._trouble and (msg.seq or dead):
             try:
-                self._lazy("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
-            except sqlite3.Error as exc:
-                log.error("spool %s: cannot mark an event delivered (%s)", self.path, exc)
-
-    def _lazy(self, sql: str, params: tuple) -> None:
-        """A commit that is not fsynced by itself (synchronous=NORMAL): a delivery or a heartbeat. The next
-        event's commit (FULL) syncs the log it follows; a process crash loses neither (the log is written), a
-        power cut may lose the last delivery marks, and those events are sent again: at least once, never lost."""
-        db = self._db
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            db.execute(sql, params)
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
-
-    def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
+                if dead:
+                    self._disk.set_aside(msg.seq, dead, self.set_aside_count)
+                else:
+                    self._disk.delete(msg.seq)
+                self._committed()
+                return
+            except (sqlite3.Error, OSError) as exc:
+                self._enter_trouble(exc)
+        if self._trouble:
+            if msg.seq:
+                self._gone.append(msg.seq)
+            if dead:
+                self._dead = [*self._dead[-DEAD_LETTERS_KEPT + 1:], dead]
+            self._mark(durable=False)
 
     def close(self) -> None:
+        """Stop the keeper, write what can be written; what cannot is lost, and counted beside the spool."""
+        self.stop_keeper()
+        if self._trouble:
+            self.recover()
         with self._lock:
-            self._close_quietly()
+            if self.unwritten and self._disk is not None:
+                self.lost += self.unwritten
+                self._lost_unrecorded += self.unwritten
+                if not self._told_at_shutdown:
+                    log.error("spool %s: %d event(s) kept in memory only are lost (%s)", self.path, self.unwritten,
+                              self._trouble)
+                self.unwritten = 0
+                self._mark(durable=True)  # the next start counts them
+            if self._disk is not None:
+                self._disk.close()
+            if self._marker is not None:
+                self._marker.close()
 
-    def _close_quietly(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
+    def shutdown_note(self) -> str:
+        """Where the events still queued at shutdown are, in words: in the spool for the next start, or lost (after
+        one more try to write what is in memory only)."""
+        if self._disk is None:
+            return "lost (mqtt.spool_file = 'none' keeps them in memory only)" if not self.path else \
+                "lost (the spool was never opened)"
+        if self._trouble:
+            self.stop_keeper()
+            self.recover()
+        with self._lock:
+            self._told_at_shutdown = True
+            kept = len(self._items) - self.unwritten
+            where = f"kept in the spool {self.path} for the next start"
+            if not self.unwritten:
+                return where
+            counted = "the next start counts them" if self.marker_kept() else "the next start cannot count them"
+            return (f"{kept} {where}; " if kept else "") + \
+                f"{self.unwritten} lost: the spool cannot be written ({self._trouble}); {counted}"
 
 
-def _is_event(payload) -> bool:
-    """A spool record that is a JSON object with the fields every event has."""
-    if not isinstance(payload, str):
-        return False
-    try:
-        value = json.loads(payload)
-    except ValueError:
-        return False
-    return isinstance(value, dict) and isinstance(value.get("label"), str) and value.get("type") in ("start", "end")
+def _message(seq: int, topic: str, payload: str) -> Message:
+    record = event_record(payload)
+    return Message(topic, payload, qos=1, seq=seq, kind=record["type"], label=record["label"],
+                   event_key=event_key(record))

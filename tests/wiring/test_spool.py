@@ -7,12 +7,17 @@ import sqlite3
 
 import pytest
 
+from edge.core.events import Event
 from edge.sinks.outbox import Message, Outbox
 
 
 def _event(i: int, kind: str = "start", label: str = "Dog") -> tuple[Message, dict]:
-    payload = {"type": kind, "event_id": f"id{i}", "label": label, "class_index": 74, "start_ts": 1000.0 + i}
-    return Message("edge-audio/pi/events", json.dumps(payload), qos=1), payload
+    """An event as the sink queues it: the message, and its payload as a dict."""
+    start = 1000.0 + i
+    event = Event(kind, f"id{i}", label, 74, start, start + 2.0 if kind == "end" else None, 0.9, 0.7,
+                  2.0 if kind == "end" else 0.0, -20.0, "pi", "yamnet", "cpu")
+    payload = event.to_dict()
+    return Message("edge-audio/pi/events", event.to_json(payload), qos=1), payload
 
 
 def _spool(path, max_items: int = 100, policy: str = "drop_oldest") -> Outbox:
@@ -49,7 +54,7 @@ def test_open_events_are_kept_until_their_end(tmp_path):
     box.append(*_event(2, "start", "Cat"))
     box.append(*_event(1, "end", "Dog"))
     again = _spool(tmp_path / "spool.db")
-    assert list(again.open_events) == ["Cat"] and again.open_events["Cat"]["event_id"] == "id2"
+    assert list(again.open_events) == ["id2"] and again.open_events["id2"]["label"] == "Cat"
     assert again.last_alive > 0
 
 
@@ -131,7 +136,7 @@ def test_delivery_marks_are_lazy_and_every_append_stays_fully_synced(tmp_path):
     assert box.remove_head(box.head())
     box.mark_alive()
     full = 2  # SQLite's code for synchronous=FULL
-    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == full
+    assert box._disk.db.execute("PRAGMA synchronous").fetchone()[0] == full
     other = sqlite3.connect(tmp_path / "spool.db")
     assert [json.loads(r[0])["event_id"] for r in other.execute("SELECT payload FROM outbox ORDER BY seq")] == \
         ["id1", "id2"]
@@ -174,3 +179,55 @@ def test_set_aside_in_memory_only_is_counted():
     box.append(*_event(1))
     box.set_aside(box.head(), "refused")
     assert len(box) == 0 and box.set_aside_count == 1
+
+
+@pytest.mark.parametrize("damage", ["start_ts 1e308", "start_ts Infinity", "start_ts NaN", "start_ts -5",
+                                    "peak_score 1e999", "no end_ts", "not a start"])
+def test_an_open_event_that_cannot_be_ended_is_skipped_counted_and_removed_at_load(tmp_path, damage, caplog):
+    path = tmp_path / "spool.db"
+    box = _spool(path)
+    box.append(*_event(1, "start", "Dog"))
+    box.append(*_event(2, "start", "Cat"))
+    field, value = damage.split(" ", 1) if damage.startswith(("start_ts", "peak")) else (None, None)
+    with sqlite3.connect(path) as db:
+        text = db.execute("SELECT payload FROM open_events WHERE label = 'Dog'").fetchone()[0]
+        if field:
+            text = text.replace(f'"{field}": {json.loads(text)[field]}', f'"{field}": {value}')
+        elif damage == "no end_ts":
+            text = json.dumps({k: v for k, v in json.loads(text).items() if k != "end_ts"})
+        else:
+            text = json.dumps({**json.loads(text), "type": "end"})
+        db.execute("UPDATE open_events SET payload = ? WHERE label = 'Dog'", (text,))
+    again = _spool(path)  # never raises
+    assert list(again.open_events) == ["id2"] and again.corrupt == 1
+    assert "1 unreadable record(s) skipped" in caplog.text
+    third = _spool(path)  # removed from the spool: not counted again
+    assert list(third.open_events) == ["id2"] and third.corrupt == 0
+
+
+@pytest.mark.parametrize("topic", ["edge-audio/+/events", "edge-audio/pi/#", "", "edge-audio/pi/\0events",
+                                   "edge-audio/other/events"])
+def test_a_spool_row_for_a_topic_this_device_cannot_publish_to_is_skipped_and_counted(tmp_path, topic):
+    path = tmp_path / "spool.db"
+    box = _spool(path)
+    for i in range(3):
+        box.append(*_event(i))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET topic = ? WHERE payload LIKE '%\"id1\"%'", (topic,))
+    again = Outbox(100, "drop_oldest", str(path), events_topic="edge-audio/pi/events")
+    again.open()
+    assert _ids(again) == ["id0", "id2"] and again.corrupt == 1
+    third = Outbox(100, "drop_oldest", str(path), events_topic="edge-audio/pi/events")
+    third.open()  # the row was removed from the spool: not counted again
+    assert _ids(third) == ["id0", "id2"] and third.corrupt == 0
+
+
+def test_counters_that_cannot_be_read_are_counted_and_read_as_zero(tmp_path):
+    path = tmp_path / "spool.db"
+    box = _spool(path)
+    box.append(*_event(1))
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('last_alive', '1e308')")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('set_aside_count', 'many')")
+    again = _spool(path)
+    assert again.last_alive == 0.0 and again.set_aside_count == 0 and again.corrupt == 2 and _ids(again) == ["id1"]
