@@ -80,8 +80,9 @@ class MqttConfig:
     cert_file: str = param("", "client certificate (mutual TLS)")
     key_file: str = param("", "client key (mutual TLS)")
     keepalive_seconds: int = param(30, "MQTT keepalive", 5, 3600)
-    reconnect_min_seconds: float = param(1.0, "first reconnect delay (doubles, with jitter)", 0.05, 600)
-    reconnect_max_seconds: float = param(60.0, "longest reconnect delay", 0.05, 3600)
+    reconnect_min_seconds: float = param(1.0, "first reconnect delay after a drop (doubles, with jitter)", 0.05, 600)
+    reconnect_max_seconds: float = param(10.0, "longest reconnect delay (with jitter: 0.5-1 x this); the longest "
+                                               "wait between a broker's return and the reconnection", 0.05, 3600)
     outbox_max: int = param(10000, "undelivered events kept (in the spool) while the broker is unreachable", 1,
                             1_000_000)
     outbox_policy: str = param("drop_oldest", "what a full outbox drops", choices=("drop_oldest", "drop_newest"))

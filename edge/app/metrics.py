@@ -12,8 +12,9 @@ LATENCY_WINDOWS = 512  # the p50/p99 in metrics cover the last this many invokes
 # sink counters in the metrics payload, as they read when no sink reports them (the payload keeps its keys)
 SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "produced_events": 0,
                "delivered_events": 0, "dropped_events": 0, "dropped_messages": 0, "refused_events": 0,
-               "spool": None, "spool_recovered": 0, "spool_corrupt_records": 0, "spool_problem": "",
-               "mqtt_error": ""}
+               "set_aside_events": 0, "refused_messages": 0, "delivery_confirmed": None,
+               "spool": None, "spool_recovered": 0, "spool_corrupt_records": 0, "spool_set_aside": 0,
+               "spool_problem": "", "mqtt_error": ""}
 
 
 class LoopMetrics:

@@ -47,17 +47,19 @@ class NetworkLoop:
         except OSError:  # full (the thread is due to wake anyway) or closed at shutdown
             pass
 
-    def serve_once(self) -> bool:
-        """Sleep until the broker sent something, another thread called wake() or a keepalive is due; handle what
-        came. False once the connection is gone."""
+    def serve_once(self, wake_at: float = 0.0) -> bool:
+        """Sleep until the broker sent something, another thread called wake(), a keepalive is due or the monotonic
+        time `wake_at` (0: none) has come; handle what came. False once the connection is gone."""
         client, ok = self.client, self._ok
         sock = client.socket()
         if sock is None:
             return False
+        now = time.monotonic()
         due = min(self._last_in, self._last_out) + self.keepalive_s
         pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: bytes already decrypted
-        timeout = 0.0 if pending else min(max(due - time.monotonic(), KEEPALIVE_RECHECK_S),
-                                          self.keepalive_s / KEEPALIVE_LOOKS)
+        timeout = 0.0 if pending else min(max(due - now, KEEPALIVE_RECHECK_S), self.keepalive_s / KEEPALIVE_LOOKS)
+        if wake_at:
+            timeout = min(timeout, max(wake_at - now, 0.0))
         try:
             readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
                                                   timeout)

@@ -1,0 +1,169 @@
+"""Coming back after a broker outage, on a real Mosquitto: with 120 watched labels the retained states a fresh
+subscriber sees after each reconnect are the sink's current ones, whatever changed during the outage (a crash, a
+listener that never answers CONNECT, a clean shutdown), and Home Assistant's configs are all there; and the time from
+the broker's return to the backlog's delivery after a 60 s outage, with the default back-off."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from edge.config import parse_config
+from edge.core.events import Event
+from tools.rig.daemon import daemon_config_text
+from tools.rig.mqtt import Subscriber
+from tools.rig.ports import have, wait_until
+
+pytestmark = pytest.mark.skipif(not have("mosquitto"), reason="needs Debian's mosquitto (make test installs it)")
+
+LABELS = [f"Sound {i:03d}" for i in range(120)]
+KEEPALIVE_S = 5  # the shortest the config allows: a CONNECT that is never answered is given up after 5 s
+
+
+class SilentListener:
+    """Takes TCP connections on a port and never says a word (what a client sees of a frozen or overloaded
+    broker, or of a TLS port that waits for a handshake)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def _sink(port: int, device: str, watched: list[str], **mqtt):
+    from edge.sinks.mqtt import MqttSink
+    cfg = parse_config(daemon_config_text(device={"id": device}, mqtt={
+        "host": "127.0.0.1", "port": port, "spool_file": "none", "keepalive_seconds": KEEPALIVE_S, **mqtt})).mqtt
+    sink = MqttSink(cfg, device, watched=watched)
+    sink.start()
+    return sink
+
+
+def _broker_holds(port: int, sink, on: dict[str, bool]) -> None:
+    """Once the sink has sent everything on its new connection, a fresh subscriber sees every label's current
+    state, and every label's Home Assistant config."""
+    assert wait_until(lambda: sink.connected and sink.retained.settled(), 30), sink.health()
+    late = Subscriber(port, topics=(f"edge-audio/{sink.device_id}/state/+", "homeassistant/binary_sensor/+/+/config"))
+    try:
+        assert late.wait(lambda s: len(s.retained()) >= 2 * len(LABELS), 10), len(late.retained())
+        retained = late.retained()
+    finally:
+        late.close()
+    states = {t: p for t, p in retained.items() if "/state/" in t}
+    assert states == {sink.topics.state(label): b"ON" if on[label] else b"OFF" for label in LABELS}
+    assert sum(t.startswith("homeassistant/") for t in retained) == len(LABELS)
+
+
+def _changes_during_the_outage(sink, on: dict[str, bool], outage: int) -> None:
+    """Three rounds of changes: a quarter of the labels flip in each, some of them back again."""
+    for step in range(3):
+        for i, label in enumerate(LABELS):
+            if (i + step + outage) % 4 == 0:
+                on[label] = not on[label]
+                sink.set_state(label, on[label])
+        sink.flush()
+
+
+def test_retained_states_equal_the_current_ones_after_every_reconnect_with_120_labels(broker, caplog):
+    b = broker()
+    sink = _sink(b.port, "many", LABELS, reconnect_min_seconds=0.2, reconnect_max_seconds=1.0)
+    on = dict.fromkeys(LABELS, False)
+    try:
+        _broker_holds(b.port, sink, on)
+        for outage, how in enumerate(("crash", "never answers CONNECT", "clean shutdown")):
+            connects = sink.connects
+            if how == "clean shutdown":
+                b.stop()
+            else:
+                b.kill()
+            assert wait_until(lambda: not sink.connected, 10)
+            _changes_during_the_outage(sink, on, outage)
+            if how == "never answers CONNECT":
+                silent = SilentListener(b.port)
+                assert wait_until(lambda: "no CONNACK within" in caplog.text, 3 * KEEPALIVE_S)
+                _changes_during_the_outage(sink, on, outage + 1)
+                silent.close()
+            b.start()
+            assert wait_until(lambda n=connects: sink.connects > n, 15), how
+            _broker_holds(b.port, sink, on)
+        h = sink.health()
+    finally:
+        sink.stop(2.0)
+    assert (h["dropped_messages"], h["refused_messages"], h["reconnects"]) == (0, 0, 3)
+    [line] = {r.getMessage() for r in caplog.records if "no CONNACK" in r.getMessage()}
+    assert f"no CONNACK within {KEEPALIVE_S} s: 127.0.0.1:{b.port} accepted the TCP connection but did not " \
+           "answer MQTT (a TLS port" in line
+    assert "closed the connection" not in caplog.text  # nothing closed before answering here
+
+
+def _event(i: int) -> Event:
+    return Event("start", f"backlog-{i}", "Dog", 69, 1_764_500_000.0 + i, None, 0.9, 0.8, 0.0, -20.0, "back")
+
+
+@pytest.mark.slow
+def test_after_a_60_s_outage_the_backlog_is_delivered_soon_after_the_broker_is_back(broker):
+    """With the default back-off (reconnect_min_seconds 1, reconnect_max_seconds 10): the figure is printed; the
+    bound is generous (the longest delay, jittered, plus the reconnection and the delivery)."""
+    outage_s, count = 60.0, 30
+    b = broker(persistence=True)
+    sub = Subscriber(b.port, topics=("edge-audio/back/events",), session="back-watcher")
+    sink = _sink(b.port, "back", ["Dog"], homeassistant=False)
+    try:
+        assert wait_until(lambda: sink.connected, 10)
+        b.save()
+        b.kill()
+        down = time.monotonic()
+        for i in range(count):  # events all through the outage
+            sink.publish_event(_event(i))
+            sink.flush()
+            time.sleep(max(0.0, down + (i + 1) * outage_s / count - time.monotonic()))
+        b.start()
+        back = time.monotonic()
+        assert wait_until(lambda: sink.health()["delivered_events"] == count, 60), sink.health()
+        delivered = time.monotonic()
+        assert sub.wait(lambda s: len({e["event_id"] for e in s.events()}) == count, 30)
+        arrived = max(m.at for m in sub.received())
+        reconnect_max = sink.cfg.reconnect_max_seconds
+    finally:
+        sink.stop(2.0)
+        sub.close()
+    print(f"\nafter a {outage_s:g} s outage: {count} events delivered {delivered - back:.1f} s after the broker was "
+          f"back (at the subscriber {arrived - back:.1f} s; reconnect_max_seconds {reconnect_max:g})")
+    assert delivered - back < reconnect_max + 10
+    assert list(dict.fromkeys(e["event_id"] for e in sub.events())) == [f"backlog-{i}" for i in range(count)]
+
+
+def test_a_plain_connection_to_a_tls_port_is_told_what_happened(tmp_path, broker, caplog):
+    from tools.rig.broker import make_certs
+    if not have("openssl"):
+        pytest.skip("needs openssl (make test installs it)")
+    b = broker(tls=make_certs(tmp_path / "pki"))
+    sink = _sink(b.port, "plain", [], homeassistant=False, reconnect_min_seconds=0.2, reconnect_max_seconds=1.0)
+    try:
+        assert wait_until(lambda: sink.health()["mqtt_error"], 10)
+        time.sleep(1.5)  # a few more tries: still the same one line
+        h = sink.health()
+    finally:
+        sink.stop(1.0)
+    assert h["mqtt_error"] == f"127.0.0.1:{b.port} closed the connection without answering MQTT (a TLS port? check " \
+        "mqtt.tls and mqtt.port; or the broker rejected the connection request: its log says why)"
+    assert not h["mqtt_connected"] and "no CONNACK" not in caplog.text
+    assert len([r for r in caplog.records if "closed the connection" in r.getMessage()]) == 1
