@@ -14,7 +14,7 @@ SINK_HEALTH = {"mqtt_connected": None, "reconnects": 0, "queue_depth": 0, "produ
                "delivered_events": 0, "dropped_events": 0, "dropped_messages": 0, "refused_events": 0,
                "set_aside_events": 0, "refused_messages": 0, "delivery_confirmed": None,
                "spool": None, "spool_recovered": 0, "spool_corrupt_records": 0, "spool_set_aside": 0,
-               "spool_problem": "", "mqtt_error": ""}
+               "spool_lost_events": 0, "spool_unwritten_events": 0, "spool_problem": "", "mqtt_error": ""}
 
 
 class LoopMetrics:

@@ -195,7 +195,8 @@ class MqttSink(Sink):
                 "refused_events": self.delivery.refused, "set_aside_events": self.delivery.set_aside,
                 "refused_messages": self.retained.refusals, "delivery_confirmed": self.cfg.protocol == "5",
                 "spool": o.path or "memory", "spool_recovered": o.recovered, "spool_corrupt_records": o.corrupt,
-                "spool_set_aside": o.set_aside_count, "spool_problem": o.problem, "mqtt_error": self.problems.current}
+                "spool_set_aside": o.set_aside_count, "spool_lost_events": o.lost,
+                "spool_unwritten_events": o.unwritten, "spool_problem": o.problem, "mqtt_error": self.problems.current}
 
     # -- network thread ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -345,10 +346,9 @@ class MqttSink(Sink):
         while (self.outbox or (self._connected and (self._direct or not self.retained.settled()))) and \
                 time.monotonic() < deadline:
             time.sleep(0.02)
-        if self.outbox:
-            where = f"kept in the spool {self.outbox.path} for the next start" if self.outbox.path else \
-                "lost (mqtt.spool_file = 'none' keeps them in memory only)"
-            log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self.outbox), where)
+        if self.outbox:  # where they are: the spool, or lost (memory only, or a spool that cannot be written)
+            log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self.outbox),
+                        self.outbox.shutdown_note())
         if self._connected:
             self.retained.set(self.status_topic, "offline")
             self.net.wake()
