@@ -111,7 +111,6 @@ def test_retained_states_equal_the_current_ones_after_every_reconnect_with_120_l
     [line] = {r.getMessage() for r in caplog.records if "no CONNACK" in r.getMessage()}
     assert f"no CONNACK within {KEEPALIVE_S} s: 127.0.0.1:{b.port} accepted the TCP connection but did not " \
            "answer MQTT (a TLS port" in line
-    assert "closed the connection" not in caplog.text  # nothing closed before answering here
 
 
 def _event(i: int) -> Event:
