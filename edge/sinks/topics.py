@@ -13,10 +13,10 @@ The device id is a level as it is (the config refuses '+', '#', '/' and NUL in i
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from ..core.digest import sha256
 
 _RUNS = re.compile(r"[^a-z0-9]+")
 
@@ -33,9 +33,10 @@ def slug(name: str) -> str:
     plain = _RUNS.sub("_", name.lower()).strip("_")
     if plain and name.isascii():
         return plain
+    import unicodedata  # here: only a name that is not ASCII needs its tables
     latin = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     base = _RUNS.sub("_", latin.lower()).strip("_")
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    digest = sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{base}_{digest}" if base else digest
 
 
