@@ -46,13 +46,13 @@ def small_fs(folder: Path, size: str = "256k"):
     Skips the test where mounting is not permitted (not root)."""
     folder.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
-                         text=True)
+                         text=True, check=False)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
 def fill(folder: Path) -> Path:
@@ -132,3 +132,28 @@ class SpoolChild:
             with contextlib.suppress(OSError):
                 stream.close()
         return log
+
+
+class WalWatch:
+    """The largest size the spool's write-ahead log reached while watched (a thread looks every millisecond):
+    with watch: ...; then .largest."""
+
+    def __init__(self, spool: Path):
+        import threading
+        self.path = str(spool) + "-wal"
+        self.largest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            with contextlib.suppress(OSError):
+                self.largest = max(self.largest, os.path.getsize(self.path))
+
+    def __enter__(self) -> "WalWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -63,12 +63,10 @@ class Message:
 
 
 class Outbox(SpoolKeeping):
-    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str | None = None,
-                 events_topic: str | None = None):
+    def __init__(self, max_items: int, policy: str = "drop_oldest", path: str | None = None):
         self.max_items = max_items
         self.policy = policy  # "drop_oldest" | "drop_newest"
         self.path = path  # None: memory only
-        self.events_topic = events_topic  # given: a spool row for another topic is not this device's (skipped)
         self.dropped = 0
         self.appended = 0
         self.recovered = 0  # events a previous run left undelivered
@@ -131,7 +129,7 @@ class Outbox(SpoolKeeping):
         keeper loads it once it can)."""
         try:
             self._disk.connect()
-            return self._disk.load(self.events_topic)
+            return self._disk.load()
         except (sqlite3.Error, OSError) as exc:
             self._disk.close()
             if is_disk_error(exc) and not Path(self.path).is_dir():

@@ -94,6 +94,7 @@ class SpoolFile:
         self.close()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.text_factory = _text
         try:
             db.execute(f"PRAGMA page_size={PAGE_BYTES}")  # before anything is written: a new file only
             db.execute("PRAGMA journal_mode=WAL")
@@ -123,13 +124,13 @@ class SpoolFile:
             return True
         return (st.st_dev, st.st_ino) != self._identity
 
-    def load(self, events_topic: str | None) -> Loaded:
+    def load(self) -> Loaded:
         """Everything the file holds, records checked (spool_records.py); nothing is written here."""
         out = Loaded()
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "outbox" in tables:
             for seq, topic, payload in self.db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
-                if valid_topic(topic, events_topic) and event_record(payload) is not None:
+                if valid_topic(topic) and event_record(payload) is not None:
                     out.rows.append((seq, topic, payload))
                 else:
                     out.bad_rows.append(seq)
@@ -274,6 +275,14 @@ class _Transaction:
             self.db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def _text(data: bytes) -> str | None:
+    """A text value as read back: None when it is not UTF-8 (a record that is skipped, not a spool that fails)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def move_aside(path: str) -> str:

@@ -167,7 +167,7 @@ class SpoolKeeping:
         """Open the file again (made again, with its folder, if it was deleted); load it if the start could not."""
         self._disk.connect()
         if not self._loaded:
-            self._take(self._disk.load(self.events_topic), self._marker.open(), late=True)
+            self._take(self._disk.load(), self._marker.open(), late=True)
         elif self._vanished:
             self._marker.open()  # a new one beside the new file: what the old one held is in memory
         self._vanished = False

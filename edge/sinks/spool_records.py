@@ -14,16 +14,16 @@ LATEST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: the last time an event's ISO
 TIME_FIELDS = ("start_ts", "end_ts")
 
 
-def valid_topic(topic, events_topic: str | None = None) -> bool:
-    """A topic a message can be published to (no wildcard, no NUL, UTF-8, not empty, not too long); with
-    `events_topic`, it must be that topic (this device's events)."""
+def valid_topic(topic) -> bool:
+    """A topic a message can be published to: no wildcard, no NUL, UTF-8, not empty, not too long. (One the broker
+    refuses all the same, say of an earlier device id, is sent, and set aside after its tries: kept, not lost.)"""
     if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\0" in topic:
         return False
     try:
         size = len(topic.encode("utf-8"))
     except UnicodeEncodeError:
         return False
-    return size <= MAX_TOPIC_BYTES and (events_topic is None or topic == events_topic)
+    return size <= MAX_TOPIC_BYTES
 
 
 def _not_json(name: str):

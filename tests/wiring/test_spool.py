@@ -78,16 +78,16 @@ def test_drop_newest_keeps_what_is_queued(tmp_path):
     assert _ids(box) == ["id0", "id1"] and box.dropped == 2
 
 
-@pytest.mark.parametrize("damage", ["null", "garbage record", "truncated record", "not an object"])
+@pytest.mark.parametrize("damage", ["null", "garbage record", "truncated record", "not an object", "not UTF-8"])
 def test_a_corrupt_record_is_skipped_counted_and_reported(tmp_path, damage, caplog):
     path = tmp_path / "spool.db"
     box = _spool(path)
     for i in range(3):
         box.append(*_event(i))
     bad = {"null": "null", "garbage record": "\x00\xff garbage", "truncated record": '{"type": "start", "lab',
-           "not an object": "[1, 2]"}[damage]
+           "not an object": "[1, 2]", "not UTF-8": b'{"type": "start", "label": "\xff"}'}[damage]
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE outbox SET payload = ? WHERE payload LIKE '%id1%'", (bad,))
+        db.execute("UPDATE outbox SET payload = CAST(? AS TEXT) WHERE payload LIKE '%id1%'", (bad,))
     again = _spool(path)
     assert _ids(again) == ["id0", "id2"] and again.corrupt == 1
     assert "1 unreadable record(s) skipped" in caplog.text
@@ -206,18 +206,18 @@ def test_an_open_event_that_cannot_be_ended_is_skipped_counted_and_removed_at_lo
 
 
 @pytest.mark.parametrize("topic", ["edge-audio/+/events", "edge-audio/pi/#", "", "edge-audio/pi/\0events",
-                                   "edge-audio/other/events"])
-def test_a_spool_row_for_a_topic_this_device_cannot_publish_to_is_skipped_and_counted(tmp_path, topic):
+                                   b"edge-audio/pi/\xffevents", "a" * 65536])
+def test_a_spool_row_for_a_topic_no_one_can_publish_to_is_skipped_and_counted(tmp_path, topic):
     path = tmp_path / "spool.db"
     box = _spool(path)
     for i in range(3):
         box.append(*_event(i))
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE outbox SET topic = ? WHERE payload LIKE '%\"id1\"%'", (topic,))
-    again = Outbox(100, "drop_oldest", str(path), events_topic="edge-audio/pi/events")
+    with sqlite3.connect(path) as db:  # bytes: stored as text that is not UTF-8
+        db.execute("UPDATE outbox SET topic = CAST(? AS TEXT) WHERE payload LIKE '%\"id1\"%'", (topic,))
+    again = Outbox(100, "drop_oldest", str(path))
     again.open()
     assert _ids(again) == ["id0", "id2"] and again.corrupt == 1
-    third = Outbox(100, "drop_oldest", str(path), events_topic="edge-audio/pi/events")
+    third = Outbox(100, "drop_oldest", str(path))
     third.open()  # the row was removed from the spool: not counted again
     assert _ids(third) == ["id0", "id2"] and third.corrupt == 0
 
