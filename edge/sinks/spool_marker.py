@@ -3,7 +3,7 @@ not take while its disk was full.
 
 The file is made at its full size (MARKER_BYTES) while the disk is fine, and afterwards only ever overwritten in
 place: rewriting blocks a file already has needs no free space, so it can still be written when the file system is
-full (on file systems that rewrite in place: ext4, tmpfs, f2fs; not on copy-on-write ones such as btrfs). It says
+full (on file systems that rewrite in place, such as ext4 and tmpfs; not on copy-on-write ones such as btrfs). It says
 how many events were kept in memory only (lost if the process dies now), which delivered events the spool still
 holds, which events are open, and how many events a previous shutdown lost. A read-only or vanished disk takes the
 marker with it: then nothing can be kept for the next run, and the running daemon says so.
