@@ -239,8 +239,7 @@ class SpoolKeeping:
         self._mark_n += 1
         self._since_mark = 0
         if self._marker is not None:
-            self._marker_failed = not self._marker.write({"v": 1, "run": self._run, "n": self._mark_n,
-                                                          "dirty": False}, durable=True)
+            self._marker.write({"v": 1, "run": self._run, "n": self._mark_n, "dirty": False}, durable=True)
 
     def marker_kept(self) -> bool:
         """What a shutdown loses now can be counted at the next start."""

@@ -203,3 +203,21 @@ def test_the_write_ahead_log_stays_under_its_bound(tmp_path):
     print(f"\nwrite-ahead log: at most {largest} bytes over 600 events (bound {WAL_BOUND})")
     assert 0 < largest <= WAL_BOUND
     box.close()
+
+
+def test_a_problem_that_lasts_is_said_again_at_the_reminder_not_at_every_event(tmp_path, caplog, monkeypatch):
+    from edge.sinks import spool_keeper
+    monkeypatch.setattr(spool_keeper, "REMIND_S", 0.5)  # 10 minutes in the product
+    with small_fs(tmp_path / "state") as state:
+        box = _box(state / "spool.db")
+        filler = fill(state)
+        _until_trouble(lambda i: (box.append(*event(i, "start", "Bird")), box.unwritten)[1], 1)
+        for i in range(300, 320):
+            box.append(*event(i, "start", "Bird"))
+        assert wait_until(lambda: "still cannot be written (the file system is full" in caplog.text, RECOVERY_S)
+        assert caplog.text.count("cannot write") == 1
+        reminder = next(r.getMessage() for r in caplog.records if "still cannot be written" in r.getMessage())
+        assert reminder.endswith(f": {box.unwritten} event(s) in memory only"), reminder  # nothing came since
+        filler.unlink()
+        assert wait_until(lambda: box.unwritten == 0, RECOVERY_S), box.problem
+        box.close()
