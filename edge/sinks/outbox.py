@@ -276,6 +276,7 @@ class Outbox(SpoolKeeping):
             self._items.popleft()
             self._forget(msg)
             if not self._items:
+                self._emptied = True
                 self.poke_keeper()  # a good moment for a checkpoint
             return True
 

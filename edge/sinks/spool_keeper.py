@@ -50,6 +50,7 @@ class SpoolKeeping:
         self._kept_meanwhile = 0
         self._retry_in, self._retry_at, self._remind_at = RETRY_MIN_S, 0.0, 0.0
         self._keeper: _Keeper | None = None
+        self._emptied = False  # the queue emptied since the keeper's last look: a good moment for a checkpoint
 
     # -- the keeper thread ---------------------------------------------------------------------------------------
     def start_keeper(self) -> None:
@@ -89,9 +90,10 @@ class SpoolKeeping:
                 self._remind_at = now + REMIND_S
                 log.error("spool %s still cannot be written (%s): %d event(s) in memory only", self.path,
                           self._trouble, self.unwritten)
-        elif disk.commits and (disk.commits >= CHECKPOINT_COMMITS or not self._items or
+        elif disk.commits and (disk.commits >= CHECKPOINT_COMMITS or self._emptied or
                                disk.wal_bytes() > JOURNAL_LIMIT):
-            self._checkpoint()
+            self._checkpoint()  # an idle daemon's heartbeats wait for CHECKPOINT_COMMITS of them
+        self._emptied = False
 
     def _checkpoint(self) -> None:
         try:
