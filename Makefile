@@ -109,6 +109,12 @@ bench-daemon: model | sysdeps
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools daemon-bench --audio out/audio/speech_whistling2.wav --rounds 5 \
 	  --seconds 10 --out out/bench
 
+# a broker outage of 60 s: from the broker's return to the backlog delivered (the default back-off), 3 rounds
+.PHONY: bench-recovery
+bench: bench-recovery
+bench-recovery: $(VENV)/.device | sysdeps
+	$(BIN)/python -m tools recovery-bench --outage 60 --rounds 3 --out out/bench
+
 # onset -> start at a real broker, and false starts before/after the fast onset (~6 min: the audio plays at real
 # time); needs the asset mirror's devset/ and labelled recordings
 ASSET_MIRROR = $${EDGE_AUDIO_ASSETS:-../shared}

@@ -23,6 +23,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "speed": "tools.eval.speed",
     "train-head": "tools.heads.train",
     "daemon-bench": "tools.bench.daemon",
+    "recovery-bench": "tools.bench.recovery",
     "onset": "tools.bench.onset",
     "bench-targets": "tools.bench.targets",
     "peers": "tools.bench.peers.side_by_side",
