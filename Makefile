@@ -61,12 +61,13 @@ PYTEST_WORKERS ?= -n 3 --dist loadscope --no-loadscope-reorder
 # slow = over ~5 s
 FAST_TESTS = not broker and not sshd and not tensorflow and not slow
 
+# every skipped test's reason is printed at the end (-rs): a skip is never a quiet one
 test: $(VENV)/.all
-	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_DURATIONS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_DURATIONS) -rs $(PYTEST_ARGS)
 
 # the unit and wiring tiers and the fast integration tests: under a minute
 test-fast: $(VENV)/.all
-	$(BIN)/python -m pytest -m "$(FAST_TESTS)" $(PYTEST_WORKERS) $(PYTEST_DURATIONS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(FAST_TESTS)" $(PYTEST_WORKERS) $(PYTEST_DURATIONS) -rs $(PYTEST_ARGS)
 
 # `make bench` = every bench-* part below (each part adds itself as a prerequisite of bench)
 bench: bench-runtime
