@@ -92,6 +92,8 @@ def command_parser(prog: str, description: str, commands: dict[str, str], comman
     is what to run when a command needs a package that is not installed."""
     parser = OneLineParser(prog=prog, description=description)
     parser.install = install
+    parser.add_argument("--verbose", dest="verbose_before", action="store_true",
+                        help="the same as a command's own --verbose, given before its name")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, module in commands.items():
         if command is None or command == name:
@@ -132,7 +134,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str = PRO
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    if getattr(args, "verbose", False):
+    if getattr(args, "verbose", False) or getattr(args, "verbose_before", False):
         os.environ[ENV_VERBOSE] = "1"  # read where the runtimes are loaded, here and in child processes
     try:
         return args.func(args)

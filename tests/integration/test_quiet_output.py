@@ -25,9 +25,9 @@ def _quiet_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "EDGE_AUDIO_VERBOSE"}
 
 
-def _classify(assets, *extra):
-    proc = subprocess.run([sys.executable, "-m", "edge", "classify", str(assets / "audio/dog_975ms.wav"), "--model",
-                           str(assets / "models/coral/yamnet_spectra_in.tflite"), *extra],
+def _classify(assets, *extra, before=()):
+    proc = subprocess.run([sys.executable, "-m", "edge", *before, "classify", str(assets / "audio/dog_975ms.wav"),
+                           "--model", str(assets / "models/coral/yamnet_spectra_in.tflite"), *extra],
                           capture_output=True, text=True, cwd=ROOT, env=_quiet_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Dog" in proc.stdout and "on cpu" in proc.stderr
@@ -41,6 +41,8 @@ def test_classify_prints_no_runtime_banner_and_verbose_shows_it(assets):
     loud = _classify(assets, "--verbose")
     assert BANNER in loud.stderr.splitlines() and BANNER not in loud.stdout
     assert loud.stdout == quiet.stdout
+    first = _classify(assets, before=["--verbose"])  # before the command's name, too
+    assert BANNER in first.stderr.splitlines() and first.stdout == quiet.stdout
 
 
 @pytest.mark.parametrize("level", ["info", "debug"])
