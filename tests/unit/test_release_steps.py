@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -15,9 +17,10 @@ from edge import firmware
 from edge.app.release.commands import REASON_CHARS, list_line
 from edge.app.release.compose import set_key, toml_value, values_match
 from edge.app.release.steps import Rejected, ReleaseJob
-from edge.app.release.store import (INSTALL_LOG, INSTALLING, OK, RECORDS_KEPT, REJECTED, RELEASE_FILE, Layout,
-                                    Release, current_release, drop_old_records, fingerprint, list_releases,
-                                    previous_good, prune, strip, switch)
+from edge.app.release.store import (INSTALL_LOG, INSTALLING, INTERRUPTED, OK, RECORDS_KEPT, REJECTED, RELEASE_FILE,
+                                    InstallLock, Layout, Release, current_release, drop_old_records, fingerprint,
+                                    install_running, list_releases, load_release, previous_good, prune, strip,
+                                    switch)
 from edge.app.release.service import Service
 from edge.config import parse_config
 from edge.core.errors import InputError
@@ -82,11 +85,13 @@ def test_rejected_releases_keep_the_newest_records_only(tmp_path):
     good = make_release(layout, "20250101T000000Z-0.1.0")
     switch(layout, good)
     rejected = [make_release(layout, f"20250102T0000{n:02d}Z-0.1.0", REJECTED) for n in range(RECORDS_KEPT + 3)]
-    installing = make_release(layout, "20250103T000000Z-0.1.0", INSTALLING)  # another install, under way
-    removed = drop_old_records(layout)
-    assert removed == [r.id for r in rejected[:3]]
-    assert [r.id for r in list_releases(layout)] == [good.id, *[r.id for r in rejected[3:]], installing.id]
-    assert prune(layout, keep=1) == [] and installing.path.is_dir()
+    with InstallLock(layout) as lock:  # another install, under way
+        installing = make_release(layout, "20250103T000000Z-0.1.0", INSTALLING)
+        lock.note(installing.id)
+        removed = drop_old_records(layout)
+        assert removed == [r.id for r in rejected[:3]]
+        assert [r.id for r in list_releases(layout)] == [good.id, *[r.id for r in rejected[3:]], installing.id]
+        assert prune(layout, keep=1) == [] and load_release(installing.path).status == INSTALLING
 
 
 def test_strip_leaves_the_record_and_says_what_it_freed(tmp_path):
@@ -141,6 +146,102 @@ def test_a_rejected_install_keeps_its_record_and_log(tmp_path):
     assert f"release {release.id} (was: none)" in log and "rejected: --set nodot" in log
     assert any("removed the rejected release's files (0 MiB)" in line for line in said)
     assert current_release(layout) is None
+
+
+INSTALLING_CHILD = """
+import sys, time
+from edge.app.release.store import INSTALL_LOG, INSTALLING, InstallLock, Layout, Release
+layout, rid = Layout.at(sys.argv[1]), sys.argv[2]
+with InstallLock(layout) as lock:  # an install building its venv, in another process
+    lock.note(rid)
+    path = layout.releases / rid
+    (path / "venv" / "lib").mkdir(parents=True)
+    Release(rid, path, {"status": INSTALLING}).save()
+    (path / "venv" / "lib" / "big.so").write_bytes(bytes(100_000))
+    (path / INSTALL_LOG).write_text("venv with python3\\n")
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+def installing_child(layout: Layout, rid: str) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", INSTALLING_CHILD, str(layout.prefix), rid], cwd=root,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    return child
+
+
+def stop(child: subprocess.Popen) -> None:
+    child.kill()  # as a power cut or a dropped ssh session: no clean-up runs
+    child.wait()
+    child.stdout.close()
+
+
+def small_stage(folder: Path) -> Path:
+    (folder / "wheels").mkdir(parents=True)
+    with zipfile.ZipFile(folder / "wheels" / "edge_audio-0.1.0-py3-none-any.whl", "w") as z:
+        z.writestr("edge/__init__.py", "")
+    return folder
+
+
+def test_an_install_running_elsewhere_refuses_a_second_one_and_is_never_pruned(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    old = [make_release(layout, f"2025010{i}T000000Z-0.1.0") for i in range(1, 4)]
+    switch(layout, old[-1])
+    rid = "20250105T000000Z-0.1.0"
+    child = installing_child(layout, rid)
+    try:
+        job = ReleaseJob(layout, Service.choose("none", layout), [].append)
+        with pytest.raises(InputError, match=rf"^another install is running \(pid {child.pid}, release {rid}, "
+                                             r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$") as refused:
+            job.install(small_stage(tmp_path / "stage"), "pi4-usb-coral", ["nodot"], "", False, 1, 5.0)
+        assert refused.value.exit_status == 2 and not isinstance(refused.value, Rejected)
+        assert install_running(layout)
+        assert prune(layout, keep=1) == [old[0].id, old[1].id]
+        running = load_release(layout.releases / rid)
+        assert running.status == INSTALLING and (running.path / "venv" / "lib" / "big.so").is_file()
+        assert [r.id for r in list_releases(layout)] == [old[2].id, rid]  # the refused one made nothing
+        assert list_line(running, False, install_running(layout)).split(None, 2)[1:] == [INSTALLING,
+                                                                                         "install under way"]
+    finally:
+        stop(child)
+
+
+def test_an_install_whose_process_died_is_rejected_and_reduced_by_the_next_install(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    rid = "20250105T000000Z-0.1.0"
+    stop(installing_child(layout, rid))
+    assert not install_running(layout)
+    abandoned = load_release(layout.releases / rid)
+    assert abandoned.status == INSTALLING  # what a killed install leaves, until the next install or prune
+    assert "install interrupted" in list_line(abandoned, False, install_running(layout))
+    said = []
+    job = ReleaseJob(layout, Service.choose("none", layout), said.append)
+    with pytest.raises(Rejected, match="rejected: --set nodot"):  # the lock was free: this install ran
+        job.install(small_stage(tmp_path / "stage"), "pi4-usb-coral", ["nodot"], "", False, 1, 5.0)
+    abandoned = load_release(layout.releases / rid)
+    assert abandoned.status == REJECTED and abandoned.info["reason"] == INTERRUPTED
+    assert sorted(p.name for p in abandoned.path.iterdir()) == [INSTALL_LOG, RELEASE_FILE]
+    assert list_line(abandoned, False, False).split(None, 2) == [rid, REJECTED, INTERRUPTED]
+    assert any(line.startswith(f"release {rid} was left installing") and "(0 MiB freed)" in line for line in said)
+    assert not install_running(layout)  # the refused-or-finished install let go of the lock
+
+
+def test_prune_rejects_a_dead_install_but_not_a_current_one(tmp_path):
+    layout = Layout.at(str(tmp_path / "p"))
+    layout.create()
+    good = make_release(layout, "20250101T000000Z-0.1.0")
+    live = make_release(layout, "20250102T000000Z-0.1.0", INSTALLING)  # died checking health: it is current
+    switch(layout, live)
+    dead = "20250103T000000Z-0.1.0"
+    stop(installing_child(layout, dead))
+    assert prune(layout, keep=1) == []
+    assert load_release(layout.releases / dead).info == {"status": REJECTED, "reason": INTERRUPTED}
+    assert sorted(p.name for p in (layout.releases / dead).iterdir()) == [INSTALL_LOG, RELEASE_FILE]
+    assert load_release(live.path).status == INSTALLING and good.path.is_dir()
 
 
 def test_fingerprint_ignores_wheel_build_times_but_not_content(tmp_path):

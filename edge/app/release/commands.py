@@ -14,8 +14,8 @@ from ...core.errors import InputError
 from ...core.files import replace_file
 from ..command import say
 from .steps import Rejected, ReleaseJob
-from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, list_releases, previous_good,
-                    prune)
+from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, install_running, list_releases,
+                    previous_good, prune)
 from .service import Service
 
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -74,23 +74,28 @@ def cmd_list(args) -> int:
     if not releases:
         print(f"no releases under {layout.releases}")
         return 0
+    running = install_running(layout)
     for r in releases:
-        print(list_line(r, bool(current and r.id == current.id)))
+        print(list_line(r, bool(current and r.id == current.id), running))
     return 0
 
 
 REASON_CHARS = 160  # of a rejection's reason on its `list` line (release.json and install.log hold all of it)
 
 
-def list_line(r: Release, is_current: bool) -> str:
-    """One release on one line: * when current, its id and status, then its profile, or why it was rejected."""
+def list_line(r: Release, is_current: bool, running: bool = True) -> str:
+    """One release on one line: * when current, its id and status, then its profile, or why it was rejected;
+    one still "installing" while no install runs was abandoned (the next install or prune rejects it)."""
     if r.status == OK:
         extra = f"profile {r.info.get('profile') or '(config file)'}"
     elif r.status == REJECTED:
         reason = " ".join(str(r.info.get("reason") or "no reason recorded").split())
         extra = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 3].rstrip() + "..."
     else:
-        extra = "install not finished (or interrupted)" if r.status == INSTALLING else "no readable release.json"
+        extra = "no readable release.json"
+        if r.status == INSTALLING:
+            extra = "install under way" if running else \
+                "install interrupted (the next install or prune rejects it and frees its files)"
     return f"{'*' if is_current else ' '} {r.id:32s} {r.status:9s} {extra}"
 
 

@@ -16,9 +16,9 @@ from ... import firmware
 from ...core.errors import InputError
 from ...core.files import replace_file
 from .compose import compose_config, split_setting, values_match
-from .store import (DEFAULT_BUNDLE, INSTALL_LOG, INSTALLING, OK, REJECTED, RELEASE_FILE, Layout, Release,
-                    current_release, drop_old_records, fingerprint, install_options, new_release_id, project_wheel,
-                    prune, strip, switch, wheel_version)
+from .store import (DEFAULT_BUNDLE, INSTALL_LOG, INSTALLING, OK, REJECTED, RELEASE_FILE, InstallLock, Layout,
+                    Release, current_release, drop_old_records, fingerprint, install_options, new_release_id,
+                    project_wheel, prune, reclaim_abandoned, strip, switch, wheel_version)
 from .service import Service, ServiceError
 
 class Rejected(InputError):
@@ -44,6 +44,16 @@ class ReleaseJob:
                 raise InputError("the upload has no config.toml: name a board profile with --profile")
             firmware.profile_text(profile)  # an unknown name fails here, before anything is created
         layout.create()
+        with InstallLock(layout) as lock:  # for the whole install: a second one is refused meanwhile
+            for rid, freed in reclaim_abandoned(layout).items():
+                self.say(f"release {rid} was left installing by an install that ended before it finished: "
+                         f"rejected, reduced to its record ({freed / 2**20:.0f} MiB freed)")
+            return self._install(lock, stage, wheel, profile, settings, extras, system_site_packages, keep,
+                                 health_timeout_s)
+
+    def _install(self, lock: InstallLock, stage: Path, wheel: Path, profile: str | None, settings: list[str],
+                 extras: str, system_site_packages: bool, keep: int, health_timeout_s: float) -> dict:
+        layout = self.layout
         options = install_options(profile, settings, extras, system_site_packages, self.service.mode)
         fp = fingerprint(stage, options)
         current = current_release(layout)
@@ -52,13 +62,16 @@ class ReleaseJob:
             return {"result": "unchanged", "release": current.id}
         rid = new_release_id(layout, wheel_version(wheel))
         path = layout.releases / rid
-        shutil.copytree(stage, path, copy_function=_link_or_copy)  # the upload goes once the job is done: this
-        #                                                                 code may be running from its wheel
+        lock.note(rid)
+        path.mkdir()
         release = Release(rid, path, {"status": INSTALLING, "fingerprint": fp, "version": wheel_version(wheel),
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                       "profile": profile or "", "previous": current.id if current else None,
                                       "options": options})
-        release.save()
+        release.save()  # before the copy: from now on prune sees an install, not a folder without release.json
+        shutil.copytree(stage, path, copy_function=_link_or_copy, dirs_exist_ok=True)  # the upload goes once
+        #                                                 the job is done: this code may be running from its wheel
+        release.save()  # (in case the upload held a release.json)
         with self._logging(path / INSTALL_LOG):
             return self._build_and_switch(release, current, wheel.name, profile, settings, extras,
                                           system_site_packages, keep, health_timeout_s)

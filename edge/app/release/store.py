@@ -8,6 +8,7 @@
                                             release without its own uses (models/yamnet-coral)
     PREFIX/etc/                             credentials (mqtt_password), mode 0700; never inside a release
     PREFIX/incoming/                        uploads waiting to become a release
+    PREFIX/.install.lock                    flock(2)-ed by the install that runs, for all of it (InstallLock)
 
 Standard library only: this runs from the wheel itself on a device that has no venv yet.
 """
@@ -30,6 +31,10 @@ RECORD = (RELEASE_FILE, INSTALL_LOG)  # what a rejected release keeps: why it wa
 RECORDS_KEPT = 10  # rejected releases whose record is kept (the newest)
 DEFAULT_BUNDLE = "models/yamnet-coral"  # under the state folder: where the daemon looks when no bundle is named
 OK, REJECTED, INSTALLING = "ok", "rejected", "installing"
+INSTALL_LOCK = ".install.lock"  # under the prefix: who installs now (pid, release, since), as JSON
+INTERRUPTED = "install interrupted (the installing process ended before it finished)"
+LOCK_PATIENCE_S = 1.0  # a probe (list, prune) holds the lock for microseconds: an install waits that out
+_HELD: dict[str, str | None] = {}  # install locks this process holds -> the release it installs under each
 
 
 @dataclass(frozen=True)
@@ -142,10 +147,11 @@ def switch(layout: Layout, release: Release | None) -> None:
 
 def prune(layout: Layout, keep: int) -> list[str]:
     """Delete all but the `keep` newest good releases (never the current one, nor one being installed; one with
-    an unreadable release.json goes too); rejected releases are reduced to their record (drop_old_records). The
-    ids removed."""
+    an unreadable release.json goes too); rejected releases, and abandoned installs (reclaim_abandoned), are
+    reduced to their record (drop_old_records). The ids removed."""
     if keep < 1:
         raise InputError("--keep must be at least 1")
+    reclaim_abandoned(layout)
     current = current_release(layout)
     releases = list_releases(layout)
     good = [r for r in releases if r.status == OK]
@@ -184,6 +190,99 @@ def strip(release: Release) -> int:
             shutil.rmtree(item, ignore_errors=True)
         else:
             item.unlink(missing_ok=True)
+    return freed
+
+
+class InstallLock:
+    """The prefix's install lock (flock(2) on PREFIX/.install.lock), held for a whole install; the OS lets it go
+    when the process ends, however it ends. A second install is refused while it is held, and a release still
+    "installing" while nobody holds it was abandoned (reclaim_abandoned)."""
+
+    def __init__(self, layout: Layout):
+        self.path = layout.prefix / INSTALL_LOCK
+        self.since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._fd: int | None = None
+
+    def __enter__(self) -> "InstallLock":
+        import fcntl  # here: Unix only, and only an install needs it
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + LOCK_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = _holder(fd)
+                os.close(fd)
+                raise InputError(f"another install is running (pid {holder.get('pid', '?')}, release "
+                                 f"{holder.get('release') or '?'}, since {holder.get('since', '?')})") from None
+        self._fd = fd
+        self.note(None)
+        return self
+
+    def note(self, release: str | None) -> None:
+        """Name the release this install makes (a refused install says it; reclaim_abandoned leaves it alone)."""
+        assert self._fd is not None
+        _HELD[str(self.path)] = release
+        data = json.dumps({"pid": os.getpid(), "release": release, "since": self.since}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def __exit__(self, *exc) -> None:
+        _HELD.pop(str(self.path), None)
+        if self._fd is not None:
+            os.close(self._fd)  # lets go of the lock; the file stays (removing a lock file races)
+            self._fd = None
+
+
+def _holder(fd: int) -> dict:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def install_running(layout: Layout) -> bool:
+    """Whether an install holds the prefix's lock (this process's own install included)."""
+    path = layout.prefix / INSTALL_LOCK
+    if str(path) in _HELD:
+        return True
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (lets go of the shared lock, when it was taken)
+    return False
+
+
+def reclaim_abandoned(layout: Layout) -> dict[str, int]:
+    """Releases left "installing" by an install whose process ended before it finished (no install of another
+    process holds the lock) are marked rejected (INTERRUPTED) and reduced to their record, as a rejected release.
+    Never the current one (a process that died checking its health leaves it current), nor the release this
+    process is installing. Release id -> bytes freed."""
+    path = str(layout.prefix / INSTALL_LOCK)
+    if path in _HELD:
+        own = _HELD[path]
+    elif install_running(layout):
+        return {}
+    else:
+        own = None
+    current = current_release(layout)
+    freed = {}
+    for r in list_releases(layout):
+        if r.status == INSTALLING and r.id != own and not (current and r.id == current.id):
+            r.save(status=REJECTED, reason=INTERRUPTED)
+            freed[r.id] = strip(r)
     return freed
 
 
