@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.clip import CLIP_POOLS
-from ..core.digest import sha256
 from ..core.errors import InputError, ModelError
 from ..core.files import open_regular, read_text
 from ..core.frontend import FrontEndParams
@@ -36,6 +35,15 @@ INPUT_KINDS = ("waveform", "logmel_patch")
 
 
 def _sha256():
+    """CPython's own SHA-256 (_sha2 from 3.12, _sha256 before) when there is one, else hashlib's: importing hashlib
+    maps OpenSSL's libcrypto (3.4 MB resident), which a daemon with TLS off needs for nothing else. Same digest."""
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
     return sha256()
 
 

@@ -16,7 +16,6 @@ import functools
 import re
 from dataclasses import dataclass
 
-from ..core.digest import sha256
 
 _RUNS = re.compile(r"[^a-z0-9]+")
 
@@ -33,10 +32,11 @@ def slug(name: str) -> str:
     plain = _RUNS.sub("_", name.lower()).strip("_")
     if plain and name.isascii():
         return plain
-    import unicodedata  # here: only a name that is not ASCII needs its tables
+    import hashlib  # here: only a name that is not ASCII needs it (it maps OpenSSL's libcrypto into the process)
+    import unicodedata
     latin = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     base = _RUNS.sub("_", latin.lower()).strip("_")
-    digest = sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{base}_{digest}" if base else digest
 
 

@@ -48,7 +48,7 @@ def _imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
 
 
 MODULES = _modules()
-STDLIB = set(sys.stdlib_module_names) | {"_sha2", "_sha256"}  # CPython's own SHA-256 (renamed in 3.12)
+STDLIB = set(sys.stdlib_module_names)
 
 
 def _layer(module: str) -> str:
