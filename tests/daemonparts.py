@@ -1,4 +1,5 @@
-"""What the daemon tests share: the kitchen device's config (written by the rig's config writer) and its audio."""
+"""What the daemon tests share: the kitchen device's config (written by the rig's config writer), its audio, and
+sinks that keep what the daemon hands them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.sinks.base import Sink
 from tools.rig.daemon import write_daemon_config
 
 SILENCE = np.zeros(16000 * 4, np.int16)
@@ -28,3 +30,42 @@ def kitchen_config(path: Path, model, port: int, audio: dict, mqtt: dict | None 
         mqtt={"host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0,
               **(mqtt or {})},
         metrics={"interval_seconds": metrics_s})
+
+
+class RecordingSink(Sink):
+    """A sink for tests: keeps everything the daemon hands it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def publish_event(self, event):
+        self.calls.append(("event", event.type, event.label))
+
+    def set_state(self, label, on):
+        self.calls.append(("state", label, on))
+
+    def set_top(self, label):
+        self.calls.append(("top", label))
+
+    def publish_metrics(self, payload):
+        self.calls.append(("metrics", payload["windows"]))
+
+    def health(self):
+        return {"queue_depth": 7}
+
+
+class LeftOpen(RecordingSink):
+    """A sink whose spool holds `open_events`, left by a run last alive at `last_alive` (it died during them); keeps
+    the Events it is handed in `events` too."""
+
+    def __init__(self, open_events: list, last_alive: float):
+        super().__init__()
+        self.open_events, self.last_alive = open_events, last_alive
+        self.events = []
+
+    def recovered_open_events(self):
+        return self.open_events, self.last_alive
+
+    def publish_event(self, event):
+        self.events.append(event)
+        super().publish_event(event)

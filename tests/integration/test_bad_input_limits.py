@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from daemonparts import LeftOpen
 from edge.app.cli import main
 from edge.core.files import LIMITS
 from edge.core.names import MAX_HOST_CHARS, MAX_HOST_LABEL_CHARS, MAX_ID_CHARS, MAX_PREFIX_CHARS
-from edge.sinks.base import Sink
 from test_bad_input import GOLDEN, WAV_SOURCE, config_file, fill, one_line
 
 FIFO_TIMEOUT_S = 60  # a start that is refused takes a few seconds; a reader blocked on a FIFO waits for ever
@@ -265,20 +265,6 @@ def test_classify_refuses_a_fifo_without_waiting(name, limits):
     argv, needle = FIFO_CLASSIFY[name]
     r = run_cli("classify", *fill(argv, limits), timeout=FIFO_TIMEOUT_S)
     assert_one_line_error(r, 2, needle)
-
-
-class LeftOpen(Sink):
-    """A sink whose spool holds `open_events`, left by a run last alive at `last_alive`; keeps what it is handed."""
-
-    def __init__(self, open_events: list, last_alive: float):
-        self.open_events, self.last_alive = open_events, last_alive
-        self.events = []
-
-    def recovered_open_events(self):
-        return self.open_events, self.last_alive
-
-    def publish_event(self, event):
-        self.events.append(event)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from edge.audio import make_source
 from edge.audio.capture import Capture
 from edge.sinks.base import Sink
 from edge.sinks.mqtt import MqttSink
+from daemonparts import LeftOpen, RecordingSink
 from tools.rig.daemon import daemon_config_text
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event_v1.json"
@@ -74,28 +75,6 @@ def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, c
     assert '"delegate": "cpu"' in events[-1]  # stamped with the delegate actually in use
 
 
-class RecordingSink(Sink):
-    """A sink for tests: keeps everything the daemon hands it."""
-
-    def __init__(self):
-        self.calls = []
-
-    def publish_event(self, event):
-        self.calls.append(("event", event.type, event.label))
-
-    def set_state(self, label, on):
-        self.calls.append(("state", label, on))
-
-    def set_top(self, label):
-        self.calls.append(("top", label))
-
-    def publish_metrics(self, payload):
-        self.calls.append(("metrics", payload["windows"]))
-
-    def health(self):
-        return {"queue_depth": 7}
-
-
 def test_the_daemon_talks_to_any_sink_through_the_interface(assets, coral_twin, class_map):
     cfg = parse_config(_wav_config(assets, coral_twin))
     sink = RecordingSink()
@@ -122,23 +101,6 @@ def test_the_json_lines_sink_is_one_config_section(assets, coral_twin, tmp_path)
 
 def _golden_start() -> dict:
     return dict(json.loads(GOLDEN.read_text()), type="start", end_ts=None, end_time=None)
-
-
-class LeftOpen(RecordingSink):
-    """A sink whose spool holds `open_events`, left by a run last alive at `last_alive` (it died during them); keeps
-    the Events it is handed in `events` too."""
-
-    def __init__(self, open_events: list, last_alive: float):
-        super().__init__()
-        self.open_events, self.last_alive = open_events, last_alive
-        self.events = []
-
-    def recovered_open_events(self):
-        return self.open_events, self.last_alive
-
-    def publish_event(self, event):
-        self.events.append(event)
-        super().publish_event(event)
 
 
 def _run_with(sink: Sink, assets, coral_twin, class_map) -> None:
