@@ -54,6 +54,22 @@ def _metrics_with(sub: Subscriber, key: str) -> dict:
     return latest()
 
 
+def _second_run(tmp_path, port: int, coral_twin, spool, events: int) -> tuple[list, dict]:
+    """A daemon started again on `spool`: the events it sends (at least `events`) and its first metrics with
+    spool_lost_events; it ends cleanly at the end of its input."""
+    sub = Subscriber(port, topics=(EVENTS, METRICS))
+    second = _daemon(tmp_path, port, coral_twin, spool, "cfg2")
+    try:
+        assert sub.wait(lambda s: len(s.events()) >= events, 30), second.log
+        metrics = _metrics_with(sub, "spool_lost_events")
+        second.proc.stdin.close()
+        assert second.proc.wait(15) == 0, second.log
+    finally:
+        second.kill()
+        sub.close()
+    return sub.events(), metrics
+
+
 def _drained(sub: Subscriber, delivered: int) -> bool:
     """A metrics message says the daemon has `delivered` events acknowledged and nothing queued."""
     found = [json.loads(p) for p in sub.payloads("/metrics")]
@@ -179,17 +195,8 @@ def test_a_disk_that_fills_and_frees_while_the_daemon_runs_gets_what_waited_writ
         finally:
             first.kill()
         b.start()
-        sub = Subscriber(b.port, topics=(EVENTS, METRICS))
-        second = _daemon(tmp_path, b.port, coral_twin, spool, "cfg2")
-        try:
-            assert sub.wait(lambda s: len(s.events()) >= 2 * cats, 30), second.log
-            metrics = _metrics_with(sub, "spool_lost_events")
-            second.proc.stdin.close()
-            assert second.proc.wait(15) == 0, second.log
-        finally:
-            second.kill()
-            sub.close()
-    events = sub.events()
+        second_events, metrics = _second_run(tmp_path, b.port, coral_twin, spool, 2 * cats)
+    events = second_events
     assert [e["type"] for e in events] == ["start", "end"] * cats
     assert [e["start_ts"] for e in events[::2]] == sorted(e["start_ts"] for e in events[::2])
     assert set(_one_payload_per_key(events).values()) == {1}
@@ -222,17 +229,8 @@ def test_a_state_directory_deleted_while_running_is_made_again_and_nothing_is_lo
     assert "6 event(s) not delivered at shutdown: kept in the spool" in first.log, first.log
     assert len(rows(spool)) == 6  # and they are
     b.start()
-    sub = Subscriber(b.port, topics=(EVENTS, METRICS))
-    second = _daemon(tmp_path, b.port, coral_twin, spool, "cfg2")
-    try:
-        assert sub.wait(lambda s: len(s.events()) >= 6, 30), second.log
-        metrics = _metrics_with(sub, "spool_lost_events")
-        second.proc.stdin.close()
-        assert second.proc.wait(15) == 0, second.log
-    finally:
-        second.kill()
-        sub.close()
-    events = first_sub.events() + sub.events()
+    second_events, metrics = _second_run(tmp_path, b.port, coral_twin, spool, 6)
+    events = first_sub.events() + second_events
     assert [e["type"] for e in events] == ["start", "end"] * 4 and set(_one_payload_per_key(events).values()) == {1}
     assert metrics["spool_lost_events"] == 0
 
