@@ -68,7 +68,7 @@ ASSETS = {a.name: a for a in (CORAL_EDGETPU, CORAL_CPU, CLASS_MAP, YAMNET_WAVEFO
 
 def mirror_root() -> Path | None:
     value = os.environ.get(ENV_MIRROR)
-    return Path(value) if value else None
+    return Path(value).expanduser().resolve() if value else None
 
 
 def _sha256(data: bytes) -> str:
