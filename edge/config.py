@@ -9,49 +9,29 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .core.detector import DetectorParams
 from .core.errors import ConfigError, InputError
-from .core.files import KIB, file_kind, read_text
+from .core.files import file_kind, read_text
 from .core.names import (MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_PREFIX_CHARS, MAX_USERNAME_CHARS, host_problem, shown,
                          text_problem, topic_problem)
 from .core.params import default_of, param
 from .core.paths import state_directory
-from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
+from .core.settings import MAX_TOML_DEPTH, read_toml as _read_toml, section
+from .core.stream import HOP_RANGE_SECONDS, HOP_SECONDS
 from .core.tomltext import value as toml_value
-from .core.stream import CHUNK_FRAMES, HOP_RANGE_SECONDS, HOP_SECONDS, MAX_CHUNK_FRAMES
+from .sourceconfig import AudioConfig, CalibrationConfig, SourceConfig, parse_sources, with_source
 
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
+__all__ = ["AudioConfig", "CalibrationConfig", "Config", "SourceConfig", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str = param("", "device id in MQTT topics and events (default: the host name)")
     board: str = param("", "the board profile this config came from: the device model in Home Assistant")
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    source: str = param("alsa", "where audio comes from", choices=("alsa", "wav", "stdin"))
-    device: str = param("default", "ALSA capture PCM name (by name, not card index: it survives re-plugging)")
-    rate_hz: int = param(16000, "capture rate asked for; anything else is resampled to 16 kHz", MIN_RATE_HZ,
-                         MAX_RATE_HZ)
-    channels: int = param(1, "capture channels (downmixed to mono)", 1, 8)
-    format: str = param("S16_LE", "ALSA sample format", choices=("S16_LE", "S32_LE"))
-    period_frames: int = param(CHUNK_FRAMES, "frames per ALSA period (one read)", 64, MAX_CHUNK_FRAMES)
-    file: str = param("", "WAV file for source = 'wav'")
-    realtime: bool = param(True, "pace a WAV replay at real time")
-    loop: bool = param(False, "replay the WAV file forever")
-    stall_seconds: float = param(5.0, "no audio for this long counts as a stalled device: reopen it", 0.5, 600)
-    reopen_min_seconds: float = param(1.0, "first delay before reopening a lost device", 0.05, 600)
-    reopen_max_seconds: float = param(30.0, "longest delay between reopen attempts", 0.05, 3600)
 
 
 @dataclass(frozen=True)
@@ -109,12 +89,6 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class CalibrationConfig:
-    file: str = param("", "site calibration written by 'edge-audio calibrate' ([detector.thresholds]); empty: "
-                          "calibration.toml in the state directory if it is there; 'none': do not load one")
-
-
-@dataclass(frozen=True)
 class Config:
     path: str
     device: DeviceConfig
@@ -125,108 +99,68 @@ class Config:
     jsonl: JsonlConfig
     metrics: MetricsConfig
     calibration: CalibrationConfig = CalibrationConfig()
+    sources: tuple = ()  # SourceConfig, one per stream ([[sources]], else [audio] alone as one with id '')
 
     @property
     def device_id(self) -> str:
         return self.device.id or socket.gethostname().split(".")[0]
+
+    @property
+    def source_id(self) -> str:
+        """The one source's id in a view of one source (with_source), or a config of [audio] alone ('')."""
+        return self.sources[0].id if len(self.sources) == 1 else ""
+
+    def views(self) -> list["Config"]:
+        """This config as each source sees it (edge.sourceconfig.with_source), in the order of [[sources]]."""
+        return [with_source(self, s) for s in self.sources]
 
 
 SECTIONS = {"device": DeviceConfig, "audio": AudioConfig, "model": ModelConfig, "detector": DetectorParams,
             "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig, "calibration": CalibrationConfig}
 
 
-def _check(value, f, where: str):
-    kind = type(default_of(f))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-                 dict: "a table"}
-        raise ConfigError(f"{where} must be {names[kind]} (got {value!r})")
-    if kind is str and "\0" in value:
-        raise ConfigError(f"{where} {shown(value)} contains a NUL character")
-    meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where} must be one of {', '.join(map(repr, meta['choices']))} (got {value!r})")
-    if meta.get("lo") is not None and not meta["lo"] <= value <= meta["hi"]:
-        raise ConfigError(f"{where} must be between {meta['lo']} and {meta['hi']} (got {value!r})")
-    return value
-
-
 MOVED_KEYS = {"mqtt.outbox_file": "mqtt.outbox_file was replaced by mqtt.spool_file (a crash-safe spool, on by "
                                    "default): remove the line, or set spool_file to the path you want"}
 
 
-def _section(cls, table, name: str, path: str):
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if f"{name}.{key}" in MOVED_KEYS:
-            raise ConfigError(f"{path}: {MOVED_KEYS[f'{name}.{key}']}")
-        if key not in known:
-            raise ConfigError(f"{path}: unknown key '{name}.{key}' (known: {', '.join(known)})")
-    values = {k: _check(v, known[k], f"{path}: {name}.{k}") for k, v in table.items()}
-    return cls(**values)
-
-
-MAX_TOML_DEPTH = 32  # arrays and inline tables inside each other: a config needs 2
-MAX_TOML_LINE = 64 * KIB
-TOML_TOKENS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
-
-
 def read_toml(text: str, path: str) -> dict:
-    """TOML text as a dict, or ConfigError (one line). Lines and nesting are bounded first, with a cheap scan
-    (brackets and braces outside strings and comments): the reader recurses once per nesting level."""
-    if text and max(map(len, text.splitlines())) > MAX_TOML_LINE:
-        number = next(i for i, line in enumerate(text.splitlines(), 1) if len(line) > MAX_TOML_LINE)
-        raise ConfigError(f"{path}: line {number} is longer than {MAX_TOML_LINE // KIB} KiB")
-    depth = 0
-    for token in TOML_TOKENS.finditer(text):
-        depth = max(0, depth + {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0))
-        if depth > MAX_TOML_DEPTH:
-            line = text.count("\n", 0, token.start()) + 1
-            raise ConfigError(f"{path}: arrays and tables nested more than {MAX_TOML_DEPTH} deep (line {line})")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to read") from None
+    return _read_toml(text, path, MAX_TOML_DEPTH)
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     data = read_toml(text, path)
     for key in data:
-        if key not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section '{key}' (known: {', '.join(SECTIONS)})")
-    sections = {name: _section(cls, data.get(name, {}), name, path) for name, cls in SECTIONS.items()}
-    cfg = Config(path=path, **sections)
+        if key not in SECTIONS and key != "sources":
+            raise ConfigError(f"{path}: unknown section '{key}' (known: {', '.join(SECTIONS)}, sources)")
+    sections = {name: section(cls, data.get(name, {}), name, path, MOVED_KEYS) for name, cls in SECTIONS.items()}
+    sources = parse_sources(data, path, sections["audio"], sections["detector"], sections["calibration"])
+    cfg = Config(path=path, sources=sources, **sections)
     _cross_checks(cfg)
     return cfg
 
 
 def _cross_checks(cfg: Config) -> None:
-    d, a = cfg.detector, cfg.audio
-    for name, value in d.thresholds.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{cfg.path}: detector.thresholds.{name!r} must be a number between 0 and 1")
-    for key in ("allow", "deny"):
-        if not all(isinstance(v, str) for v in getattr(d, key)):
-            raise ConfigError(f"{cfg.path}: detector.{key} must be a list of label names")
-    for key, labels in (("allow", d.allow), ("deny", d.deny), ("thresholds", d.thresholds)):
-        for label in labels:
-            why = text_problem(label, MAX_LABEL_CHARS)
-            if why:
-                raise ConfigError(f"{cfg.path}: detector.{key}: the label {shown(label)} {why}")
-    if a.source == "wav" and not a.file:
-        raise ConfigError(f"{cfg.path}: audio.file is required when audio.source = 'wav'")
-    if a.reopen_min_seconds > a.reopen_max_seconds:
-        raise ConfigError(f"{cfg.path}: audio.reopen_min_seconds is larger than audio.reopen_max_seconds")
+    for source in cfg.sources:
+        where = f"sources.{source.id}.detector" if source.id else "detector"
+        _check_detector(cfg.path, source.detector, where)
     _check_name(cfg.path, "device.id", cfg.device.id, topic_problem(cfg.device.id, MAX_ID_CHARS, level=True))
     _check_name(cfg.path, "device.board", cfg.device.board, text_problem(cfg.device.board, MAX_ID_CHARS))
     if cfg.mqtt.enabled:
         _check_mqtt(cfg.path, cfg.mqtt)
+
+
+def _check_detector(path: str, d: DetectorParams, where: str) -> None:
+    for name, value in d.thresholds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{path}: {where}.thresholds.{name!r} must be a number between 0 and 1")
+    for key in ("allow", "deny"):
+        if not all(isinstance(v, str) for v in getattr(d, key)):
+            raise ConfigError(f"{path}: {where}.{key} must be a list of label names")
+    for key, labels in (("allow", d.allow), ("deny", d.deny), ("thresholds", d.thresholds)):
+        for label in labels:
+            why = text_problem(label, MAX_LABEL_CHARS)
+            if why:
+                raise ConfigError(f"{path}: {where}.{key}: the label {shown(label)} {why}")
 
 
 TLS_PORT, PLAIN_PORT = 8883, 1883
@@ -285,18 +219,24 @@ class Calibration:
     info: dict
 
 
-def calibration_target(cfg: CalibrationConfig, state: Path | None = None) -> Path | None:
-    """Where this config's calibration file is, or goes: calibration.file, else CALIBRATION_FILE in the state
-    directory (`state`, by default this machine's); None when calibration.file is 'none'."""
+def calibration_name(source: str = "") -> str:
+    """The calibration file's name in the state directory: CALIBRATION_FILE, or calibration-<id>.toml for a
+    named source (each source is calibrated where it listens)."""
+    return f"calibration-{source}.toml" if source else CALIBRATION_FILE
+
+
+def calibration_target(cfg: CalibrationConfig, state: Path | None = None, source: str = "") -> Path | None:
+    """Where this config's calibration file is, or goes: calibration.file, else calibration_name(source) in the
+    state directory (`state`, by default this machine's); None when calibration.file is 'none'."""
     setting = cfg.file.strip()
     if setting.lower() == "none":
         return None
-    return Path(setting) if setting else (state or state_directory()) / CALIBRATION_FILE
+    return Path(setting) if setting else (state or state_directory()) / calibration_name(source)
 
 
-def calibration_path(cfg: CalibrationConfig) -> Path | None:
+def calibration_path(cfg: CalibrationConfig, source: str = "") -> Path | None:
     """The calibration file to load: the configured one, or the state directory's if it exists, or None."""
-    target = calibration_target(cfg)
+    target = calibration_target(cfg, source=source)
     return target if target is not None and (cfg.file.strip() or target.is_file()) else None
 
 
@@ -343,10 +283,11 @@ def parse_calibration(text: str, path: str) -> Calibration:
     return Calibration(path, {k: float(v) for k, v in thresholds.items()}, dict(info))
 
 
-def load_calibration(cfg: CalibrationConfig, config_path: str = "") -> Calibration | None:
-    """The site calibration the [calibration] section points at; None when there is none to load (also a named
-    file that is not there yet: a device runs on its other thresholds until it has been calibrated)."""
-    path = calibration_path(cfg)
+def load_calibration(cfg: CalibrationConfig, config_path: str = "", source: str = "") -> Calibration | None:
+    """The site calibration the [calibration] section points at (for `source`: its own); None when there is none
+    to load (also a named file that is not there yet: a device runs on its other thresholds until it has been
+    calibrated)."""
+    path = calibration_path(cfg, source)
     if path is None:
         return None
     text = read_text(path, "calibration file", lambda why: ConfigError(f"{config_path}: calibration.file {why}"),
@@ -380,4 +321,12 @@ def describe() -> str:
         for f in fields(cls):
             lines.append(f"{f.name + ' = ' + toml_value(default_of(f)):<36} # {f.metadata['doc']}")
         lines.append("")
+    lines += ["# several streams in one daemon: [[sources]] tables, each with an id and any [audio] key (over [audio]),",
+              "# and its own [sources.detector] and [sources.calibration] keys (over [detector] and [calibration])",
+              "# [[sources]]",
+              '# id = "kitchen"                      # a topic level: <prefix>/<device id>/kitchen/...; unique',
+              "# source = \"url\"",
+              "# url = \"rtsp://user:password@camera.lan/stream1\"",
+              "# [sources.detector]",
+              "# allow = [\"Dog\", \"Doorbell\"]"]
     return "\n".join(lines).rstrip("\n")

@@ -81,3 +81,55 @@ def host_problem(host: str) -> str:
 def shown(value: str, chars: int = 40) -> str:
     """A value as an error line quotes it: repr (control characters escaped), cut short when long."""
     return repr(value) if len(value) <= chars else repr(value[:chars]) + "..."
+
+
+# -- stream URLs (a camera's audio: anything ffmpeg reads over the network) ----------------------------------------
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
+MAX_URL_CHARS = 2048
+SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:user(?:name)?|pass(?:word)?|pwd|token|key|auth|secret|sig(?:nature)?)"
+                          r"=)[^&;#]*")
+
+
+def url_problem(url: str) -> str:
+    """Why `url` is no stream URL ffmpeg can open over the network ("" when it is one): scheme://host[:port]/..."""
+    from urllib.parse import urlsplit
+    if not url:
+        return "is empty"
+    why = text_problem(url, MAX_URL_CHARS)
+    if why:
+        return why
+    if any(c.isspace() for c in url):
+        return "contains a space (percent-encode it as %20)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme.lower() not in STREAM_SCHEMES:
+        return f"does not start with a stream scheme ({', '.join(s + '://' for s in STREAM_SCHEMES)})"
+    if not parts.hostname:
+        return "names no host (scheme://host[:port]/path)"
+    if port == 0:
+        return "has port 0"
+    return ""
+
+
+def redacted(text: str, url: str = "") -> str:
+    """`text` with the credentials of `url` (its user:password@ and secret query values) blanked out wherever they
+    appear; with no `url`, `text` is itself a URL. What is logged, published or shown never holds a password."""
+    from urllib.parse import quote, unquote, urlsplit
+    url = url or text
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return text if not url else text.replace(url, "<stream URL>")
+    secrets = []
+    if "@" in parts.netloc:
+        secrets.append(parts.netloc.rsplit("@", 1)[0])
+    for m in SECRET_QUERY.finditer(parts.query):
+        secrets.append(m.group(0)[len(m.group(1)):])
+    for secret in sorted(set(filter(None, secrets)), key=len, reverse=True):
+        text = text.replace(secret, "***")
+        for variant in {unquote(secret), quote(unquote(secret), safe="")} - {secret}:
+            text = text.replace(variant, "***")
+    return text
