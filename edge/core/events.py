@@ -34,6 +34,7 @@ class Event:
     model: str = ""
     delegate: str = ""
     cut_short: bool = False  # an end written at the next start for an event the previous run left open
+    source: str = ""  # the source that heard it ([[sources]] id; '' for a config with [audio] alone)
 
     @property
     def message_id(self) -> str:

@@ -33,7 +33,7 @@ def test_the_schema_produces_the_golden_payload():
     assert event_of(g).to_dict() == g
     assert set(g) == {"schema", "type", "event_id", "label", "class_index", "start_ts", "end_ts", "start_time",
                       "end_time", "peak_score", "mean_score", "duration_s", "level_dbfs", "device_id", "model",
-                      "delegate", "cut_short"}
+                      "delegate", "cut_short", "source"}
     assert g["start_time"].endswith("Z") and g["end_time"].endswith("Z")
 
 
