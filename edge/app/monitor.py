@@ -1,4 +1,5 @@
-"""`edge-audio monitor`: watch events and status of one or all devices on a broker. Its client comes from the
+"""`edge-audio monitor`: watch events and status of one or all devices on a broker, with or without named sources
+(both topic layouts, edge/sinks/topics.py; a named source is shown as device/source). Its client comes from the
 daemon's factory (edge/sinks/mqtt.py new_client): the same protocol, credentials and TLS settings, a client
 certificate included."""
 
@@ -102,14 +103,15 @@ class Watch:
             except ValueError:
                 body = text
             return json.dumps({"topic": topic, "retained": retained, "payload": body})
-        device_id, kind = Topics.parse(topic)
-        if topic.endswith("/events"):
+        device_id, source, kind = Topics.parse(topic, self.args.prefix)
+        if kind == "events":
             event = event_line(text)
             if event is not None:
                 return event
-        if "/state/" in topic:
-            return f"{'':24}  {device_id:<12} state {kind} = {text}"
-        return f"{'':24}  {device_id:<12} {kind} {text}"
+        who = _who(device_id, source)
+        if kind.startswith("state/"):
+            return f"{'':24}  {who:<12} state {kind.removeprefix('state/')} = {text}"
+        return f"{'':24}  {who:<12} {kind} {text}"
 
     def wait(self, timeout_s: float) -> None:
         """Until --count messages came, the broker refused, `timeout_s` passed (0: no limit) or Ctrl-C."""
@@ -132,12 +134,19 @@ def event_line(text: str) -> str | None:
         return None
     when = iso(e.end_ts if e.type == "end" and e.end_ts is not None else e.start_ts)
     extra = f" peak {e.peak_score:.2f}" + (f" for {e.duration_s:.1f} s" if e.type == "end" else "")
-    return f"{when}  {e.device_id:<12} {e.type:<5} {e.label}{extra}" + (" (cut short)" if e.cut_short else "")
+    return f"{when}  {_who(e.device_id, e.source):<12} {e.type:<5} {e.label}{extra}" + \
+        (" (cut short)" if e.cut_short else "")
+
+
+def _who(device_id: str, source: str) -> str:
+    """The device, and the source that heard it when the device has named sources ("pi/kitchen")."""
+    return f"{device_id}/{source}" if source else device_id
 
 
 def add_parser(sub) -> None:
     p = add_command(sub, "monitor", "print events and status from a broker",
-                    "Subscribe to a broker and print the events, status and state of one device or all of them.",
+                    "Subscribe to a broker and print the events, status and state of one device or all of them (and of "
+                    "each of their sources).",
                     ["edge-audio monitor --host broker.lan --device kitchen"])
     p.add_argument("--host", default=MQTT.host, help=f"broker host (default: {MQTT.host})")
     p.add_argument("--port", type=int, default=MQTT.port, help=f"broker port (default: {MQTT.port})")

@@ -1,13 +1,33 @@
 """The MQTT topic layout, shared by the publisher and the monitor.
 
-    <prefix>/<device id>/status            retained "online" / "offline" (last will)
+The device, whatever its sources:
+
+    <prefix>/<device id>/status            retained "online" / "offline" (the last will)
+    <prefix>/<device id>/metrics           retained periodic JSON of the whole daemon (with [[sources]]: a
+                                           "sources" map of each one's part)
+
+A config with [audio] alone has one source, id "": its topics are the device's, as they always were:
+
     <prefix>/<device id>/events            QoS 1 JSON events (edge/core/events.py)
     <prefix>/<device id>/state/<label id>  retained ON / OFF per watched label (the label's slug(), below)
     <prefix>/<device id>/top               retained display name of the current top class
     <prefix>/<device id>/scores            optional, rate-limited top-k stream
-    <prefix>/<device id>/metrics           retained periodic JSON
 
-The device id is a level as it is (the config refuses '+', '#', '/' and NUL in it).
+Each named source S of [[sources]] has a level of its own under the device:
+
+    <prefix>/<device id>/<S>/events            QoS 1 JSON events it heard (through the device's one ordered outbox)
+    <prefix>/<device id>/<S>/state/<label id>  retained ON / OFF per label it watches
+    <prefix>/<device id>/<S>/top               retained, its own top class
+    <prefix>/<device id>/<S>/scores            optional, its top-k stream
+    <prefix>/<device id>/<S>/metrics           retained JSON of its own part (level, windows, real-time factor,
+                                               latency, missed windows, its state)
+    <prefix>/<device id>/<S>/status            retained "online" while it delivers audio, "offline" when it is
+                                               lost and at a clean shutdown (the last will covers the device only:
+                                               read both, as Home Assistant does)
+
+The device id and a source id are a level as they are (the config refuses '+', '#', '/' and NUL in them), and a
+source id is never one of the device's own levels (status, events, state, ...; edge/sourceconfig.py), so a topic
+names its device, source and kind without doubt once the prefix is known (Topics.parse).
 """
 
 from __future__ import annotations
@@ -42,12 +62,27 @@ def slug(name: str) -> str:
 
 @dataclass(frozen=True)
 class Topics:
+    """The topics of one source of a device (source "": the device's own, the layout without sources)."""
+
     prefix: str
     device_id: str  # '+' for every device (subscriptions)
+    source: str = ""  # '+' for every named source (subscriptions)
+
+    @property
+    def device_base(self) -> str:
+        return f"{self.prefix}/{self.device_id}"
 
     @property
     def base(self) -> str:
-        return f"{self.prefix}/{self.device_id}"
+        return f"{self.device_base}/{self.source}" if self.source else self.device_base
+
+    def device(self) -> Topics:
+        """The device's own topics (its status, the last will, and its metrics)."""
+        return Topics(self.prefix, self.device_id) if self.source else self
+
+    def of(self, source: str) -> Topics:
+        """The topics of another source of the same device."""
+        return Topics(self.prefix, self.device_id, source)
 
     @property
     def status(self) -> str:
@@ -73,13 +108,23 @@ class Topics:
         return f"{self.base}/state/{slug(label)}"
 
     def subscriptions(self, metrics: bool = False) -> list[str]:
-        """What the monitor listens to: events, status, every state, and metrics when asked."""
-        topics = [self.events, self.status, f"{self.base}/state/+"]
-        return topics + [self.metrics] if metrics else topics
+        """What the monitor listens to: events, status, every state, and metrics when asked; for the device's own
+        topics (source "") those of every named source too, so both layouts are heard."""
+        mine = [self.events, self.status, f"{self.base}/state/+"] + ([self.metrics] if metrics else [])
+        return mine + (self.of("+").subscriptions(metrics) if not self.source else [])
 
     @staticmethod
-    def parse(topic: str) -> tuple[str, str]:
-        """(device id, kind) of a topic in this layout; kind is the last level ('events', a state slug...)."""
-        parts = topic.split("/")
-        device_id = parts[-3] if len(parts) >= 3 and parts[-2] == "state" else parts[-2]
-        return device_id, parts[-1]
+    def parse(topic: str, prefix: str | None = None) -> tuple[str, str, str]:
+        """(device id, source id or "", kind) of a topic in either layout; kind is the last level ('events',
+        'status', 'metrics'...), or 'state/<label id>' for a state. `prefix`: the topic prefix (without it, or for a
+        topic outside it, the first level is taken as the prefix, as with the default 'edge-audio')."""
+        if prefix and topic.startswith(prefix + "/"):
+            rest = topic[len(prefix) + 1:].split("/")
+        else:
+            rest = topic.split("/")[1:]
+        if len(rest) < 2:
+            return (rest[0] if rest else ""), "", rest[-1] if rest else ""
+        device_id, kind, levels = rest[0], rest[-1], rest[1:-1]
+        if levels and levels[-1] == "state":  # a source is never called 'state'
+            levels, kind = levels[:-1], f"state/{kind}"
+        return device_id, "/".join(levels), kind

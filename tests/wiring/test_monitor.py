@@ -64,18 +64,33 @@ def test_tls_flags_that_cannot_work_are_one_line(tmp_path):
 
 def test_event_lines_come_from_the_event_and_anything_else_is_printed_as_it_came():
     watch = monitor.Watch(_args(), [])
-    end = watch.line("edge-audio/kitchen/events", json.dumps(GOLDEN), False)
-    assert end == "2025-11-30T10:53:23.750Z  kitchen      end   Cat peak 0.81 for 3.5 s"
-    start = dict(GOLDEN, type="start", end_ts=None, end_time=None)
+    end = watch.line("edge-audio/kitchen/living-room/events", json.dumps(GOLDEN), False)
+    assert end == "2025-11-30T10:53:23.750Z  kitchen/living-room end   Cat peak 0.81 for 3.5 s"  # its source too
+    start = dict(GOLDEN, type="start", end_ts=None, end_time=None, source="")  # a config with [audio] alone
     assert watch.line("edge-audio/kitchen/events", json.dumps(start), False) == \
         "2025-11-30T10:53:20.250Z  kitchen      start Cat peak 0.81"
     cut = watch.line("edge-audio/kitchen/events", json.dumps(dict(GOLDEN, cut_short=True)), False)
     assert cut.endswith("for 3.5 s (cut short)")
     assert watch.line("edge-audio/kitchen/events", "not json", False) == f"{'':24}  kitchen      events not json"
     assert watch.line("edge-audio/kitchen/state/cat", "ON", True) == f"{'':24}  kitchen      state cat = ON"
+    assert watch.line("edge-audio/kitchen/state/events", "ON", True) == f"{'':24}  kitchen      state events = ON"
+    assert watch.line("edge-audio/pi/porch/state/cat", "OFF", True) == f"{'':24}  pi/porch     state cat = OFF"
+    assert watch.line("edge-audio/pi/porch/status", "offline", True) == f"{'':24}  pi/porch     status offline"
+    assert watch.line("edge-audio/pi/porch/events", "not json", False) == f"{'':24}  pi/porch     events not json"
+    other_prefix = monitor.Watch(_args(prefix="home/sound"), [])
+    assert other_prefix.line("home/sound/pi/porch/state/cat", "ON", True) == f"{'':24}  pi/porch     state cat = ON"
     as_json = json.loads(monitor.Watch(_args(json=True), []).line("edge-audio/kitchen/events", json.dumps(GOLDEN),
                                                                    True))
     assert as_json == {"topic": "edge-audio/kitchen/events", "retained": True, "payload": GOLDEN}
+
+
+def test_the_monitor_hears_both_layouts():
+    """A device's own topics (a config with [audio] alone) and each named source's, metrics when asked."""
+    from edge.sinks.topics import Topics
+    assert Topics("edge-audio", "+").subscriptions() == [
+        "edge-audio/+/events", "edge-audio/+/status", "edge-audio/+/state/+",
+        "edge-audio/+/+/events", "edge-audio/+/+/status", "edge-audio/+/+/state/+"]
+    assert Topics("edge-audio", "pi").subscriptions(metrics=True)[-1] == "edge-audio/pi/+/metrics"
 
 
 def test_the_monitor_prints_an_event_from_a_broker_over_mqtt_3_1_1(broker):
@@ -84,12 +99,17 @@ def test_the_monitor_prints_an_event_from_a_broker_over_mqtt_3_1_1(broker):
     publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
     publisher.connect("127.0.0.1", b.port)
     publisher.loop_start()
-    publisher.publish("edge-audio/kitchen/events", json.dumps(GOLDEN), qos=1, retain=True).wait_for_publish(5)
+    # a named source's event on its own topic, and one of a config with [audio] alone on the device's
+    publisher.publish("edge-audio/kitchen/living-room/events", json.dumps(GOLDEN), qos=1,
+                      retain=True).wait_for_publish(5)
+    start = dict(GOLDEN, type="start", end_ts=None, end_time=None, source="", device_id="barn")
+    publisher.publish("edge-audio/barn/events", json.dumps(start), qos=1, retain=True).wait_for_publish(5)
     publisher.loop_stop()
     publisher.disconnect()
-    r = run_cli("monitor", "--port", str(b.port), "--protocol", "3.1.1", "--count", "1", "--timeout", "20")
+    r = run_cli("monitor", "--port", str(b.port), "--protocol", "3.1.1", "--count", "2", "--timeout", "20")
     assert r.code == 0, r.err
-    assert r.out.splitlines() == ["2025-11-30T10:53:23.750Z  kitchen      end   Cat peak 0.81 for 3.5 s"]
+    assert sorted(r.out.splitlines()) == ["2025-11-30T10:53:20.250Z  barn         start Cat peak 0.81",
+                                          "2025-11-30T10:53:23.750Z  kitchen/living-room end   Cat peak 0.81 for 3.5 s"]
 
 
 def test_a_password_file_that_is_a_fifo_or_a_device_is_one_line(tmp_path):
