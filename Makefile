@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # Debian packages the suite needs: pyalsaaudio builds against libasound2-dev; the daemon's tests and the demo
 # start their own Mosquitto; the TLS tests make certificates with openssl; the deploy tests start real sshd
 # "devices" (openssh-server) reached with the system ssh client.
-SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl openssh-server openssh-client
+SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl openssh-server openssh-client ffmpeg
 # Model files for `make bench` (fetched with sha256 pins, or copied from $EDGE_AUDIO_ASSETS).
 MODELS = out/models
 
