@@ -14,5 +14,8 @@ def make_source(cfg: AudioConfig):
     if cfg.source == "wav":
         from .wav import WavSource
         return WavSource(cfg)
+    if cfg.source == "url":
+        from .url import UrlSource
+        return UrlSource(cfg)
     from .stdin import StdinSource
     return StdinSource(cfg)
