@@ -6,4 +6,5 @@
     daemon   a daemon config written as TOML from dicts, and `edge-audio run` as a child process
     mic      ALSA capture devices (the `file` plugin) reading a raw file or a FIFO
     sshd     OpenSSH "devices" on loopback ports, with the client files that reach them
+    streamserver  ffmpeg serving a recording over HTTP on a free loopback port: a camera's stream for the url source
 """
