@@ -8,8 +8,10 @@ from ..config import Config, mqtt_password
 from .base import FanOut, Sink
 
 
-def make_sinks(cfg: Config, watched: list[str], model: str) -> Sink:
-    """The sinks the configuration enables. With none enabled, events go to standard output as JSON lines."""
+def make_sinks(cfg: Config, watched, model: str) -> Sink:
+    """The sinks the configuration enables. With none enabled, events go to standard output as JSON lines.
+    `watched`: {source id: [labels it watches]} (a plain list of labels: {"": labels}, a config with [audio]
+    alone)."""
     sinks: list[Sink] = []
     if cfg.mqtt.enabled:
         from .mqtt import MqttSink

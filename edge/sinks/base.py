@@ -2,6 +2,9 @@
 
 The audio loop calls them once per window or event, so none may block: a sink that talks to a network hands
 the work to its own thread (see mqtt.py). Methods a sink does not carry are no-ops here.
+
+A daemon with [[sources]] says which source each call is about: an event carries it (Event.source), the other calls
+take `source` (the source's id; "" for a config with [audio] alone, and for the device's own metrics).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from ..core.events import Event
 
 class Sink:
     """Events (the payload contract in edge/core/events.py), retained state, the top class, the score stream,
-    metrics, and health counters that the daemon merges into its metrics."""
+    metrics, each source's status, and health counters that the daemon merges into its metrics."""
 
     def start(self) -> None:
         """Before the first window: connect, open files, load what a previous run left."""
@@ -28,17 +31,20 @@ class Sink:
     def publish_event(self, event: Event) -> None:
         raise NotImplementedError
 
-    def set_state(self, label: str, on: bool) -> None:
-        """A watched label went on (an event started) or off."""
+    def set_state(self, label: str, on: bool, source: str = "") -> None:
+        """A label the source watches went on (an event started) or off."""
 
-    def set_top(self, label: str) -> None:
-        """The top class changed."""
+    def set_top(self, label: str, source: str = "") -> None:
+        """The source's top class changed."""
 
-    def publish_scores(self, payload: dict) -> None:
-        """A rate-limited top-k score message (only when the sink asked for scores)."""
+    def publish_scores(self, payload: dict, source: str = "") -> None:
+        """A rate-limited top-k score message of the source (only when the sink asked for scores)."""
 
-    def publish_metrics(self, payload: dict) -> None:
-        """The daemon's periodic metrics."""
+    def publish_metrics(self, payload: dict, source: str = "") -> None:
+        """The daemon's periodic metrics (source ""), or a named source's own part of them."""
+
+    def set_source_status(self, source: str, online: bool) -> None:
+        """A named source delivers audio (again), or it was lost."""
 
     def flush(self) -> None:
         """The audio loop is done with what arrived and goes to sleep: hand over what the calls above queued. A
@@ -81,21 +87,25 @@ class FanOut(Sink):
         for s in self.sinks:
             s.publish_event(event)
 
-    def set_state(self, label: str, on: bool) -> None:
+    def set_state(self, label: str, on: bool, source: str = "") -> None:
         for s in self.sinks:
-            s.set_state(label, on)
+            s.set_state(label, on, source=source)
 
-    def set_top(self, label: str) -> None:
+    def set_top(self, label: str, source: str = "") -> None:
         for s in self.sinks:
-            s.set_top(label)
+            s.set_top(label, source=source)
 
-    def publish_scores(self, payload: dict) -> None:
+    def publish_scores(self, payload: dict, source: str = "") -> None:
         for s in self.sinks:
-            s.publish_scores(payload)
+            s.publish_scores(payload, source=source)
 
-    def publish_metrics(self, payload: dict) -> None:
+    def publish_metrics(self, payload: dict, source: str = "") -> None:
         for s in self.sinks:
-            s.publish_metrics(payload)
+            s.publish_metrics(payload, source=source)
+
+    def set_source_status(self, source: str, online: bool) -> None:
+        for s in self.sinks:
+            s.set_source_status(source, online)
 
     def flush(self) -> None:
         for s in self.sinks:

@@ -29,6 +29,7 @@ from .delivery import HeadDelivery, Problems
 from .netloop import NetworkLoop, import_paho
 from .outbox import Message, Outbox
 from .retained import RetainedSet
+from .sourcetopics import SourceTopics
 from .topics import Topics
 
 __all__ = ["MqttSink", "describe_error", "new_client"]
@@ -39,10 +40,11 @@ CONNECTION = "connection"  # what a problem is about (the events' problems: deli
 
 
 class MqttSink(Sink):
-    """publish_event / set_state / publish_scores / publish_metrics from the audio loop, then flush() before it
-    sleeps (one wake-up of the network thread for all of them); start() / stop()."""
+    """publish_event / set_state / publish_scores / publish_metrics / set_source_status from the audio loop, then
+    flush() before it sleeps (one wake-up of the network thread for all of them); start() / stop(). `watched`:
+    {source id: [labels]}, or a list of labels for the one source "" (a config with [audio] alone)."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched: list[str] = (),
+    def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None, watched=(),
                  model: str = "", client_factory=None, spool: str | None = None, board: str = "",
                  clock=time.monotonic):
         try:
@@ -55,18 +57,19 @@ class MqttSink(Sink):
         self.topics = Topics(cfg.prefix, device_id)
         self.base = self.topics.base
         self.status_topic = self.topics.status
-        self.watched = list(watched)
+        # each source's topics, watched labels and top-class hold (what its retained top topic shows)
+        self.sources = SourceTopics(self.topics, watched, cfg.top_hold_seconds, clock)
+        self.watched = self.sources.watched
         self.model = model
         self.board = board
-        self.top = homeassistant.HeldTop(cfg.top_hold_seconds, clock)  # what the retained top topic shows
         self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, spool)
         self._direct: collections.deque[Message] = collections.deque(maxlen=256)  # QoS 0 extras: newest win
-        # what the broker must hold, sent again on every connect: every watched label starts OFF (an event left
-        # open by a previous run is ended, cut short, by the daemon as it starts)
+        # what the broker must hold, sent again on every connect: every watched label starts OFF, a named source
+        # "offline" until the daemon says it delivers audio
         self.retained = RetainedSet()
         self.retained.set(self.status_topic, "online")
-        for label in self.watched:
-            self.retained.set(self.topics.state(label), "OFF")
+        for topic, value in self.sources.initial():
+            self.retained.set(topic, value)
         self._discovery_topics = []
         if cfg.homeassistant:
             for topic, payload in self._discovery():
@@ -116,30 +119,39 @@ class MqttSink(Sink):
     def publish_event(self, event: Event) -> None:
         """On disk (with a spool) before it returns: the audio loop moves on only once the event is durable."""
         payload = event.to_dict()  # once: the spool keeps it beside the JSON
-        self.outbox.append(Message(self.topics.events, event.to_json(payload), qos=1), payload)
+        topic = self.sources.topics(event.source).events  # every source's through the one ordered outbox
+        self.outbox.append(Message(topic, event.to_json(payload), qos=1), payload)
         self._queued = True
 
-    def set_state(self, label: str, on: bool) -> None:
-        self.retained.set(self.topics.state(label), "ON" if on else "OFF")
+    def set_state(self, label: str, on: bool, source: str = "") -> None:
+        self.retained.set(self.sources.topics(source).state(label), "ON" if on else "OFF")
         self._queued = True
 
-    def set_top(self, label: str) -> None:
-        """Published at once with no hold (mqtt.top_hold_seconds = 0) or the first time, else by flush() once it
-        has held."""
-        label = self.top.offer(label)
+    def set_top(self, label: str, source: str = "") -> None:
+        """Published at once with no hold (mqtt.top_hold_seconds = 0) or the source's first, else by flush() once
+        it has held."""
+        label = self.sources.offer_top(label, source)
         if label is not None:
-            self._publish_top(label)
+            self._publish_top(label, source)
 
-    def _publish_top(self, label: str) -> None:
-        self.retained.set(self.topics.top, label)
+    def _publish_top(self, label: str, source: str) -> None:
+        self.retained.set(self.sources.topics(source).top, label)
         self._queued = True
 
-    def publish_scores(self, payload: dict) -> None:
-        self._push_direct(Message(self.topics.scores, json.dumps(payload)))
+    def publish_scores(self, payload: dict, source: str = "") -> None:
+        self._push_direct(Message(self.sources.topics(source).scores, json.dumps(payload)))
 
-    def publish_metrics(self, payload: dict) -> None:
-        self.outbox.mark_alive()
-        self._push_direct(Message(self.topics.metrics, json.dumps(payload), retain=True))
+    def publish_metrics(self, payload: dict, source: str = "") -> None:
+        """The device's metrics (source ""), or a named source's own part on its metrics topic."""
+        if not source:
+            self.outbox.mark_alive()
+        self._push_direct(Message(self.sources.topics(source).metrics, json.dumps(payload), retain=True))
+
+    def set_source_status(self, source: str, online: bool) -> None:
+        """A named source delivers audio again, or was lost (source "": the device's status is the sink's own)."""
+        if source:
+            self.retained.set(self.sources.topics(source).status, "online" if online else "offline")
+            self._queued = True
 
     def recovered_open_events(self) -> tuple[list[dict], float]:
         return list(self.outbox.open_events.values()), self.outbox.last_alive
@@ -153,7 +165,8 @@ class MqttSink(Sink):
         spool = self.outbox.check(warn)
         if not self.cfg.homeassistant:
             return f"{spool}; Home Assistant discovery off"
-        return f"{spool}; {len(self._discovery())} Home Assistant discovery payloads"
+        n = len(self.watched)
+        return f"{spool}; {len(self._discovery())} Home Assistant discovery payloads for {n} source{'s' * (n != 1)}"
 
     def _push_direct(self, msg: Message) -> None:
         if len(self._direct) == self._direct.maxlen:
@@ -164,10 +177,9 @@ class MqttSink(Sink):
     def flush(self) -> None:
         """A top class that has now held goes out; wake the network thread once for everything queued since the
         last flush."""
-        if self.top.pending is not None:
-            label = self.top.due()
-            if label is not None:
-                self._publish_top(label)
+        if self.sources.holding:
+            for source, label in self.sources.due_tops():
+                self._publish_top(label, source)
         if self._queued:
             self._queued = False
             self.net.wake()
@@ -279,7 +291,8 @@ class MqttSink(Sink):
         self._connected = True
         if self.cfg.homeassistant:
             client.subscribe(homeassistant.birth_topic(self.cfg.discovery_prefix), qos=1)
-            client.subscribe(homeassistant.own_configs(self.topics, self.cfg.discovery_prefix), qos=1)
+            for topic in self.sources.config_subscriptions(self.cfg.discovery_prefix):
+                client.subscribe(topic, qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         self._dropped_for = str(reason_code)
@@ -308,11 +321,11 @@ class MqttSink(Sink):
         if message.topic == homeassistant.birth_topic(self.cfg.discovery_prefix) and message.payload == b"online":
             self.retained.touch(self._discovery_topics)  # Home Assistant restarted: announce again
             return
-        stale = homeassistant.stale_config(message.topic, message.payload, self.topics, self.watched)
+        stale = self.sources.stale(message.topic, message.payload)
         if stale:  # a label no longer watched: remove its entity and its state
             log.info("Home Assistant: removing %s (no longer in detector.allow)", stale)
             self.retained.set(message.topic, "")
-            self.retained.set(self.topics.state(stale), "")
+            self.retained.set(stale, "")
 
     def _pump(self) -> None:
         """Send what is waiting: the head of the outbox (one in flight at a time keeps order), the retained topics
@@ -334,12 +347,12 @@ class MqttSink(Sink):
         return self.client.publish(topic, value, qos=1, retain=True)
 
     def _discovery(self) -> list[tuple[str, str]]:
-        return homeassistant.discovery_messages(self.topics, self.cfg.discovery_prefix, self.watched, self.model,
-                                                self.board)
+        return self.sources.discovery(self.cfg.discovery_prefix, self.model, self.board)
 
     # -- shutdown ------------------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = 3.0) -> None:
-        """Deliver what is queued (up to the timeout), publish 'offline', disconnect."""
+        """Deliver what is queued (up to the timeout), publish 'offline' (every named source's, then the device's),
+        disconnect."""
         self.flush()
         deadline = time.monotonic() + timeout_s
         # wait even while (re)connecting: a connection still in its TLS handshake is about to deliver them
@@ -350,10 +363,12 @@ class MqttSink(Sink):
             log.warning("MQTT: %d event(s) not delivered at shutdown: %s", len(self.outbox),
                         self.outbox.shutdown_note())
         if self._connected:
-            self.retained.set(self.status_topic, "offline")
+            offline = [self.sources.topics(s).status for s in self.sources.named] + [self.status_topic]
+            for topic in offline:
+                self.retained.set(topic, "offline")
             self.net.wake()
             end = time.monotonic() + 1.0
-            while not self.retained.holds(self.status_topic, "offline") and self._connected and \
+            while not all(self.retained.holds(t, "offline") for t in offline) and self._connected and \
                     time.monotonic() < end:
                 time.sleep(0.02)
         self._stop.set()
