@@ -155,6 +155,16 @@ def stale_config(topic: str, payload: bytes, topics: Topics, watched: list[str])
     return None if label in {slug(w) for w in watched} else label
 
 
+def leftover(topic: str, payload: bytes, topics: Topics, announced) -> bool:
+    """A retained config in the daemon's own node that names the daemon's own device and is not `announced`: an
+    entity of the config with [audio] alone it had before it gained [[sources]] (its sources are devices now)."""
+    parts = topic.split("/")
+    device = topics.device()
+    if len(parts) < 5 or parts[-1] != "config" or parts[-3] != node(device) or not payload or topic in announced:
+        return False
+    return _owner(payload) == identifier(device.device_id)
+
+
 def _owner(payload: bytes) -> str | None:
     """The device identifier a discovery config names, if it names exactly one."""
     try:

@@ -321,11 +321,12 @@ class MqttSink(Sink):
         if message.topic == homeassistant.birth_topic(self.cfg.discovery_prefix) and message.payload == b"online":
             self.retained.touch(self._discovery_topics)  # Home Assistant restarted: announce again
             return
-        stale = self.sources.stale(message.topic, message.payload)
-        if stale:  # a label no longer watched: remove its entity and its state
-            log.info("Home Assistant: removing %s (no longer in detector.allow)", stale)
-            self.retained.set(message.topic, "")
-            self.retained.set(stale, "")
+        stale = self.sources.stale(message.topic, message.payload, self._discovery_topics)
+        if stale is not None:  # a label no longer watched, an entity from before [[sources]]: remove it, its state
+            what, also = stale
+            log.info("Home Assistant: removing %s", what)
+            for topic in (message.topic, *also):
+                self.retained.set(topic, "")
 
     def _pump(self) -> None:
         """Send what is waiting: the head of the outbox (one in flight at a time keeps order), the retained topics

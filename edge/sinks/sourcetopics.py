@@ -80,17 +80,34 @@ class SourceTopics:
     def discovery(self, discovery_prefix: str, model: str, board: str) -> list[tuple[str, str]]:
         return homeassistant.announcements(self.device, discovery_prefix, self.watched, model, board)
 
-    def config_subscriptions(self, discovery_prefix: str) -> list[str]:
-        """Each source's node of binary sensor configs (the device's own for source "")."""
-        return [homeassistant.own_configs(self.topics(s), discovery_prefix) for s in self.watched]
+    @property
+    def _sources_only(self) -> bool:
+        """Named sources and no source "": the device's own node holds nothing but its Delegate sensor."""
+        return bool(self.watched) and "" not in self.watched
 
-    def stale(self, topic: str, payload: bytes) -> str | None:
-        """The state topic to clear when `topic` is a retained config of a label a source no longer watches."""
+    def config_subscriptions(self, discovery_prefix: str) -> list[str]:
+        """Each source's node of binary sensor configs (the device's own for source ""); with named sources only,
+        every config in the device's node too (what a config with [audio] alone announced there)."""
+        out = [homeassistant.own_configs(self.topics(s), discovery_prefix) for s in self.watched]
+        if self._sources_only:
+            out.append(f"{discovery_prefix}/+/{homeassistant.node(self.device)}/+/config")
+        return out
+
+    def stale(self, topic: str, payload: bytes, announced=()) -> tuple[str, list[str]] | None:
+        """When `topic` is a retained config to remove (a label a source no longer watches, or with named sources
+        only an entity the device announced before it had sources): what it is, as the log says it, and the other
+        topics to clear with it (its state, its top class); else None. `announced`: the config topics this run
+        announces."""
         if self._nodes is None:
             self._nodes = {homeassistant.node(self.topics(s)): s for s in self.watched}
         source = self._nodes.get(topic.split("/")[-3] if topic.count("/") >= 3 else "")
-        if source is None:
+        if source is not None:
+            t = self.topics(source)
+            label = homeassistant.stale_config(topic, payload, t, self.watched[source])
+            return (f"{label} (no longer in detector.allow)", [t.state(label)]) if label else None
+        if not self._sources_only or not homeassistant.leftover(topic, payload, self.device, announced):
             return None
-        t = self.topics(source)
-        label = homeassistant.stale_config(topic, payload, t, self.watched[source])
-        return t.state(label) if label else None
+        kind, object_id = topic.split("/")[-4], topic.split("/")[-2]
+        also = {"binary_sensor": [f"{self.device.base}/state/{object_id}"], "sensor": [self.device.top] if
+                object_id == "top" else []}.get(kind, [])
+        return f"{topic} (the device's sources are devices of their own now)", also

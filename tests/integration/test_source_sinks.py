@@ -164,3 +164,29 @@ def test_a_config_with_audio_alone_keeps_its_topics_and_discovery(broker, watche
     legacy = dict(homeassistant.discovery_messages(kitchen, "homeassistant", ["Cat", "Dog"], "m"))
     assert held == {kitchen.status: b"online", kitchen.state("Cat"): b"ON", kitchen.state("Dog"): b"OFF",
                     kitchen.top: b"Cat", **{t: p.encode() for t, p in legacy.items()}}
+
+
+def test_a_device_that_gains_sources_removes_the_entities_it_had_without_them(broker):
+    """[audio] alone, then [[sources]]: the device's own Dog, Top sound, Sound level and Sound event go (with the
+    Dog state and the top class), its Delegate and the sources' devices stay; another device is left alone."""
+    b = broker()
+    for device in ("pi", "barn"):
+        sink = _sink(b.port, ["Dog"], device=device)
+        sink.set_top("Dog")
+        assert wait_until(lambda: _settled(sink), 10)
+        sink.stop(2.0)
+    sink = _sink(b.port, WATCHED)
+    try:
+        assert wait_until(lambda: not any(t.startswith(("homeassistant/binary_sensor/pi/", "homeassistant/event/pi/"))
+                                          for t in _retained(b.port, ("homeassistant/#",))), 10)
+        assert wait_until(lambda: _settled(sink), 10)
+        held = _retained(b.port)
+    finally:
+        sink.stop(2.0)
+    assert [t for t in held if t.startswith("homeassistant/") and "/pi/" in t] == \
+        ["homeassistant/sensor/pi/delegate/config"]
+    assert PI.state("Dog") not in held and PI.top not in held
+    barn = Topics("edge-audio", "barn")
+    assert held[barn.state("Dog")] == b"OFF" and held[barn.top] == b"Dog"
+    assert sum(t.startswith("homeassistant/") and "/barn/" in t for t in held) == 4
+    assert sum(t.startswith("homeassistant/") and "/pi__" in t for t in held) == 5 + 4
