@@ -20,7 +20,7 @@ from .core.names import (MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_PREFIX_CHARS, MAX_US
                          text_problem, topic_problem)
 from .core.params import default_of, param
 from .core.paths import state_directory
-from .core.settings import MAX_TOML_DEPTH, read_toml as _read_toml, section
+from .settings import MAX_TOML_DEPTH, read_toml as _read_toml, section
 from .core.stream import HOP_RANGE_SECONDS, HOP_SECONDS
 from .core.tomltext import value as toml_value
 from .sourceconfig import AudioConfig, CalibrationConfig, SourceConfig, parse_sources, with_source

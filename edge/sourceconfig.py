@@ -27,7 +27,7 @@ from .core.errors import ConfigError
 from .core.names import MAX_ID_CHARS, redacted, shown, topic_problem, url_problem
 from .core.params import param
 from .core.resample import MAX_RATE_HZ, MIN_RATE_HZ
-from .core.settings import section
+from .settings import section
 from .core.stream import CHUNK_FRAMES, MAX_CHUNK_FRAMES
 
 MAX_SOURCES = 256

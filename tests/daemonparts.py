@@ -41,14 +41,14 @@ class RecordingSink(Sink):
     def publish_event(self, event):
         self.calls.append(("event", event.type, event.label))
 
-    def set_state(self, label, on):
-        self.calls.append(("state", label, on))
+    def set_state(self, label, on, source=""):
+        self.calls.append(("state", label, on) if not source else ("state", source, label, on))
 
-    def set_top(self, label):
-        self.calls.append(("top", label))
+    def set_top(self, label, source=""):
+        self.calls.append(("top", label) if not source else ("top", source, label))
 
-    def publish_metrics(self, payload):
-        self.calls.append(("metrics", payload["windows"]))
+    def publish_metrics(self, payload, source=""):
+        self.calls.append(("metrics", payload["windows"]) if not source else ("metrics", source, payload["windows"]))
 
     def health(self):
         return {"queue_depth": 7}

@@ -11,9 +11,10 @@ from .command import add_command
 
 def add_parser(sub) -> None:
     p = add_command(sub, "run", "the always-on daemon: capture -> events -> MQTT",
-                    "Capture audio continuously (ALSA, a WAV replay or raw PCM on stdin), classify every hop, turn "
-                    "scores into start/end events and publish them over MQTT. Stops cleanly on SIGTERM/SIGINT. A "
-                    "configuration problem exits 78.",
+                    "Capture audio continuously from every source of the config (ALSA devices, WAV replays, raw PCM "
+                    "on stdin, network streams such as cameras' RTSP through ffmpeg), classify every hop of each on "
+                    "one shared interpreter, turn scores into start/end events and publish them over MQTT. Stops "
+                    "cleanly on SIGTERM/SIGINT. A configuration problem exits 78.",
                     ["edge-audio profiles pi4-usb-coral > config.toml",
                      "edge-audio run --config config.toml",
                      "edge-audio run --show-keys   (every key, its default and meaning)"])
@@ -54,5 +55,6 @@ def show_config(path: str) -> int:
     from .startup import load_classifier
     from .threshold_sources import show_config as describe_thresholds
     cfg = load_config(path)
-    print(describe_thresholds(cfg, load_classifier(cfg)))
+    classifier = load_classifier(cfg)
+    print("\n\n".join(describe_thresholds(view, classifier) for view in cfg.views()))
     return 0

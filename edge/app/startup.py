@@ -43,9 +43,9 @@ class Startup:
     checking: bool = False  # selftest: open and close what run would open later; start nothing
     warn: Callable[[str], None] = log.warning
     classifier: Classifier | None = None
-    layers: object = None
-    labels: list[str] = field(default_factory=list)
-    capture: Capture | None = None
+    layers: dict = field(default_factory=dict)  # source id -> ThresholdLayers
+    labels: dict = field(default_factory=dict)  # source id -> the watched labels with a state
+    captures: list[Capture] = field(default_factory=list)
     sink: object = None
     daemon: Daemon | None = None
 
@@ -58,27 +58,31 @@ class Startup:
         return f"{d.model.name} on {d.delegate}: {d.reason}"
 
     def _thresholds(self) -> str:
-        cfg = self.cfg
-        self.layers = layers_for(cfg, self.classifier, self.warn)
-        named = cfg.calibration.file.strip()
-        if named and named.lower() != "none" and not Path(named).is_file():
-            self.warn(f"calibration.file {cfg.calibration.file} is not there yet: running on the other thresholds "
-                      "(edge-audio calibrate writes it)")
-        self.labels = state_labels_for(cfg, self.classifier.labels, self.layers)  # once: the sinks and the loop
-        where = f"calibration {self.layers.calibration_file}" if self.layers.calibration_file else "no calibration"
-        watched = f"{len(self.labels)} watched label(s) with a state" if self.labels else "every label watched"
-        return f"{watched}; {where}"
+        said = []
+        for view in self.cfg.views():
+            layers = layers_for(view, self.classifier, self.warn)
+            named = view.calibration.file.strip()
+            if named and named.lower() != "none" and not Path(named).is_file():
+                self.warn(f"{_where(view)}calibration.file {view.calibration.file} is not there yet: running on the "
+                          "other thresholds (edge-audio calibrate writes it)")
+            labels = state_labels_for(view, self.classifier.labels, layers)  # once: the sinks and the loop
+            self.layers[view.source_id], self.labels[view.source_id] = layers, labels
+            where = f"calibration {layers.calibration_file}" if layers.calibration_file else "no calibration"
+            watched = f"{len(labels)} watched label(s) with a state" if labels else "every label watched"
+            said.append(f"{_where(view)}{watched}; {where}")
+        return "; ".join(said)
 
     def _audio(self) -> str:
-        cfg = self.cfg
-        try:
-            source = make_source(cfg.audio)
-        except InputError as exc:
-            raise ConfigError(f"{cfg.path}: audio: {exc}") from None
-        self.capture = Capture(source, cfg.audio)
-        if not self.checking:
-            return source.name
-        return check_source(cfg, source, self.warn)
+        said = []
+        for view in self.cfg.views():
+            try:
+                source = make_source(view.audio)
+            except InputError as exc:
+                raise ConfigError(f"{view.path}: {_where(view) or 'audio: '}{exc}") from None
+            self.captures.append(Capture(source, view.audio))
+            said.append(check_source(view, source, self.warn) if self.checking else
+                        f"{_where(view)}{source.name}")
+        return "; ".join(said)
 
     def _sinks(self) -> str:
         self.sink = make_sinks(self.cfg, self.labels, self.classifier.model_name)
@@ -86,28 +90,42 @@ class Startup:
 
     def _daemon(self) -> str:
         notifier = SystemdNotifier() if self.checking else SystemdNotifier.from_environment()
-        self.daemon = Daemon(self.cfg, self.classifier, self.capture, self.sink, thresholds=self.layers,
+        self.daemon = Daemon(self.cfg, self.classifier, self.captures, self.sink, thresholds=self.layers,
                              state_labels=self.labels, notifier=notifier)
-        states = len(self.daemon.state_labels)
-        return f"detector and window loop built ({states} label state{'s' if states != 1 else ''})"
+        states = sum(len(s.state_labels) for s in self.daemon.sources)
+        many = f" for {len(self.captures)} sources" if len(self.captures) > 1 else ""
+        return f"detectors and window loops built{many} ({states} label state{'s' if states != 1 else ''})"
+
+
+def _where(view: Config) -> str:
+    """How a message names a source: 'sources.<id>: ' ('' for a config of [audio] alone)."""
+    return f"sources.{view.source_id}: " if view.source_id else ""
 
 
 def check_source(cfg: Config, source, warn) -> str:
-    """Open the source and close it again: a missing WAV file or ALSA device is an error (run would wait for
-    it); a device held by the running service is a warning; stdin is not touched."""
+    """Open the source and close it again (`cfg`: the view of that source): a missing WAV file or ALSA device is
+    an error (run would wait for it); a device held by the running service is a warning; stdin is not touched; a
+    stream that does not answer now is a warning (a camera may be off; the daemon retries it)."""
+    where = _where(cfg)
     if cfg.audio.source == "stdin":
-        warn("audio.source is 'stdin': the daemon reads raw PCM from its standard input; nothing to open here")
-        return "stdin (not opened)"
+        warn(f"{where}audio.source is 'stdin': the daemon reads raw PCM from its standard input; nothing to open")
+        return f"{where}stdin (not opened)"
     try:
         source.open()
         rate = source.rate_hz
+        if cfg.audio.source == "url":
+            source.read()  # a stream opens lazily: its first audio says it answers
         source.close()
     except (EdgeAudioError, SourceLost) as exc:
+        source.close()
         if "busy" in str(exc).lower():
-            warn(f"ALSA {cfg.audio.device}: busy (the running service holds it)")
-            return f"{source.name}: busy"
-        raise ConfigError(f"{cfg.path}: audio: {exc}") from None
-    return f"{source.name} opens at {rate} Hz"
+            warn(f"{where}ALSA {cfg.audio.device}: busy (the running service holds it)")
+            return f"{where}{source.name}: busy"
+        if cfg.audio.source == "url":
+            warn(f"{where}{exc} (the daemon retries it)")
+            return f"{where}{source.name}: not answering now"
+        raise ConfigError(f"{cfg.path}: {where or 'audio: '}{exc}") from None
+    return f"{where}{source.name} opens at {rate} Hz"
 
 
 def build(cfg: Config) -> Daemon:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config import CALIBRATION_FILE, Calibration, Config, calibration_path, load_calibration, state_directory
+from ..config import Calibration, Config, calibration_name, calibration_path, load_calibration, state_directory
 from ..core.detector import resolve_labels
 from ..core.errors import ConfigError, InputError
 from ..core.thresholds import ThresholdLayers, canonical
@@ -38,7 +38,7 @@ def threshold_layers(cfg: Config, labels: list[str], bundle: dict,
 def layers_for(cfg: Config, classifier, warn=log.warning) -> ThresholdLayers:
     """The layers the daemon runs with: the calibration file the config points at is read here, and used only
     when it was made for this model and its labels (else `warn` says why it is ignored and how to renew it)."""
-    calibration = load_calibration(cfg.calibration, cfg.path)
+    calibration = load_calibration(cfg.calibration, cfg.path, cfg.source_id)
     if calibration is not None:
         why = calibration_mismatch(calibration, classifier)
         if why:
@@ -99,7 +99,7 @@ def show_config(cfg: Config, classifier) -> str:
     ignored: list[str] = []
     layers = layers_for(cfg, classifier, ignored.append)
     watched = watched_labels(cfg, classifier.labels, bundle_thresholds(classifier))
-    where = calibration_path(cfg.calibration)
+    where = calibration_path(cfg.calibration, cfg.source_id)
     if ignored:
         cal = f"calibration: none ({ignored[0]})"
     elif layers.calibration_file:
@@ -107,8 +107,9 @@ def show_config(cfg: Config, classifier) -> str:
     elif cfg.calibration.file.strip().lower() == "none":
         cal = "calibration: none (calibration.file = 'none')"
     else:
-        cal = f"calibration: none ({where or state_directory() / CALIBRATION_FILE} is not there)"
-    lines = [f"config: {cfg.path}", f"model: {classifier.model_name} ({classifier.decision.delegate})", cal,
+        cal = f"calibration: none ({where or state_directory() / calibration_name(cfg.source_id)} is not there)"
+    lines = [f"config: {cfg.path}" + (f" (source {cfg.source_id}: {cfg.audio.describe()})" if cfg.source_id else ""),
+             f"model: {classifier.model_name} ({classifier.decision.delegate})", cal,
              f"precedence: user override > calibration > bundle > profile default ({cfg.detector.threshold})",
              f"{'label':<40} {'on':>6} {'off':>6}  from"]
     shown = watched if cfg.detector.allow else [l for l in classifier.labels if l in layers.merged()]

@@ -161,6 +161,14 @@ class Framer:
             wait = min(wait, self._extra_start + self.window_samples - self.ring.written)
         return max(0, wait)
 
+    def next_window_end(self) -> tuple[int, bool]:
+        """(the stream sample at which the next window to be handed out ends, whether it is an extra one): a
+        scheduler serving several streams takes the oldest first, an extra (onset) window before the grid's."""
+        extra = self._extra_start
+        if 0 <= extra < self._next_start:
+            return extra + self.window_samples, True
+        return self._next_start + self.window_samples, False
+
     def add_window_ending_after(self, sample: int) -> bool:
         """One extra window, on the grid, that ends at stream sample `sample` or just after it; next_window()
         hands it out between the grid's windows, in time order. Not added (False) when one is already to come, a

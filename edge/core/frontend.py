@@ -98,30 +98,37 @@ class LogMelFrontEnd:
     in two), which halves the scratch arrays.
     """
 
-    def __init__(self, params: FrontEndParams = FrontEndParams()):
+    def __init__(self, params: FrontEndParams = FrontEndParams(), shared: "LogMelFrontEnd | None" = None):
+        """`shared`: another front end whose scratch arrays (and constants) this one uses too: several streams
+        classified by one thread each keep their own patches and window (about 110 KiB), and share the rest
+        (about 800 KiB) — see fork()."""
         self.params = params
         p = params
         n, bins = p.patch_frames, p.fft_length // 2 + 1
-        self._blocks = mel_blocks(mel_matrix(p))
-        b = self._block = min(FRAME_BLOCK, n)
-        # a full [FRAME_BLOCK, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal shapes not
-        self._hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (b, 1))
         self._window = np.zeros(p.window_samples, np.float32)
         self._frames = np.lib.stride_tricks.as_strided(  # [96, 400] overlapping views of _window
             self._window, shape=(n, p.stft_window_samples), strides=(p.stft_hop_samples * 4, 4), writeable=False)
-        # float64 up to the FFT: a float32 sample times a float32 Hann value is exact in float64, so the spectrum's
-        # weak bins keep their precision (a float32 product would add rounding noise ~140 dB down)
-        self._windowed = np.zeros((b, p.stft_window_samples), np.float64)
-        self._padded = np.zeros((b, p.fft_length), np.float64)  # columns past the STFT window stay zero
-        self._spectrum = np.zeros((b, bins), np.complex128)
-        self._spectrum32 = np.zeros((b, bins), np.complex64)
-        self._magnitude = np.zeros((b, bins), np.float32)
-        self._offset = np.float32(p.log_offset)
         self._patches = (np.zeros((n, p.mel_bands), np.float32), np.zeros((n, p.mel_bands), np.float32))
         self._current = 0
         self._last_start: int | None = None
-        self._rfft_out = _rfft_accepts_out()
         self.frames_computed = 0  # a counter for tests and benchmarks
+        if shared is not None:
+            if shared.params != params:
+                raise ValueError("a front end shares scratch only with one of the same parameters")
+            self._scratch = shared._scratch
+        else:
+            self._scratch = _Scratch(p, bins)
+        sc = self._scratch
+        self._blocks, self._block, self._hann = sc.blocks, sc.block, sc.hann
+        self._windowed, self._padded, self._spectrum = sc.windowed, sc.padded, sc.spectrum
+        self._spectrum32, self._magnitude = sc.spectrum32, sc.magnitude
+        self._offset = np.float32(p.log_offset)
+        self._rfft_out = sc.rfft_out
+
+    def fork(self) -> "LogMelFrontEnd":
+        """A front end for another stream: its own patches and window, this one's scratch (one thread computes
+        at a time)."""
+        return LogMelFrontEnd(self.params, shared=self)
 
     @property
     def buffers(self) -> tuple:
@@ -189,6 +196,25 @@ class LogMelFrontEnd:
         np.add(out, self._offset, out=out)
         np.log(out, out=out)
         self.frames_computed += count
+
+
+class _Scratch:
+    """What a front end only needs while it computes (overwritten by every call) and its constants."""
+
+    def __init__(self, p: FrontEndParams, bins: int):
+        self.blocks = mel_blocks(mel_matrix(p))
+        b = self.block = min(FRAME_BLOCK, p.patch_frames)
+        # a full [FRAME_BLOCK, 400] Hann: NumPy runs a broadcast operand through 64 KiB scratch buffers, equal
+        # shapes not
+        self.hann = np.tile(hann_periodic(p.stft_window_samples).astype(np.float64), (b, 1))
+        # float64 up to the FFT: a float32 sample times a float32 Hann value is exact in float64, so the spectrum's
+        # weak bins keep their precision (a float32 product would add rounding noise ~140 dB down)
+        self.windowed = np.zeros((b, p.stft_window_samples), np.float64)
+        self.padded = np.zeros((b, p.fft_length), np.float64)  # columns past the STFT window stay zero
+        self.spectrum = np.zeros((b, bins), np.complex128)
+        self.spectrum32 = np.zeros((b, bins), np.complex64)
+        self.magnitude = np.zeros((b, bins), np.float32)
+        self.rfft_out = _rfft_accepts_out()
 
 
 def _rfft_accepts_out() -> bool:

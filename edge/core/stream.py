@@ -85,6 +85,15 @@ class WindowLoop:
         windows on, `onset` is how many frames before the end of this chunk a sound began (-1: none found) when
         the caller has looked already (the capture thread does, as audio arrives); None: the loop looks itself,
         the same way (edge.core.onsets.StreamOnsets)."""
+        self.push(chunk, onset)
+        if self.framer.samples_until_next_window():
+            return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
+        return self._drain()
+
+    def push(self, chunk: np.ndarray, onset: int | None = None) -> None:
+        """feed() without taking the windows: a caller serving several streams takes them one at a time with
+        next_window(), in the order it chooses (the ring holds a hop and a chunk beyond the window: push again
+        before taking them all and the oldest grid windows are skipped, counted in framer.skipped_windows)."""
         framer = self.framer
         framer.push(chunk)
         if not self._lead:
@@ -97,20 +106,36 @@ class WindowLoop:
                                             self._lead * framer.rate_in_hz // framer.rate_hz, framer.max_chunk_frames)
             behind = self._onsets.add(chunk)
         self._onset_window(behind)
-        if framer.samples_until_next_window():
-            return NO_WINDOWS  # most reads complete no window: nothing to iterate, no generator made
-        return self._drain()
+
+    def ready(self) -> bool:
+        """A window can be taken now."""
+        return not self.framer.samples_until_next_window()
+
+    def next_window(self) -> tuple[np.ndarray, int] | None:
+        """The next window and its first sample's index, or None when the audio for it has not arrived."""
+        framer = self.framer
+        window = framer.next_window()
+        return None if window is None else (window, framer.window_start)
+
+    def finish(self, onset: int | None = None) -> None:
+        """The end of a recording, for a caller that takes windows one at a time: the onset window and the
+        resampler's tail now; pad() once the windows are taken."""
+        if self._lead:
+            self._onset_window(onset if onset is not None else
+                               self._onsets.scan_held() if self._onsets is not None else -1)
+        self.framer.finish()
+
+    def pad(self) -> None:
+        """After finish() and the windows it made: one padded window over audio not yet covered."""
+        self.framer.pad_to_complete()
 
     def end(self, onset: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
         """End of a recording: the resampler's tail, then one padded window over audio not yet covered. `onset`
         as in feed(), for the audio fed since it was last told (the capture thread looks at what it still holds
         when a file ends); None: the loop looks at what its own scan still holds."""
-        if self._lead:
-            self._onset_window(onset if onset is not None else
-                               self._onsets.scan_held() if self._onsets is not None else -1)
-        self.framer.finish()
+        self.finish(onset)
         yield from self._drain()
-        self.framer.pad_to_complete()
+        self.pad()
         yield from self._drain()
 
     def _onset_window(self, behind: int) -> None:

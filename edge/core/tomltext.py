@@ -32,11 +32,14 @@ def key(k: str) -> str:
     return k if k and all(c.isalnum() or c in "-_" for c in k) and k.isascii() else json.dumps(k)
 
 
-def dumps(tables: dict[str, dict]) -> str:
-    """Top-level tables of keys: {"audio": {"source": "wav"}, ...} -> "[audio]\\nsource = \\"wav\\"\\n..."."""
+def dumps(tables: dict[str, dict | list]) -> str:
+    """Top-level tables of keys: {"audio": {"source": "wav"}, ...} -> "[audio]\\nsource = \\"wav\\"\\n..."; a list
+    of tables ({"sources": [{"id": "a"}, ...]}) is an array of tables ([[sources]]), a table in one of them an
+    inline table."""
     out = []
     for name, keys in tables.items():
-        out.append(f"[{key(name)}]")
-        out += [f"{key(k)} = {value(v)}" for k, v in keys.items()]
-        out.append("")
+        for one in keys if isinstance(keys, list) else [keys]:
+            out.append(f"[[{key(name)}]]" if isinstance(keys, list) else f"[{key(name)}]")
+            out += [f"{key(k)} = {value(v)}" for k, v in one.items()]
+            out.append("")
     return "\n".join(out)

@@ -98,9 +98,18 @@ class Classifier:
                         fresh_probe=fresh_probe)
 
     # -- the hot path: no allocation of arrays -------------------------------------------------------------------
-    def prepare(self, window: np.ndarray, start_sample: int | None = None) -> None:
-        """Write one window (float32, 15600 samples) into the input tensor, through the front end if needed."""
-        self.write_input(window if self.frontend is None else self.frontend.compute(window, start_sample))
+    def prepare(self, window: np.ndarray, start_sample: int | None = None, frontend=None) -> None:
+        """Write one window (float32, 15600 samples) into the input tensor, through the front end if needed:
+        `frontend` (one stream's own, from new_frontend()), else the classifier's."""
+        if self.frontend is None:
+            self.write_input(window)
+        else:
+            self.write_input((frontend or self.frontend).compute(window, start_sample))
+
+    def new_frontend(self):
+        """A front end for one more stream (its own patches, the classifier's scratch), or None for a waveform
+        model."""
+        return self.frontend.fork() if self.frontend is not None else None
 
     def write_input(self, src: np.ndarray) -> None:
         """Write model-ready float32 input (a waveform or a log-mel patch), quantizing if the model needs it."""
@@ -130,9 +139,10 @@ class Classifier:
             np.multiply(self.scores, scale, out=self.scores)
         return self.scores
 
-    def classify(self, window: np.ndarray, start_sample: int | None = None) -> np.ndarray:
-        """Scores for one window (a preallocated array, overwritten by the next call)."""
-        self.prepare(window, start_sample)
+    def classify(self, window: np.ndarray, start_sample: int | None = None, frontend=None) -> np.ndarray:
+        """Scores for one window (a preallocated array, overwritten by the next call); `frontend` as in
+        prepare()."""
+        self.prepare(window, start_sample, frontend)
         self.invoke()
         return self.read_scores()
 

@@ -132,18 +132,18 @@ class DelegateSupervisor:
         self._candidate: Any = None
         self.switches = 0
 
-    def classify(self, window, start: int | None = None):
+    def classify(self, window, start: int | None = None, frontend=None):
         if self._retry_at is not None:
             self._tick_retry()
         try:
-            return self.classifier.classify(window, start)
+            return self.classifier.classify(window, start, frontend)
         except (RuntimeError, ValueError) as exc:
             if self.classifier.decision.delegate != "edgetpu":
                 raise
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             self._switch(self._reopen("cpu"), f"Edge TPU invoke failed ({first}); on the CPU model until it is back")
             self._retry_at = self._clock() + self._retry_s
-            return self.classifier.classify(window, start)
+            return self.classifier.classify(window, start, frontend)
 
     def _tick_retry(self) -> None:
         if self._retrying is not None:

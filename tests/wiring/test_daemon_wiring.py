@@ -32,11 +32,14 @@ class UnpluggedTpu:
         self.grid_samples = real.grid_samples
         self.decision = dataclasses.replace(copy.copy(real.decision), delegate="edgetpu", reason="test TPU")
 
-    def classify(self, window, start):
+    def new_frontend(self):
+        return self._real.new_frontend()
+
+    def classify(self, window, start, frontend=None):
         if self._good <= 0:
             raise RuntimeError("Edge TPU: failed to invoke (USB transfer error)")
         self._good -= 1
-        return self._real.classify(window, start)
+        return self._real.classify(window, start, frontend)
 
     def describe(self):
         return "fake Edge TPU"

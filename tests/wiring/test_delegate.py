@@ -103,7 +103,7 @@ class _Model:
         self.decision = Decision(delegate, Path(f"m_{delegate}.tflite"), f"{delegate} model")
         self.fail = fail
 
-    def classify(self, window, start=None):
+    def classify(self, window, start=None, frontend=None):
         if self.fail:
             raise RuntimeError("Edge TPU: failed to invoke (USB transfer error)")
         return self.decision.delegate

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
-from .errors import ConfigError
-from .files import KIB
-from .names import shown
-from .params import default_of
+from .core.errors import ConfigError
+from .core.files import KIB
+from .core.names import shown
+from .core.params import default_of
 
 try:
     import tomllib

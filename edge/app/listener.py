@@ -1,0 +1,229 @@
+"""One source of the daemon: everything that is per stream.
+
+A Listener owns its source's capture thread, window loop (ring, framer, onsets), front end (its own patches,
+the shared classifier's scratch), level gate, detector and thresholds, top class, counters and topics. The
+daemon's scheduler (daemon.py) moves each source's audio into its ring (take_audio), then hands the shared
+classifier the oldest ready window of all sources, onset windows first (due, step). A source that stalls or is
+lost costs only its own windows; its status goes offline and back online on its own topics.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..config import Config
+from ..core.detector import Detector, DetectorParams, level_dbfs
+from ..core.errors import ConfigError, InputError
+from ..core.stream import WindowLoop, hop_samples_for
+from ..core.thresholds import ThresholdLayers
+from .metrics import LoopMetrics
+from .threshold_sources import bundle_thresholds, state_labels_for, threshold_layers
+
+log = logging.getLogger("edge.daemon")
+GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none"
+
+
+class Listener:
+    def __init__(self, daemon, cfg: Config, capture, thresholds: ThresholdLayers | None = None,
+                 state_labels: list[str] | None = None):
+        """`cfg`: the config as this source sees it (Config.views()); `thresholds`, `state_labels` as the
+        start-up worked them out (default: here, from `cfg` and the bundle, with no calibration file)."""
+        self.daemon = daemon
+        self.cfg = cfg
+        self.id = cfg.source_id
+        self.capture = capture
+        classifier = daemon.classifier
+        self.thresholds = thresholds or threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier))
+        params = self._watch(classifier)
+        if state_labels is None:
+            state_labels = state_labels_for(cfg, classifier.labels, self.thresholds)
+        self.state_labels = set(state_labels)  # the labels with an ON/OFF state
+        self.stats = LoopMetrics()
+        self.frontend = classifier.new_frontend()  # this stream's own patches, the classifier's scratch
+        self.sink = daemon.sink
+        self._loop: WindowLoop | None = None
+        self._generation = -1
+        self._t0 = 0.0
+        self._dropped = 0  # the capture's dropped frames already accounted for in _t0
+        self._onset_lead = round(params.onset_lead_seconds * classifier.params.sample_rate_hz)
+        capture.onset_lead_seconds = params.onset_lead_seconds
+        self._top = -1  # nothing published yet
+        self._last_scores = 0.0
+        self.ending = False  # the end of a file arrived: its last windows go out, then the pad
+        self._padded = False
+        self.ended = False  # and every window of it was taken
+        self.online: bool | None = None  # what the source's status topic says (None: not said yet)
+
+    def _watch(self, classifier) -> DetectorParams:
+        """The detector, at the layers' thresholds (with no allow list a trained bundle's own labels are the ones
+        watched); the parameters it runs with."""
+        params = self.thresholds.apply(self.cfg.detector)
+        fields = {"device_id": self.cfg.device_id, "model": classifier.model_name,
+                  "delegate": classifier.decision.delegate, "source": self.id}
+        try:
+            self.detector = Detector(classifier.labels, params, fields)
+        except InputError as exc:  # an unknown label in [detector]
+            where = f"sources.{self.id}: " if self.id else ""
+            raise ConfigError(f"{self.cfg.path}: {where}{exc}") from None
+        return params
+
+    # -- audio in ----------------------------------------------------------------------------------------------
+    def take_audio(self) -> None:
+        """What the capture thread queued, into the ring, while none of this source's windows waits. A live
+        source's queue is also taken down to half its depth when the classifier falls behind (the ring then
+        skips the oldest grid windows, counted), so its capture never waits; a file's (or a source that runs ahead
+        of the clock) waits instead, and nothing of the recording is skipped."""
+        capture = self.capture
+        handoff = capture.handoff
+        while not self.ending:
+            if self._loop is not None and self._loop.ready() and \
+                    not (handoff.live and len(handoff) >= handoff.depth // 2):
+                break
+            item = capture.take()
+            if item is None:
+                break
+            self._feed(item)
+        if self._loop is not None:
+            capture.want(self._loop.frames_wanted())
+
+    def _feed(self, item) -> None:
+        generation, chunk, onset = item
+        if generation != self._generation:
+            self._new_loop(generation)
+        if chunk is None:  # end of a file: its last windows, then the pad
+            self._loop.finish(onset)
+            self.ending = True
+            return
+        dropped = self.capture.handoff.dropped_frames
+        if dropped != self._dropped:  # the audio before this chunk skipped ahead: so does the clock
+            self._t0 += (dropped - self._dropped) / self._loop.rate_in_hz
+            self._dropped = dropped
+        src = self.capture.source
+        self.stats.audio_s += chunk.size / (src.rate_hz * src.channels)
+        self._loop.push(chunk, onset)
+
+    def _new_loop(self, generation: int) -> None:
+        src = self.capture.source
+        classifier = self.daemon.classifier
+        p = classifier.params
+        if self._loop is None or (src.rate_hz, src.channels) != (self._loop.rate_in_hz, self._loop.channels):
+            self._loop = WindowLoop(p.window_samples, hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz),
+                                    src.rate_hz, src.channels, p.sample_rate_hz,
+                                    grid_samples=classifier.grid_samples, onset_lead_samples=self._onset_lead)
+            if self.frontend is not None:
+                self.frontend.reset()
+        # stream sample 0 is "now" minus what the loop already holds: wall-clock timestamps for events
+        self._t0 = self.daemon.clock() - self._loop.framer.ring.written / p.sample_rate_hz
+        self._dropped = self.capture.handoff.dropped_frames
+        self._generation = generation
+
+    # -- the scheduler's side ----------------------------------------------------------------------------------
+    def due(self) -> float | None:
+        """When the audio of this source's next window was all there (wall clock, s), less a day for an onset
+        window (they go first); None when no window is ready."""
+        loop = self._loop
+        if loop is None:
+            return None
+        if not loop.ready():
+            if self.ending:
+                if not self._padded:
+                    self._padded = True
+                    loop.pad()
+                    return self.due()
+                self.ended = True
+            return None
+        end, extra = loop.framer.next_window_end()
+        return self._t0 + end / loop.framer.rate_hz - (86400.0 if extra else 0.0)
+
+    def step(self) -> None:
+        """Classify this source's next window (due() said one is ready) and act on its scores."""
+        framer = self._loop.framer
+        window = framer.next_window()
+        if window is None:
+            return
+        d, stats = self.daemon, self.stats
+        rate = framer.rate_hz
+        start = framer.window_start
+        t_start = self._t0 + start / rate
+        t_end = t_start + framer.window_samples / rate
+        level = level_dbfs(window)
+        gated = level < self.cfg.detector.min_level_dbfs
+        if framer.extra:  # ends just after a sound began: only the fast onset looks at it
+            if not gated:
+                stats.onset_windows += 1
+                scores = d.classify(window, start, self)
+                for event in self.detector.onset(scores, t_start, t_end, level):
+                    self.emit(event)
+            return
+        if gated:
+            scores = d.silence
+            stats.gated += 1
+        else:
+            scores = d.classify(window, start, self)
+        stats.windows += 1
+        stats.heard(level)
+        for event in self.detector.update(scores, t_start, t_end, level):
+            self.emit(event)
+        if d.observer is not None:
+            d.observer(self, level, gated)
+        if gated:
+            self._set_top(GATED_TOP)
+        else:
+            self._publish_top(scores, t_start)
+
+    def waited_since(self, now: float) -> None:
+        """The window just classified: how long its audio had been there (the fairness figure)."""
+        framer = self._loop.framer
+        self.stats.waited.add(max(0.0, now - self._t0 - (framer.window_start + framer.window_samples)
+                                  / framer.rate_hz))
+
+    def emit(self, event) -> None:
+        self.stats.events += 1
+        self.sink.publish_event(event)  # with a spool, durable once this returns
+        log.info("%s%s %s (peak %.2f)", f"{self.id}: " if self.id else "", event.type, event.label, event.peak_score)
+        if event.label in self.state_labels:
+            self.sink.set_state(event.label, event.type == "start", source=self.id)
+
+    def _set_top(self, top: int) -> None:
+        if top != self._top:
+            self._top = top
+            self.sink.set_top(self.daemon.classifier.labels[top] if top >= 0 else "none", source=self.id)
+
+    def _publish_top(self, scores: np.ndarray, t_start: float) -> None:
+        self._set_top(int(np.argmax(scores)))
+        m = self.cfg.mqtt
+        if m.scores and t_start - self._last_scores >= m.scores_interval_seconds:
+            self._last_scores = t_start
+            self.sink.publish_scores({"t_start": round(t_start, 3),
+                                      "top": self.daemon.classifier.top(scores, m.scores_top_k)}, source=self.id)
+
+    # -- what it reports -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.daemon.request_stop()
+
+    def revive(self) -> None:
+        """Its capture died beside sources that work: start it again after its longest back-off."""
+        self.capture.revive()
+
+    def say_status(self) -> None:
+        """The source's status topic follows whether audio arrives (named sources only)."""
+        online = not (self.capture.problem or self.capture.failed)
+        if online != self.online:
+            self.online = online
+            if self.id:
+                self.sink.set_source_status(self.id, online)
+
+    def missed_windows(self) -> int:
+        """Grid windows never classified: skipped by the ring when the classifier fell behind, and those the
+        dropped live audio would have made."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        framer = loop.framer
+        dropped = self.capture.handoff.dropped_frames * framer.rate_hz // max(1, framer.rate_in_hz)
+        return framer.skipped_windows + dropped // framer.hop_samples
+
+    def part(self) -> dict:
+        return self.stats.part(self.capture, self.missed_windows())
