@@ -77,7 +77,7 @@ class Startup:
         for view in self.cfg.views():
             try:
                 source = make_source(view.audio)
-            except InputError as exc:
+            except (InputError, ConfigError) as exc:  # a WAV that is no WAV, no ffmpeg for a stream, no ALSA module
                 raise ConfigError(f"{view.path}: {_where(view) or 'audio: '}{exc}") from None
             self.captures.append(Capture(source, view.audio))
             said.append(check_source(view, source, self.warn) if self.checking else
