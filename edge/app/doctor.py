@@ -1,13 +1,16 @@
 """`edge-audio doctor`: what this machine has (runtime, Edge TPU, ALSA, model bundle), the first thing to run when
 the Coral is not detected. For the Edge TPU it shows the runtime pair (the libedgetpu build and the interpreter),
 what the compatibility table says of it, the probe's verdict, the install line for this OS and Python, and
-whether this user (and the service unit's groups) can open the TPU and the microphone."""
+whether this user (and the service unit's groups) can open the TPU and the microphone. It says whether ffmpeg is
+installed (a url source, a camera's audio, needs it); with --config, each source of that config and whether it opens
+now (the ALSA device, the WAV file, the stream: its URL shown without credentials)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 from .. import __version__
@@ -26,8 +29,11 @@ UNIT_FILE = "/etc/systemd/system/edge-audio.service"
 def add_parser(sub) -> None:
     p = add_command(sub, "doctor", "what this machine has: runtime, Edge TPU, ALSA, model bundle",
                     "Report the interpreter backend, the Edge TPU library and devices, ALSA capture devices and the "
-                    "model bundle: the first thing to run when the Coral is not detected.",
-                    ["edge-audio doctor --json"])
+                    "model bundle: the first thing to run when the Coral is not detected. With --config, also "
+                    "each audio source of that config and whether it opens now.",
+                    ["edge-audio doctor --json", "edge-audio doctor --config /opt/edge-audio/current/config.toml"])
+    p.add_argument("--config", metavar="FILE", help="a daemon config: list its sources (every [[sources]] table) and "
+                                                   "whether each opens now (exit 78 if the config is bad)")
     p.add_argument("--model", metavar="BUNDLE", help="bundle to check (default: the installed one)")
     p.add_argument("--backend", metavar="LIST", help="interpreter preference, comma separated")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -35,6 +41,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_doctor(args) -> int:
+    cfg = None
+    if args.config:
+        from ..config import load_config
+        cfg = load_config(args.config)  # a bad config: its one line, exit 78
     release = edgetpu.os_release()
     report: dict = {"edge_audio": __version__, "python": platform.python_version(),
                     "machine": f"{platform.system()} {platform.machine()}", "board": board_model() or "",
@@ -77,11 +87,44 @@ def cmd_doctor(args) -> int:
     report["edgetpu_probe"] = _probe(backend, lib, tpus, edgetpu_model, report["edgetpu_package"] or "")
     report["device_access"] = _access(tpus)
     report["service_unit"] = _unit(tpus)
+    report["ffmpeg"] = _ffmpeg(cfg)
+    if cfg is not None:
+        report["sources"] = _sources(cfg)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     _print(report, backends)
     return 0
+
+
+def _ffmpeg(cfg) -> str:
+    """Where ffmpeg is (the config's url sources may name another program), or that it is missing."""
+    program = next((v.audio.ffmpeg for v in cfg.views() if v.audio.source == "url"), "ffmpeg") if cfg else "ffmpeg"
+    return shutil.which(program) or (f"not installed ({program!r}: needed for url sources, a camera's audio; "
+                                     "Debian: sudo apt install ffmpeg)")
+
+
+def _sources(cfg) -> list[dict]:
+    """Each source of the config opened and closed again, as selftest does it: what it is (a URL without its
+    credentials), whether it opens, and why not."""
+    from ..audio import make_source
+    from .startup import check_source
+    rows = []
+    for view in cfg.views():
+        where = f"sources.{view.source_id}: " if view.source_id else "audio: "
+        row = {"id": view.sources[0].name, "what": view.audio.describe(), "opens": False}
+        warned: list[str] = []
+        try:
+            line = check_source(view, make_source(view.audio), warned.append)
+            row["opens"] = " opens at " in line
+            status = "; ".join(warned) or line
+        except EdgeAudioError as exc:
+            status = str(exc)
+        for prefix in (f"{cfg.path}: ", where, f"{row['what']}: "):
+            status = status[len(prefix):] if status.startswith(prefix) else status
+        row["status"] = status
+        rows.append(row)
+    return rows
 
 
 def _probe(backend, lib: str | None, tpus, model: Path | None, package: str) -> dict:
@@ -156,3 +199,6 @@ def _print(report: dict, backends) -> None:
         print(f"  service unit    {unit['path']}: SupplementaryGroups={' '.join(unit['groups'])}{lacks}")
     mb = report["model_bundle"]
     print(f"  model bundle    {mb['path']}: {mb['status']}")
+    print(f"  ffmpeg          {report['ffmpeg']}")
+    for row in report.get("sources", []):
+        print(f"  source {row['id']:<8s} {row['what']}: {row['status']}")

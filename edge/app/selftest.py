@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import Config, load_config, mqtt_password
 from ..core.clip import DEFAULT_POOL, pool_scores
+from ..core.names import redacted
 from ..core.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, ConfigError, EdgeAudioError, InputError
 from ..model.bundle import default_bundle_path, is_bundle, load_bundle
 from ..model.classifier import Classifier
@@ -39,6 +40,7 @@ class Check:
     status: str
     detail: str
     seconds: float = 0.0
+    source: str = ""  # the source a check of the audio step is about ('' for [audio] alone and the other steps)
 
 
 @dataclass
@@ -48,8 +50,8 @@ class Report:
     values: dict = field(default_factory=dict)  # the effective settings a release step compares with its own
     bundle: object = None  # the bundle the checks loaded (its self-test clip)
 
-    def add(self, name: str, status: str, detail: str, t0: float) -> Check:
-        check = Check(name, status, detail, round(time.monotonic() - t0, 3))
+    def add(self, name: str, status: str, detail: str, t0: float, source: str = "") -> Check:
+        check = Check(name, status, detail, round(time.monotonic() - t0, 3), source)
         self.checks.append(check)
         if status == FAIL and self.exit_status == EXIT_OK:
             self.exit_status = EXIT_BAD_INPUT
@@ -118,8 +120,8 @@ def _bundle(report: Report, cfg: Config | None, bundle: str | None, **_):
 
 
 def _startup(report: Report, cfg: Config, _bundle_arg, **_):
-    """The daemon's own start-up (edge/app/startup.py), step by step, with sources opened and closed again; the
-    bundle's clip right after the model."""
+    """The daemon's own start-up (edge/app/startup.py), step by step, with sources opened and closed again (one
+    check per source: its line, or its warnings); the bundle's clip right after the model."""
     warnings: list[str] = []
     parts = Startup(cfg, checking=True, warn=warnings.append)
     for step in STEPS:
@@ -127,18 +129,35 @@ def _startup(report: Report, cfg: Config, _bundle_arg, **_):
         try:
             detail = parts.run_step(step)
         except EdgeAudioError as exc:
-            failed = report.add(step, FAIL, str(exc), t0)
+            yield from _per_source(report, parts.opened, t0, done_only=True) if step == "audio" else ()
+            source = parts.opened[-1][0] if step == "audio" and parts.opened else ""
+            failed = report.add(step, FAIL, str(exc), t0, source)
             if isinstance(exc, ConfigError):
                 report.exit_status = EXIT_CONFIG  # what `run` exits with, for the same line
             yield failed
             return
-        for warning in warnings:
-            yield report.add(step, WARN, warning, t0)
-        if not warnings:
-            yield report.add(step, OK, detail, t0)
+        if step == "audio":
+            yield from _per_source(report, parts.opened, t0)
+        else:
+            for warning in warnings:
+                yield report.add(step, WARN, warning, t0)
+            if not warnings:
+                yield report.add(step, OK, detail, t0)
         warnings.clear()
         if step == "model":
             yield _clip(report, parts.classifier, report.bundle)
+
+
+def _per_source(report: Report, opened: list, t0: float, done_only: bool = False):
+    """The audio step's checks: a line per source (what opened, at which rate), or that source's warnings (a
+    camera not answering now, a device the service holds). `done_only`: the sources checked before one failed."""
+    for source_id, line, warned in opened:
+        if not line and done_only:
+            continue
+        for warning in warned:
+            yield report.add("audio", WARN, warning, t0, source_id)
+        if not warned:
+            yield report.add("audio", OK, line, t0, source_id)
 
 
 def _model_only(report: Report, _cfg, bundle: str | None, **_):
@@ -154,11 +173,23 @@ def _model_only(report: Report, _cfg, bundle: str | None, **_):
 
 
 def _values(cfg: Config) -> dict:
+    """The effective settings by their dotted key (a named source's own as sources.<id>.<key>); a URL that holds
+    credentials is left out (never shown)."""
     values = {}
     for section in ("device", "audio", "model", "detector", "mqtt", "metrics"):
         for key, value in asdict(getattr(cfg, section)).items():
             values[f"{section}.{key}"] = value
     values["device.id"] = cfg.device_id
+    for source in cfg.sources:
+        where = f"sources.{source.id}." if source.id else "audio."
+        for key, value in asdict(source.audio).items():
+            values[where + key] = value
+        if source.id:
+            for key, value in asdict(source.detector).items():
+                values[f"{where}detector.{key}"] = value
+    for key in [k for k in values if k.endswith(".url")]:
+        if redacted(values[key]) != values[key]:
+            del values[key]
     return values
 
 

@@ -46,6 +46,7 @@ class Startup:
     layers: dict = field(default_factory=dict)  # source id -> ThresholdLayers
     labels: dict = field(default_factory=dict)  # source id -> the watched labels with a state
     captures: list[Capture] = field(default_factory=list)
+    opened: list = field(default_factory=list)  # (source id, line, warnings) per source the audio step tried
     sink: object = None
     daemon: Daemon | None = None
 
@@ -75,13 +76,21 @@ class Startup:
     def _audio(self) -> str:
         said = []
         for view in self.cfg.views():
+            warned: list[str] = []
+            self.opened.append((view.source_id, "", warned))
             try:
                 source = make_source(view.audio)
-            except (InputError, ConfigError) as exc:  # a WAV that is no WAV, no ffmpeg for a stream, no ALSA module
+            except InputError as exc:
                 raise ConfigError(f"{view.path}: {_where(view) or 'audio: '}{exc}") from None
             self.captures.append(Capture(source, view.audio))
-            said.append(check_source(view, source, self.warn) if self.checking else
-                        f"{_where(view)}{source.name}")
+            if not self.checking:
+                said.append(f"{_where(view)}{source.name}")
+                continue
+            line = check_source(view, source, warned.append)
+            self.opened[-1] = (view.source_id, line, warned)
+            for warning in warned:
+                self.warn(warning)
+            said.append(line)
         return "; ".join(said)
 
     def _sinks(self) -> str:
@@ -122,7 +131,8 @@ def check_source(cfg: Config, source, warn) -> str:
             warn(f"{where}ALSA {cfg.audio.device}: busy (the running service holds it)")
             return f"{where}{source.name}: busy"
         if cfg.audio.source == "url":
-            warn(f"{where}{exc} (the daemon retries it)")
+            warn(f"{where}{exc}: not answering now (a camera may be off: the daemon retries it, its status offline "
+                 "meanwhile)")
             return f"{where}{source.name}: not answering now"
         raise ConfigError(f"{cfg.path}: {where or 'audio: '}{exc}") from None
     return f"{where}{source.name} opens at {rate} Hz"
