@@ -80,7 +80,7 @@ class Startup:
             self.opened.append((view.source_id, "", warned))
             try:
                 source = make_source(view.audio)
-            except InputError as exc:
+            except (InputError, ConfigError) as exc:  # a WAV that is no WAV, no ffmpeg for a stream, no ALSA module
                 raise ConfigError(f"{view.path}: {_where(view) or 'audio: '}{exc}") from None
             self.captures.append(Capture(source, view.audio))
             if not self.checking:
