@@ -32,7 +32,7 @@ from . import spool_disk
 from .spool_disk import DEAD_LETTERS_KEPT, Loaded, SpoolFile, is_disk_error, meta_number, meta_time, move_aside
 from .spool_keeper import SpoolKeeping
 from .spool_marker import Marker, count, from_ranges, lost_by
-from .spool_records import event_key, event_record, open_record, sane_time
+from .spool_records import event_key, event_record, open_record, open_row, sane_time
 
 log = logging.getLogger("edge.sinks")
 
@@ -58,7 +58,7 @@ class Message:
     retain: bool = False
     seq: int = 0  # its row in the spool (0: in memory only)
     kind: str = ""  # an event's type ("start" / "end")
-    label: str = ""
+    label: str = ""  # an event's open_events row (spool_records.open_row: its label, and its source if it has one)
     event_key: str = ""  # the event it starts or ends (spool_records.event_key)
 
 
@@ -174,7 +174,7 @@ class Outbox(SpoolKeeping):
         self._lost_unrecorded += lost_before
         self.last_alive = alive or 0.0
         self._gone.extend(sorted(gone))
-        left_open = {k: (json.loads(p)["label"], p) for k, p in opened.items()}
+        left_open = {k: (open_row(json.loads(p)), p) for k, p in opened.items()}
         self._open = {**left_open, **self._open}
         if late:
             self._items.extendleft(reversed(items))
@@ -223,7 +223,7 @@ class Outbox(SpoolKeeping):
                     self._items.remove(victim)
                     self._drop(victim)
             if event is not None:
-                msg.kind, msg.label, msg.event_key = str(event.get("type", "")), str(event.get("label", "")), \
+                msg.kind, msg.label, msg.event_key = str(event.get("type", "")), open_row(event), \
                     event_key(event)
                 if msg.kind == "start":
                     self._open[msg.event_key] = (msg.label, msg.payload)
@@ -365,5 +365,5 @@ class Outbox(SpoolKeeping):
 
 def _message(seq: int, topic: str, payload: str) -> Message:
     record = event_record(payload)
-    return Message(topic, payload, qos=1, seq=seq, kind=record["type"], label=record["label"],
+    return Message(topic, payload, qos=1, seq=seq, kind=record["type"], label=open_row(record),
                    event_key=event_key(record))

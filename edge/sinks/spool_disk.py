@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .spool_records import event_key, event_record, open_record, sane_time, valid_topic
+from .spool_records import event_key, event_record, open_record, open_row, sane_time, valid_topic
 
 PAGE_BYTES = 1024  # a new spool's page size: an event is 300 to 500 bytes
 JOURNAL_LIMIT = 32 * 1024  # bytes the write-ahead log is cut back to when it starts over
@@ -204,9 +204,9 @@ class SpoolFile:
     def _insert(self, topic: str, payload: str, event: dict | None) -> int:
         seq = self.db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload)).lastrowid
         if event is not None and event.get("type") == "start":
-            self.db.execute("INSERT OR REPLACE INTO open_events VALUES (?, ?)", (event["label"], payload))
+            self.db.execute("INSERT OR REPLACE INTO open_events VALUES (?, ?)", (open_row(event), payload))
         elif event is not None:
-            self.db.execute("DELETE FROM open_events WHERE label = ?", (event["label"],))
+            self.db.execute("DELETE FROM open_events WHERE label = ?", (open_row(event),))
         return seq
 
     def _dead_letters(self, dead: list[tuple]) -> None:

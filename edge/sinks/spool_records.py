@@ -74,6 +74,15 @@ def sane_time(value) -> float | None:
     return ts if 0.0 <= ts <= LATEST_TS else None
 
 
+def open_row(event: dict) -> str:
+    """The spool's open_events row of an event: one per source and label (a source's next start of a label takes
+    the place of one whose end never came; its end removes it). The label itself for source '' (a config with
+    [audio] alone, and every spool written before sources existed); [source, label] as JSON for a named source, so
+    a Cat heard by two sources at once is two open events."""
+    label, source = str(event.get("label", "")), event.get("source")
+    return json.dumps([source, label]) if isinstance(source, str) and source else label
+
+
 def event_key(event: dict) -> str:
     """What identifies an event in the spool's bookkeeping: its event_id (older records: its label)."""
     event_id = event.get("event_id")
