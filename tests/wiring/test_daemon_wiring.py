@@ -1,11 +1,15 @@
 """Daemon wiring with a fake Edge TPU classifier passed through the constructor (no TPU on these machines):
 a failing TPU invoke switches to the real CPU model without losing the stream. The daemon through the Sink
-interface, and the events a killed run left open in its sink's spool, ended cut short when it starts again."""
+interface, and the events a killed run left open in its sink's spool, ended cut short when it starts again. The
+TPU failure and the cut-short ends also run with two sources ([[sources]] a and b, each replaying the miaow) on the
+one classifier."""
 
 import copy
 import dataclasses
 import json
 from pathlib import Path
+
+import pytest
 
 from edge.model.classifier import Classifier
 from edge.config import parse_config
@@ -58,8 +62,26 @@ def _wav_config(assets, coral_twin, audio: dict | None = None, detector: dict | 
         mqtt=mqtt or {"enabled": False}, **sections)
 
 
-def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, coral_twin, class_map, capsys):
-    cfg = parse_config(_wav_config(assets, coral_twin))
+SOURCES = {"one": [""], "two": ["a", "b"]}
+LAYOUTS = pytest.mark.parametrize("ids", list(SOURCES.values()), ids=["one source", "two sources"])
+
+
+def _sources_config(assets, coral_twin, ids: list[str]):
+    """_wav_config's daemon with the sources `ids` (['']: [audio] alone; else [[sources]] of those ids), each
+    replaying the miaow as fast as it goes; its captures, one per source."""
+    if ids == [""]:
+        cfg = parse_config(_wav_config(assets, coral_twin))
+    else:
+        wav = assets / "audio" / "miaow_16k.wav"
+        cfg = parse_config(_wav_config(assets, coral_twin, sources=[{"id": i, "source": "wav", "file": wav}
+                                                                    for i in ids]))
+    return cfg, [Capture(make_source(view.audio), view.audio) for view in cfg.views()]
+
+
+@LAYOUTS
+def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, coral_twin, class_map, capsys, ids):
+    """Every source moves to the CPU at the one switch, and none loses a window of its audio."""
+    cfg, captures = _sources_config(assets, coral_twin, ids)
     cpu = Classifier.open(coral_twin, class_map, "cpu")
     opened = []
 
@@ -67,15 +89,17 @@ def test_tpu_failure_mid_stream_falls_back_to_cpu_and_keeps_the_events(assets, c
         opened.append(delegate)
         return cpu
 
-    daemon = Daemon(cfg, UnpluggedTpu(cpu, good=3), Capture(make_source(cfg.audio), cfg.audio),
-                    open_classifier=reopen)
+    daemon = Daemon(cfg, UnpluggedTpu(cpu, good=3), captures, open_classifier=reopen)
     assert daemon.run() == 0
     assert opened == ["cpu"] and daemon.delegate_switches == 1
     m = daemon.metrics()
-    assert m["delegate"] == "cpu" and "Edge TPU invoke failed" in m["delegate_reason"] and m["windows"] == 13
-    events = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert '"type": "start"' in events[0] and '"type": "end"' in events[-1]
-    assert '"delegate": "cpu"' in events[-1]  # stamped with the delegate actually in use
+    assert m["delegate"] == "cpu" and "Edge TPU invoke failed" in m["delegate_reason"]
+    assert [(s.id, s.stats.windows) for s in daemon.sources] == [(i, 13) for i in ids] and m["windows"] == 13 * len(ids)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    for i in ids:
+        mine = [e for e in events if e["source"] == i]
+        assert [e["type"] for e in mine] == ["start", "end"]
+        assert mine[-1]["delegate"] == "cpu"  # stamped with the delegate actually in use
 
 
 def test_the_daemon_talks_to_any_sink_through_the_interface(assets, coral_twin, class_map):
@@ -106,22 +130,27 @@ def _golden_start() -> dict:
     return dict(json.loads(GOLDEN.read_text()), type="start", end_ts=None, end_time=None)
 
 
-def _run_with(sink: Sink, assets, coral_twin, class_map) -> None:
-    cfg = parse_config(_wav_config(assets, coral_twin))
-    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), Capture(make_source(cfg.audio), cfg.audio),
-                    sink=sink)
+def _run_with(sink: Sink, assets, coral_twin, class_map, ids: list[str] = SOURCES["one"]) -> None:
+    cfg, captures = _sources_config(assets, coral_twin, ids)
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), captures, sink=sink)
     assert daemon.run() == 0
 
 
-def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, coral_twin, class_map):
-    start = _golden_start()
-    sink = LeftOpen([start], start["start_ts"] + 2.0)
-    _run_with(sink, assets, coral_twin, class_map)
-    first = sink.events[0]
-    assert (first.type, first.label, first.cut_short) == ("end", "Cat", True)
-    assert first.duration_s == 2.0 and first.event_id == "5b1f0c2e9d8a4f6b8c7d6e5f4a3b2c1d"
-    assert sink.calls[1] == ("state", "Cat", False)  # Home Assistant is told it is over
-    assert not any(e.cut_short for e in sink.events[1:])
+@LAYOUTS
+def test_an_event_left_open_by_a_killed_run_is_ended_cut_short_first(assets, coral_twin, class_map, ids):
+    """With two sources a Cat left open on each: each is ended on its own source (its topics, its state)."""
+    opened = [dict(_golden_start(), source=i, event_id=f"{n}b1f0c2e9d8a4f6b8c7d6e5f4a3b2c1d")
+              for n, i in enumerate(ids, 5)]
+    sink = LeftOpen(opened, opened[0]["start_ts"] + 2.0)
+    _run_with(sink, assets, coral_twin, class_map, ids)
+    ended = sink.events[:len(ids)]
+    assert [(e.type, e.label, e.cut_short, e.source) for e in ended] == [("end", "Cat", True, i) for i in ids]
+    assert all(e.duration_s == 2.0 for e in ended)
+    assert [e.event_id for e in ended] == [p["event_id"] for p in opened]
+    # each end goes out first, and Home Assistant is told it is over, on its own source
+    assert sink.calls[:2 * len(ids)] == [c for i in ids for c in (("event", "end", "Cat"), ("state", "Cat", False)
+                                                                  if not i else ("state", i, "Cat", False))]
+    assert not any(e.cut_short for e in sink.events[len(ids):])
 
 
 def test_a_spool_record_that_is_no_event_is_skipped_with_one_line_and_the_rest_ended(assets, coral_twin, class_map,

@@ -58,6 +58,21 @@ def test_open_events_are_kept_until_their_end(tmp_path):
     assert again.last_alive > 0
 
 
+def test_a_label_open_on_two_sources_is_two_open_events(tmp_path):
+    """Cat heard by sources a and b at once, and by the device's own source: b's end leaves a's and the other
+    open (the spool's open rows are per source and label)."""
+    def of(source, i, kind):
+        msg, payload = _event(i, kind, "Cat")
+        payload["source"] = source
+        return Message(msg.topic, json.dumps(payload), qos=1), payload
+    box = _spool(tmp_path / "spool.db")
+    for source, i in (("a", 1), ("b", 2), ("", 3)):
+        box.append(*of(source, i, "start"))
+    box.append(*of("b", 2, "end"))
+    again = _spool(tmp_path / "spool.db")
+    assert {k: e["source"] for k, e in again.open_events.items()} == {"id1": "a", "id3": ""}
+
+
 def test_a_full_spool_drops_the_oldest_but_never_the_event_in_flight(tmp_path):
     box = _spool(tmp_path / "spool.db", max_items=3)
     for i in range(3):
