@@ -1,7 +1,9 @@
 """Coming back after a broker outage, on a real Mosquitto: with 120 watched labels the retained states a fresh
 subscriber sees after each reconnect are the sink's current ones, whatever changed during the outage (a crash, a
 listener that never answers CONNECT, a clean shutdown), and Home Assistant's configs are all there; and a backlog
-produced during an outage delivered in order once the broker is back (how soon: `make bench-recovery`)."""
+produced during an outage delivered in order once the broker is back (how soon: `make bench-recovery`). The
+retained states hold per source too: the same test with two sources (a and b) watching the same 120 labels, whose
+states differ."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class SilentListener:
             conn.close()
 
 
-def _sink(port: int, device: str, watched: list[str], **mqtt):
+def _sink(port: int, device: str, watched, **mqtt):
     from edge.sinks.mqtt import MqttSink
     cfg = parse_config(daemon_config_text(device={"id": device}, mqtt={
         "host": "127.0.0.1", "port": port, "spool_file": "none", "keepalive_seconds": KEEPALIVE_S, **mqtt})).mqtt
@@ -56,35 +58,41 @@ def _sink(port: int, device: str, watched: list[str], **mqtt):
     return sink
 
 
-def _broker_holds(port: int, sink, on: dict[str, bool]) -> None:
-    """Once the sink has sent everything on its new connection, a fresh subscriber sees every label's current
-    state, and every label's Home Assistant config."""
+def _broker_holds(port: int, sink, on: dict[tuple[str, str], bool]) -> None:
+    """Once the sink has sent everything on its new connection, a fresh subscriber sees every source's every
+    label's current state (`on`: (source, label) -> ON), and every one's Home Assistant config."""
     assert wait_until(lambda: sink.connected and sink.retained.settled(), 30), sink.health()
-    late = Subscriber(port, topics=(f"edge-audio/{sink.device_id}/state/+", "homeassistant/binary_sensor/+/+/config"))
+    states = f"edge-audio/{sink.device_id}/state/+", f"edge-audio/{sink.device_id}/+/state/+"
+    late = Subscriber(port, topics=(*states, "homeassistant/binary_sensor/+/+/config"))
     try:
-        assert late.wait(lambda s: len(s.retained()) >= 2 * len(LABELS), 10), len(late.retained())
+        assert late.wait(lambda s: len(s.retained()) >= 2 * len(on), 10), len(late.retained())
         retained = late.retained()
     finally:
         late.close()
-    states = {t: p for t, p in retained.items() if "/state/" in t}
-    assert states == {sink.topics.state(label): b"ON" if on[label] else b"OFF" for label in LABELS}
-    assert sum(t.startswith("homeassistant/") for t in retained) == len(LABELS)
+    held = {t: p for t, p in retained.items() if "/state/" in t}
+    assert held == {sink.sources.topics(source).state(label): b"ON" if is_on else b"OFF"
+                    for (source, label), is_on in on.items()}
+    assert sum(t.startswith("homeassistant/") for t in retained) == len(on)
 
 
-def _changes_during_the_outage(sink, on: dict[str, bool], outage: int) -> None:
-    """Three rounds of changes: a quarter of the labels flip in each, some of them back again."""
+def _changes_during_the_outage(sink, on: dict[tuple[str, str], bool], outage: int) -> None:
+    """Three rounds of changes: a quarter of each source's labels flip in each (another quarter on each source),
+    some of them back again."""
+    sources = sorted({source for source, _ in on})
     for step in range(3):
-        for i, label in enumerate(LABELS):
-            if (i + step + outage) % 4 == 0:
-                on[label] = not on[label]
-                sink.set_state(label, on[label])
+        for (source, label), is_on in on.items():
+            if (LABELS.index(label) + step + outage + sources.index(source)) % 4 == 0:
+                on[source, label] = not is_on
+                sink.set_state(label, not is_on, source=source)
         sink.flush()
 
 
-def test_retained_states_equal_the_current_ones_after_every_reconnect_with_120_labels(broker, caplog):
+@pytest.mark.parametrize("sources", [[""], ["a", "b"]], ids=["one source", "two sources"])
+def test_retained_states_equal_the_current_ones_after_every_reconnect_with_120_labels(broker, caplog, sources):
     b = broker()
-    sink = _sink(b.port, "many", LABELS, reconnect_min_seconds=0.2, reconnect_max_seconds=1.0)
-    on = dict.fromkeys(LABELS, False)
+    watched = LABELS if sources == [""] else dict.fromkeys(sources, LABELS)
+    sink = _sink(b.port, "many", watched, reconnect_min_seconds=0.2, reconnect_max_seconds=1.0)
+    on = {(source, label): False for source in sources for label in LABELS}
     try:
         _broker_holds(b.port, sink, on)
         for outage, how in enumerate(("crash", "never answers CONNECT", "clean shutdown")):
