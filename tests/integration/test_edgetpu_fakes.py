@@ -81,23 +81,33 @@ def test_doctor_shows_the_pair_and_the_verdict(variant, tmp_path, assets):
 
 
 @pytest.mark.skipif(not have("mosquitto"), reason="needs Debian's mosquitto (make test installs it)")
+@pytest.mark.parametrize("ids", [[""], ["a", "b"]], ids=["one source", "two sources"])
 @pytest.mark.parametrize("variant", ["segv", "known-bad"])
-def test_daemon_runs_on_the_cpu_and_publishes_the_reason(variant, tmp_path, assets, coral_dir, broker):
+def test_daemon_runs_on_the_cpu_and_publishes_the_reason(variant, ids, tmp_path, assets, coral_dir, broker):
+    """With two sources ([[sources]] a and b, each replaying the miaow), both run on the one CPU model: each
+    source's events and metrics on its own topics, the device's metrics with the reason."""
     env = _env(variant, tmp_path)
     b = broker()
     sub = Subscriber(b.port, topics=("edge-audio/#",))
-    cfg = write_daemon_config(tmp_path / "cfg.toml", device={"id": "porch"},
-                              audio={"source": "wav", "file": assets / "audio" / "miaow_16k.wav", "realtime": False},
+    wav = {"source": "wav", "file": assets / "audio" / "miaow_16k.wav", "realtime": False}
+    sources = None if ids == [""] else [{"id": i, **wav} for i in ids]
+    cfg = write_daemon_config(tmp_path / "cfg.toml", device={"id": "porch"}, audio=wav if sources is None else {},
                               model={"path": coral_dir / "yamnet_spectra_in_edgetpu.tflite", "delegate": "auto"},
-                              detector={"allow": ["Cat"]}, mqtt={"host": "127.0.0.1", "port": b.port})
+                              detector={"allow": ["Cat"]}, mqtt={"host": "127.0.0.1", "port": b.port},
+                              sources=sources)
+    topics = ["edge-audio/porch" + (f"/{i}" if i else "") for i in ids]
     try:
         proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
-        assert sub.wait(lambda s: s.payloads("/metrics"), 10)
-        metrics = json.loads(sub.payloads("/metrics")[-1])
+        assert sub.wait(lambda s: all(s.payloads(f"{t}/metrics") for t in topics + ["edge-audio/porch"]), 10)
+        metrics = json.loads(sub.payloads("edge-audio/porch/metrics")[-1])
+        own = {t: json.loads(sub.payloads(f"{t}/metrics")[-1]) for t in topics}
+        events = {t: [json.loads(p)["type"] for p in sub.payloads(f"{t}/events")] for t in topics}
     finally:
         sub.close()
-    assert metrics["delegate"] == "cpu" and metrics["windows"] >= 10
+    assert metrics["delegate"] == "cpu" and metrics["windows"] >= 10 * len(ids)
     assert VERDICTS[variant] in metrics["delegate_reason"], metrics["delegate_reason"]
+    assert all(m["windows"] >= 10 for m in own.values()), own
+    assert events == dict.fromkeys(topics, ["start", "end"]), events
