@@ -92,6 +92,9 @@ class Listener:
         generation, chunk, onset = item
         if generation != self._generation:
             self._new_loop(generation)
+            if chunk is not None and self.cfg.audio.live:  # a live chunk is handed over once it is all recorded:
+                src = self.capture.source  # the stream's first sample came that long before now
+                self._t0 -= chunk.size / (src.rate_hz * src.channels)
         if chunk is None:  # end of a file: its last windows, then the pad
             self._loop.finish(onset)
             self.ending = True
