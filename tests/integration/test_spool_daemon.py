@@ -2,7 +2,8 @@
 small tmpfs that fills and frees, deleted while in use, or holding a spool with records no one can act on. Whatever
 happens, every event produced reaches the subscriber or is counted in the next run's metrics (spool_lost_events),
 nothing delivered comes again, no (event_id, type) comes twice with two payloads, and the write-ahead log stays
-under its bound."""
+under its bound. A state directory deleted while in use is also tried with two sources (Layout "two": "a" a WAV
+replay with a Cat still sounding, "b" stdin) on the one spool."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from daemonparts import SILENCE, kitchen_config, segment
+from daemonparts import SILENCE, Layout, kitchen_config, segment
 from edge.sinks.outbox import Outbox
 from edge.sinks.spool_disk import WAL_BOUND
 from spoolparts import WalWatch, event, fill, rows, small_fs
@@ -27,9 +28,13 @@ pytestmark = [pytest.mark.skipif(not have("mosquitto"), reason="needs Debian's m
 EVENTS, METRICS = "edge-audio/kitchen/events", "edge-audio/kitchen/metrics"
 
 
-def _daemon(tmp_path, port, coral_twin, spool, name="cfg") -> DaemonProcess:
-    cfg = kitchen_config(tmp_path / f"{name}.toml", coral_twin, port, {"source": "stdin"}, {"spool_file": spool},
-                         metrics_s=1.0)
+def _daemon(tmp_path, port, coral_twin, spool, name="cfg", layout: Layout | None = None, wav=None) -> DaemonProcess:
+    """The kitchen daemon on stdin (with `layout`: its sources, "a" replaying `wav`)."""
+    if layout is None:
+        cfg = kitchen_config(tmp_path / f"{name}.toml", coral_twin, port, {"source": "stdin"}, {"spool_file": spool},
+                             metrics_s=1.0)
+    else:
+        cfg = layout.config(tmp_path / f"{name}.toml", coral_twin, port, {"spool_file": spool}, wav, metrics_s=1.0)
     return DaemonProcess(cfg, stdin_pipe=True)
 
 
@@ -37,11 +42,12 @@ def _said(daemon, pattern: str) -> int:
     return len(re.findall(pattern, daemon.log))
 
 
-def _produce(daemon, pcm, kind: str, count: int) -> None:
-    """Feed `pcm`; wait until the daemon has logged `count` '<kind> Cat' lines in all (the event is in the outbox:
-    on disk, or counted as in memory only)."""
+def _produce(daemon, pcm, kind: str, count: int, layout: Layout | None = None) -> None:
+    """Feed `pcm`; wait until the daemon has logged `count` '<kind> Cat' lines in all (of the fed source, with
+    `layout`) (the event is in the outbox: on disk, or counted as in memory only)."""
     daemon.feed(pcm)
-    assert wait_until(lambda: _said(daemon, rf"\b{kind} Cat\b") >= count, 30, 0.05), daemon.log
+    pattern = layout.said(kind) if layout is not None else rf"\b{kind} Cat\b"
+    assert wait_until(lambda: _said(daemon, pattern) >= count, 30, 0.05), daemon.log
 
 
 def _metrics_with(sub: Subscriber, key: str) -> dict:
@@ -54,16 +60,19 @@ def _metrics_with(sub: Subscriber, key: str) -> dict:
     return latest()
 
 
-def _second_run(tmp_path, port: int, coral_twin, spool, events: int) -> tuple[list, dict]:
-    """A daemon started again on `spool`: the events it sends (at least `events`) and its first metrics with
-    spool_lost_events; it ends cleanly at the end of its input."""
-    sub = Subscriber(port, topics=(EVENTS, METRICS))
-    second = _daemon(tmp_path, port, coral_twin, spool, "cfg2")
+def _second_run(tmp_path, port: int, coral_twin, spool, events: int, layout: Layout | None = None, wav=None,
+                at_end: int = 0) -> tuple[list, dict]:
+    """A daemon started again on `spool` (with `layout`: its sources, "a" replaying `wav`): the events it sends (at
+    least `events`, `at_end` of them once its input ends) and its first metrics with spool_lost_events; it ends
+    cleanly at the end of its input."""
+    sub = Subscriber(port, topics=(layout.each.events if layout else EVENTS, METRICS))
+    second = _daemon(tmp_path, port, coral_twin, spool, "cfg2", layout, wav)
     try:
-        assert sub.wait(lambda s: len(s.events()) >= events, 30), second.log
+        assert sub.wait(lambda s: len(s.events()) >= events - at_end, 30), second.log
         metrics = _metrics_with(sub, "spool_lost_events")
         second.proc.stdin.close()
         assert second.proc.wait(15) == 0, second.log
+        assert sub.wait(lambda s: len(s.events()) >= events, 30), second.log
     finally:
         second.kill()
         sub.close()
@@ -203,35 +212,43 @@ def test_a_disk_that_fills_and_frees_while_the_daemon_runs_gets_what_waited_writ
     assert metrics["spool_lost_events"] == 0 and metrics["spool_unwritten_events"] == 0
 
 
+@pytest.mark.parametrize("layout", [None, Layout("two")], ids=["one source", "two sources"])
 def test_a_state_directory_deleted_while_running_is_made_again_and_nothing_is_lost(tmp_path, broker, coral_twin,
-                                                                                   miaow):
+                                                                                   miaow, layout):
+    """With two sources, "a" hears a Cat that still sounds when the directory goes: the spool made again from
+    memory keeps it open on its own source, b's ends do not close it, and its end at the SIGTERM is kept."""
     b = broker()
-    first_sub = Subscriber(b.port, topics=(EVENTS,))
+    first_sub = Subscriber(b.port, topics=(layout.each.events if layout else EVENTS,))
     state = tmp_path / "state"
     spool = state / "spool.db"
-    first = _daemon(tmp_path, b.port, coral_twin, spool)
+    first = _daemon(tmp_path, b.port, coral_twin, spool, layout=layout, wav=miaow)
     try:
         assert first.wait_log(r"MQTT: connected", 20), first.log
-        _produce(first, segment(miaow), "end", 1)
-        assert first_sub.wait(lambda s: len(s.events()) >= 2, 30), first.log
+        _produce(first, segment(miaow), "end", 1, layout)
+        assert first_sub.wait(lambda s: len(s.events()) >= 2 + bool(layout), 30), first.log  # with a's start
         b.kill()
-        _produce(first, segment(miaow), "end", 2)
-        _produce(first, segment(miaow), "end", 3)
+        _produce(first, segment(miaow), "end", 2, layout)
+        _produce(first, segment(miaow), "end", 3, layout)
         shutil.rmtree(state)
         state.mkdir()  # removed and made again, empty
-        _produce(first, segment(miaow), "end", 4)
+        _produce(first, segment(miaow), "end", 4, layout)
         assert first.wait_log(r"can be written again: \d+ event", 30), first.log
         assert first.terminate() == 0
     finally:
         first.kill()
         first_sub.close()
+    kept = 7 if layout else 6  # with a's end
     assert _said(first, r"deleted while in use") == 1, first.log
-    assert "6 event(s) not delivered at shutdown: kept in the spool" in first.log, first.log
-    assert len(rows(spool)) == 6  # and they are
+    assert f"{kept} event(s) not delivered at shutdown: kept in the spool" in first.log, first.log
+    assert len(rows(spool)) == kept  # and they are
     b.start()
-    second_events, metrics = _second_run(tmp_path, b.port, coral_twin, spool, 6)
+    second_events, metrics = _second_run(tmp_path, b.port, coral_twin, spool, kept + 2 * bool(layout), layout,
+                                         miaow, at_end=bool(layout))
     events = first_sub.events() + second_events
-    assert [e["type"] for e in events] == ["start", "end"] * 4 and set(_one_payload_per_key(events).values()) == {1}
+    assert set(_one_payload_per_key(events).values()) == {1}
+    for source, n in ({"a": 2, "b": 4} if layout else {"": 4}).items():
+        assert [e["type"] for e in events if e["source"] == source] == ["start", "end"] * n, source
+    assert not any(e.get("cut_short") for e in events)  # every end was kept: nothing was left open
     assert metrics["spool_lost_events"] == 0
 
 
