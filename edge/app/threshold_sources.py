@@ -43,7 +43,8 @@ def layers_for(cfg: Config, classifier, warn=log.warning) -> ThresholdLayers:
         why = calibration_mismatch(calibration, classifier)
         if why:
             warn(f"{calibration.path} ignored: {why}; renew it for this model: edge-audio calibrate --config "
-                 f"{cfg.path} --minutes 60 (or deploy --calibrate 60)")
+                 f"{cfg.path}{' --source ' + cfg.source_id if cfg.source_id else ''} --minutes 60 (or deploy "
+                 "--calibrate 60)")
             calibration = None
     return threshold_layers(cfg, classifier.labels, bundle_thresholds(classifier), calibration)
 

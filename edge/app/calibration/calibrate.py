@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import (CALIBRATION_FILE, Config, calibration_target, listen_minutes, load_config,
+from ...config import (Config, calibration_name, calibration_target, listen_minutes, load_config,
                       state_directory, target_per_day)
 from ...core.errors import InputError
 from ...core.files import replace_file
@@ -157,8 +157,28 @@ def toml_text(results: list[LabelResult], heard: Heard, cfg: Config, target: flo
 
 
 def default_out(cfg: Config) -> Path:
-    """Where the daemon will find it: calibration.file when the config names one, else the state directory."""
-    return calibration_target(cfg.calibration) or state_directory() / CALIBRATION_FILE
+    """Where the daemon will find it (`cfg`: the view of one source): calibration.file when the config names one,
+    else the state directory's calibration.toml (a named source's: calibration-<id>.toml)."""
+    return calibration_target(cfg.calibration, source=cfg.source_id) or \
+        state_directory() / calibration_name(cfg.source_id)
+
+
+def source_view(cfg: Config, asked: str | None) -> Config:
+    """The config as the source being calibrated sees it: --source ID of a [[sources]] config, or its only source.
+    Several sources and no --source is an InputError naming them: each is calibrated on its own background."""
+    ids = [s.id for s in cfg.sources if s.id]
+    if asked is None:
+        if len(cfg.sources) > 1:
+            raise InputError(f"{cfg.path} has {len(ids)} sources ({', '.join(ids)}): calibrate one at a time with "
+                             "--source ID (each on its own background)")
+        return cfg.views()[0]
+    if not ids:
+        raise InputError(f"--source {asked}: {cfg.path} has no [[sources]] (its one source is [audio]): leave "
+                         "--source out")
+    view = next((v for v in cfg.views() if v.source_id == asked), None)
+    if view is None:
+        raise InputError(f"--source {asked}: not a source of {cfg.path} (its sources: {', '.join(ids)})")
+    return view
 
 
 def chosen_labels(cfg: Config, classifier: Classifier, asked: list[str] | None) -> list[str]:
@@ -194,8 +214,11 @@ def add_parser(sub) -> None:
                     "daemon's own path, fit the tail of each watched label's smoothed score and choose the lowest "
                     "start threshold that keeps the expected false starts under the target. Writes a TOML file the "
                     "daemon loads beside its config (default: calibration.toml in the state directory) and a plot "
-                    "per label.",
+                    "per label. A config with several [[sources]] is calibrated one source at a time (--source ID: "
+                    "each has its own background, recordings and file, calibration-<id>.toml; with several sources "
+                    "and no --source it names them and stops, exit 2); `deploy --calibrate` runs each in turn.",
                     ["edge-audio calibrate --config /etc/edge-audio/pi4-usb-coral.toml --minutes 60",
+                     "edge-audio calibrate --config four-sources.toml --source porch --minutes 60",
                      "edge-audio calibrate --config site.toml --wav quiet-evening.wav quiet-morning.wav "
                      "--positives clips/",
                      "(clips/<label>/*.wav: recordings of each watched sound, for the recall figures)"])
@@ -203,13 +226,16 @@ def add_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--minutes", type=float, metavar="M", help="listen to the configured source for M minutes")
     src.add_argument("--wav", nargs="+", metavar="FILE", help="background recordings instead of listening")
+    p.add_argument("--source", metavar="ID", help="the [[sources]] id to calibrate (required with several sources: "
+                                                 "each is calibrated on its own background, one at a time)")
     p.add_argument("--positives", metavar="DIR", help="DIR/<label>/*.wav: the watched sounds, for recall figures")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="calibrate this label (repeatable; default: detector.allow)")
     p.add_argument("--false-starts-per-day", type=float, default=DEFAULT_TARGET_PER_DAY, metavar="N",
                    help="target per label (default: 1)")
     p.add_argument("--out", metavar="FILE", help="where to write (default: calibration.file, else "
-                                                 "calibration.toml in the state directory)")
+                                                 "calibration.toml in the state directory; for a named source "
+                                                 "its [sources.calibration] file, else calibration-<id>.toml)")
     p.add_argument("--plots", metavar="DIR", help="folder for the PNGs (default: beside --out)")
     p.add_argument("--no-plots", action="store_true", help="draw no plots")
     p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
@@ -222,7 +248,7 @@ def cmd_calibrate(args) -> int:
         listen_minutes(args.minutes)
     if args.wav:
         check_wavs(args.wav)
-    cfg = load_config(args.config)
+    cfg = source_view(load_config(args.config), args.source)
     classifier = Classifier.from_config(cfg.model)
     labels = chosen_labels(cfg, classifier, args.label)
     pos = positive_files(args.positives, labels, classifier.labels) if args.positives else []
@@ -235,14 +261,15 @@ def cmd_calibrate(args) -> int:
         heard = hear_files(cfg, classifier, layers, labels, args.wav, _file_progress(say, "background"))
         where = args.wav[0] if len(args.wav) == 1 else f"{len(args.wav)} WAV files"
     else:
-        source = f"{args.minutes:g} min live from {cfg.audio.source}" + (
-            f" {cfg.audio.device}" if cfg.audio.source == "alsa" else "")
+        source = f"{args.minutes:g} min live from {cfg.audio.describe()}"
         hint = " (Ctrl-C ends early and uses what was heard)" if sys.stderr.isatty() else ""  # not when run for deploy
-        say(f"listening to {cfg.audio.source} for {args.minutes:g} min: keep the watched sounds away{hint}")
+        say(f"listening to {cfg.audio.describe()} for {args.minutes:g} min: keep the watched sounds away{hint}")
         heard = hear_live(cfg, classifier, layers, labels, args.minutes, _live_progress(say, cfg, args.minutes))
-        where = cfg.audio.source
+        where = cfg.audio.describe()
         if heard.stopped_early:
             say(f"stopped early ({heard.stopped_early}) after {heard.windows} windows")
+    if cfg.source_id:
+        source, where = f"source {cfg.source_id}: {source}", f"sources.{cfg.source_id}: {where}"
     heard.check_not_silent(where, cfg.detector.min_level_dbfs)
     positives = None
     if pos:

@@ -2,10 +2,11 @@
 --calibrate M` and the Ansible playbook both run on a device.
 
     1. the current release, and the file its daemon loads a calibration from (`calibration.file`, else
-       PREFIX/state/calibration.toml: outside the releases, so it survives deploys and rollbacks)
+       PREFIX/state/calibration.toml: outside the releases, so it survives deploys and rollbacks); with several
+       [[sources]], each source's own file (calibration-<id>.toml there, or its [sources.calibration] file)
     2. stop the service if it runs: it holds the microphone
-    3. `edge-audio calibrate` of the current release, M minutes of the audio source its config names; what it
-       prints streams to stderr as it comes
+    3. `edge-audio calibrate` of the current release, M minutes of the audio source its config names (several
+       sources: each in turn, `--source ID`, M minutes each); what it prints streams to stderr as it comes
     4. the result replaces the calibration file (fsync, then rename(2)), and only when at least one label was
        calibrated: a failed, empty or interrupted run (an error, SIGTERM, SIGHUP, Ctrl-C, the SSH connection
        gone) leaves the previous calibration in place
@@ -52,16 +53,29 @@ class CalibrationJob:
         self.say = say
         self.relay = relay  # each line `edge-audio calibrate` prints
 
-    def target(self, config: Path) -> Path:
-        """Where the daemon of this config loads its calibration from (what `calibration.file` says)."""
-        from ...config import CALIBRATION_FILE, calibration_target, load_config
-        target = calibration_target(load_config(str(config)).calibration, self.layout.state)
-        if target is None:
-            raise InputError(f"{config}: calibration.file = 'none': the daemon would not load a calibration (leave it "
-                             f"empty for {self.layout.state / CALIBRATION_FILE})")
-        return target
+    def targets(self, config: Path) -> list[tuple[str, Path]]:
+        """(source id, the file its daemon loads a calibration from) for each source of this config: what
+        `calibration.file` says, else calibration.toml (a named source's: calibration-<id>.toml) in the state
+        directory."""
+        from ...config import calibration_name, calibration_target, load_config
+        out: list[tuple[str, Path]] = []
+        for view in load_config(str(config)).views():
+            where = f"sources.{view.source_id}." if view.source_id else ""
+            target = calibration_target(view.calibration, self.layout.state, view.source_id)
+            if target is None:
+                raise InputError(f"{config}: {where}calibration.file = 'none': the daemon would not load a "
+                                 f"calibration (leave it empty for {self.layout.state / calibration_name(view.source_id)})")
+            other = next((sid for sid, t in out if t == target), None)
+            if other is not None:
+                raise InputError(f"{config}: sources {other} and {view.source_id} share the calibration file {target}: "
+                                 "give each its own [sources.calibration] file, or leave it empty")
+            out.append((view.source_id, target))
+        return out
 
     def run(self, minutes: float, false_starts_per_day: float | None = None) -> dict:
+        """Calibrate the current release: each of its sources in turn (M minutes each), the service stopped once
+        for all of them. A source that fails stops the step there: its previous calibration is kept, and so are
+        the new ones of the sources before it."""
         from ...config import listen_minutes, target_per_day
         listen_minutes(minutes)  # checked here, before the service is stopped for a value calibrate would refuse
         if false_starts_per_day is not None:
@@ -72,10 +86,8 @@ class CalibrationJob:
         exe, config = release.path / "venv" / "bin" / "edge-audio", release.path / "config.toml"
         if not exe.is_file():
             raise InputError(f"{exe}: not there (release {release.id} is incomplete: deploy again)")
-        target = self.target(config)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
-        cmd = [str(exe), "calibrate", "--config", str(config), "--minutes", f"{minutes:g}", "--out", str(tmp),
-               "--plots", str(target.parent)]
+        targets = self.targets(config)
+        cmd = [str(exe), "calibrate", "--config", str(config), "--minutes", f"{minutes:g}"]
         if false_starts_per_day is not None:
             cmd += ["--false-starts-per-day", f"{false_starts_per_day:g}"]
         env = dict(os.environ, EDGE_AUDIO_HOME=str(self.layout.state))  # what the unit gives the daemon
@@ -88,36 +100,66 @@ class CalibrationJob:
         elif not was_running:
             self.say("the service is not running: nothing to stop")
         t0 = time.monotonic()
-        error, thresholds, problem = None, {}, ""
+        done: list[tuple[str, Path, dict]] = []
+        error, problem = None, ""
         try:
             with _on_signals(_raise):
                 if was_running:
                     self.say(f"stopping the {self.service.mode} service: calibration needs the microphone")
                     self.service.stop()
-                self.say(f"calibrating release {release.id}: {minutes:g} min of its audio source (stopping this "
-                         "step keeps the previous calibration)")
-                self._listen(cmd, env, minutes, tmp)
-                thresholds = self._commit(tmp, target)
+                ids = ", ".join(sid for sid, _ in targets)
+                self.say(f"calibrating release {release.id}: " + (f"{minutes:g} min of its audio source" if
+                         len(targets) == 1 else f"its {len(targets)} sources in turn ({ids}), {minutes:g} min each")
+                         + " (stopping this step keeps the previous calibration)")
+                self._each(targets, cmd, env, minutes, done)
         except EdgeAudioError as exc:
             error = exc
         finally:
             with _on_signals(signal.SIG_IGN):  # the service comes back even if asked to stop again now
-                tmp.unlink(missing_ok=True)
+                for _, target in targets:
+                    _tmp(target).unlink(missing_ok=True)
                 problem = self._start_again(was_running)
         if error is not None:
-            kept = "the previous calibration is kept" if target.is_file() else "no calibration was written"
-            message = f"calibration failed: {error}; {kept} ({target})"
-            if problem:
-                message += f"; and the service did not start again: {problem}"
-            raise (Interrupted if isinstance(error, Interrupted) else InputError)(message)
+            raise self._failed(error, targets[len(done)], done, problem)
+        files = ", ".join(str(t) for _, t, _ in done)
         if problem:
-            raise ServiceError(f"calibration written to {target}, but the service did not start again: {problem}")
-        seconds = round(time.monotonic() - t0, 1)
-        self.say(f"calibration of {len(thresholds)} label(s) in {seconds:g} s: {target}"
-                 + ("; the service started again with it" if was_running else
-                    "; the daemon loads it when it starts"))
-        return {"result": "calibrated", "release": release.id, "file": str(target), "thresholds": thresholds,
-                "seconds": seconds, "service": "restarted" if was_running else "not running"}
+            raise ServiceError(f"calibration written to {files}, but the service did not start again: {problem}")
+        return self._result(release.id, done, round(time.monotonic() - t0, 1), was_running)
+
+    def _each(self, targets: list, cmd: list[str], env: dict, minutes: float, done: list) -> None:
+        """`edge-audio calibrate` for each source in turn, each result committed as it comes (into `done`)."""
+        for source_id, target in targets:
+            tmp = _tmp(target)
+            if source_id and len(targets) > 1:
+                self.say(f"sources.{source_id}: {minutes:g} min of its audio -> {target}")
+            own = ["--source", source_id] if source_id else []
+            self._listen([*cmd, *own, "--out", str(tmp), "--plots", str(target.parent)], env, minutes, tmp)
+            done.append((source_id, target, self._commit(tmp, target)))
+
+    @staticmethod
+    def _failed(error: EdgeAudioError, failing: tuple, done: list, problem: str) -> EdgeAudioError:
+        source_id, target = failing
+        kept = "the previous calibration is kept" if target.is_file() else "no calibration was written"
+        where = f"sources.{source_id}: " if source_id and f"sources.{source_id}" not in str(error) else ""
+        message = f"calibration failed: {where}{error}; {kept} ({target})"
+        if done:
+            message += "; calibrated before it: " + ", ".join(f"{sid} ({t})" for sid, t, _ in done)
+        if problem:
+            message += f"; and the service did not start again: {problem}"
+        return (Interrupted if isinstance(error, Interrupted) else InputError)(message)
+
+    def _result(self, release: str, done: list, seconds: float, was_running: bool) -> dict:
+        many = len(done) > 1
+        thresholds = {(f"{sid}: " if many else "") + label: value for sid, _, t in done for label, value in t.items()}
+        files = ", ".join(str(t) for _, t, _ in done)
+        self.say(f"calibration of {len(thresholds)} label(s)" + (f" over {len(done)} sources" if many else "")
+                 + f" in {seconds:g} s: {files}" + ("; the service started again with it" if was_running else
+                                                    "; the daemon loads it when it starts"))
+        out = {"result": "calibrated", "release": release, "file": files, "thresholds": thresholds,
+               "seconds": seconds, "service": "restarted" if was_running else "not running"}
+        if done[0][0]:
+            out["sources"] = {sid: {"file": str(t), "thresholds": th} for sid, t, th in done}
+        return out
 
     def _listen(self, cmd: list[str], env: dict, minutes: float, tmp: Path) -> None:
         """Run `edge-audio calibrate`, relaying its lines; InputError with its own error line when it fails."""
@@ -186,6 +228,11 @@ class CalibrationJob:
         except ServiceError as exc:
             return str(exc)
         return ""
+
+
+def _tmp(target: Path) -> Path:
+    """Where `edge-audio calibrate` writes before the result is read back and committed."""
+    return target.with_name(f".{target.name}.{os.getpid()}.new")
 
 
 def _raise(signum, frame) -> None:
