@@ -16,7 +16,20 @@ PROFILES = sorted((ROOT / "edge" / "firmware" / "profiles").glob("*.toml"))
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
 def test_every_board_profile_is_valid(profile):
     cfg = load_config(profile)
-    assert cfg.audio.source == "alsa" and cfg.mqtt.enabled and cfg.detector.allow
+    assert cfg.mqtt.enabled
+    for view in cfg.views():  # each source of a [[sources]] profile as the daemon sees it
+        assert view.audio.source in ("alsa", "url") and view.detector.allow, view.source_id
+        if view.audio.source == "url":  # a camera: placeholder credentials, never real ones
+            assert ":CHANGE-ME@" in view.audio.url and "CHANGE-ME" not in view.audio.describe()
+
+
+def test_a_profile_shows_several_microphones_and_cameras():
+    cfg = load_config(ROOT / "edge" / "firmware" / "profiles" / "pi5-usb-coral-4-sources.toml")
+    kinds = [s.audio.source for s in cfg.sources]
+    assert kinds.count("alsa") == 2 and kinds.count("url") == 2
+    assert len({tuple(s.detector.allow) for s in cfg.sources}) == 4  # each its own allow list
+    r = run_cli("profiles")
+    assert r.code == 0 and "pi5-usb-coral-4-sources" in r.out.split()
 
 
 def test_board_profiles_cover_the_boards():

@@ -321,7 +321,10 @@ def add_parser(sub) -> None:
     p.add_argument("--broker", metavar="HOST[:PORT]", help="sets mqtt.host (and mqtt.port)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other config key, the value read as TOML (detector.allow='[\"Dog\", \"Cat\"]', 0.6, "
-                        "true; a bare word is a string); repeatable, each key once")
+                        "true; a bare word is a string); repeatable, each key once. A [[sources]] table's key by its "
+                        "id: sources.porch.url=rtsp://..., sources.porch.detector.allow='[\"Dog\"]' (the table must be "
+                        "in the config: --set adds no source). A camera's password is better kept in --config FILE: "
+                        "a --set value is on the device's install command line and in the release's record")
     p.add_argument("--password-file", metavar="FILE", help="MQTT password, stored on the device in PREFIX/etc "
                                                            "(sent over ssh's stdin, never on a command line)")
     p.add_argument("--extras", default=",".join(wheelhouse.DEFAULT_EXTRAS),

@@ -3,9 +3,9 @@
 Its config.toml is composed exactly as the device will write it (edge.app.release.compose: the profile or the
 --config file, the shipped bundle's path, every --set read as a TOML value) and read by the daemon's own loader;
 the bundle given with --bundle has every file checked against its sha256; the label names in detector.allow, deny
-and thresholds must be the model's. A bad value stops the deploy in one line, exit 2. Nothing here needs the
-device's audio hardware, its broker or its files: what only the device has (the microphone, the broker, a TLS
-file named by a device path) is the device's selftest's to check.
+and thresholds must be the model's (each [[sources]] table's own too). A bad value stops the deploy in one line, exit 2. Nothing here needs the
+device's audio hardware, its broker or its files: what only the device has (the microphone, a camera and the
+ffmpeg that decodes it, the broker, a TLS file named by a device path) is the device's selftest's to check.
 """
 
 from __future__ import annotations
@@ -82,12 +82,20 @@ def release_config(plan) -> Config:
 
 
 def check_labels(cfg: Config, labels_file: Path, bundle_thresholds: dict) -> None:
-    """detector.allow, deny and thresholds name labels of the model (as the daemon checks them at start)."""
+    """detector.allow, deny and thresholds name labels of the model (as the daemon checks them at start), for
+    every source: a [[sources]] table's own detector keys too, its errors naming it (sources.<id>.detector...)."""
     from edge.app.threshold_sources import threshold_layers, watched_labels
     from edge.model.labels import load_labels
     labels = _refused(load_labels, labels_file)
-    _refused(threshold_layers, cfg, labels, bundle_thresholds)
-    _refused(watched_labels, cfg, labels, bundle_thresholds)
+    for view in cfg.views():
+        for step in (threshold_layers, watched_labels):
+            try:
+                step(view, labels, bundle_thresholds)
+            except (ConfigError, InputError) as exc:
+                message, head = str(exc), f"{cfg.path}: "
+                if view.source_id and message.startswith(head + "detector."):
+                    message = f"{head}sources.{view.source_id}.{message[len(head):]}"
+                raise InputError(f"{message} ({REFUSED})") from None
 
 
 def _refused(step, *args):

@@ -17,6 +17,11 @@ except ImportError:  # Python < 3.11 on the device, before the venv (and its tom
     tomllib = None
 
 KEY = re.compile(r"([a-z_]+)\.([a-z_]+)")
+# one [[sources]] table's key, by its id: sources.porch.url, sources.porch.detector.allow
+SOURCE_KEY = re.compile(r"sources\.([A-Za-z0-9_-]+)\.(?:(detector|calibration)\.)?([a-z_]+)")
+SET_HELP = ("SECTION.KEY=VALUE, e.g. device.id=kitchen or detector.allow='[\"Dog\", \"Cat\"]', or a source's "
+            "SOURCES.ID.KEY=VALUE, e.g. sources.porch.url=rtsp://... or sources.porch.detector.allow='[\"Dog\"]' (a "
+            "[[sources]] table the config has; --set adds none)")
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 
 
@@ -60,17 +65,27 @@ def setting_value(text: str):
 
 def split_setting(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
-    if not sep or not KEY.fullmatch(key.strip()):
-        raise InputError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. device.id=kitchen or "
-                         "detector.allow='[\"Dog\", \"Cat\"]'")
+    if not sep or not (KEY.fullmatch(key.strip()) or SOURCE_KEY.fullmatch(key.strip())):
+        raise InputError(f"--set {shown_setting(item)}: expected {SET_HELP}")
     return key.strip(), value.strip()
 
 
+def shown_setting(item: str) -> str:
+    """A --set as an error line may show it: a URL's credentials blanked."""
+    from ...core.names import redacted
+    key, sep, value = item.partition("=")
+    return key + sep + (redacted(value) if "://" in value else value)
+
+
 def set_key(text: str, dotted: str, literal: str) -> str:
-    """Set `section.key = literal` in TOML text written as [section] tables (the board profiles' style)."""
+    """Set `section.key = literal` in TOML text written as [section] tables (the board profiles' style), or
+    `sources.ID.key` / `sources.ID.detector.key` in the [[sources]] table whose id is ID."""
+    source = SOURCE_KEY.fullmatch(dotted)
+    if source:
+        return set_source_key(text, dotted, *source.groups(), literal)
     m = KEY.fullmatch(dotted)
     if not m:
-        raise InputError(f"--set {dotted}: expected SECTION.KEY=VALUE, e.g. device.id=kitchen")
+        raise InputError(f"--set {dotted}: expected {SET_HELP}")
     section, key = m.groups()
     lines = text.splitlines()
     header = re.compile(rf"\s*\[\s*{section}\s*\]\s*(#.*)?$")
@@ -85,6 +100,53 @@ def set_key(text: str, dotted: str, literal: str) -> str:
             return "\n".join(lines) + "\n"
     last = max((i for i in range(start, end) if lines[i].strip()), default=start)
     lines.insert(last + 1, line)
+    return "\n".join(lines) + "\n"
+
+
+HEADER = re.compile(r"\s*\[")
+SOURCES_HEADER = re.compile(r"\s*\[\[\s*sources\s*\]\]\s*(#.*)?$")
+
+
+def set_source_key(text: str, dotted: str, source_id: str, table: str | None, key: str, literal: str) -> str:
+    """`key = literal` in the [[sources]] table with `id = "source_id"` (in its [sources.<table>] when `table`).
+    InputError when the config has no such source, or writes that part in a form this does not edit."""
+    if key == "id" and table is None:
+        raise InputError(f"--set {dotted}: a source's id is not set with --set (its topics and files go by it): edit "
+                         "the config file")
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if SOURCES_HEADER.fullmatch(line)]
+    block = None
+    for start in starts:
+        end = next((i for i in range(start + 1, len(lines)) if HEADER.match(lines[i]) and
+                    not re.match(r"\s*\[\s*sources\.", lines[i])), len(lines))
+        own = next((i for i in range(start + 1, end) if HEADER.match(lines[i])), end)  # its own keys end here
+        if any(re.fullmatch(rf"""\s*id\s*=\s*["']{re.escape(source_id)}["']\s*(#.*)?""", lines[i])
+               for i in range(start + 1, own)):
+            block = (start, own, end)
+            break
+    if block is None:
+        raise InputError(f"--set {dotted}: the config has no [[sources]] table with id = \"{source_id}\" (--set adds "
+                         "no source: write it in the config file)")
+    start, own, end = block
+    if table is not None:
+        if any(re.match(rf"\s*{table}\s*=", lines[i]) for i in range(start + 1, own)):
+            raise InputError(f"--set {dotted}: that source's {table} is an inline table in the config: edit the "
+                             "config file")
+        head = re.compile(rf"\s*\[\s*sources\.{table}\s*\]\s*(#.*)?$")
+        sub = next((i for i in range(own, end) if head.fullmatch(lines[i])), None)
+        if sub is None:
+            last = max((i for i in range(start, end) if lines[i].strip() and not lines[i].lstrip().startswith("#")),
+                       default=start)
+            lines[last + 1:last + 1] = [f"[sources.{table}]", f"{key} = {literal}"]
+            return "\n".join(lines) + "\n"
+        start, own = sub, next((i for i in range(sub + 1, end) if HEADER.match(lines[i])), end)
+    for i in range(start + 1, own):
+        if re.match(rf"\s*{key}\s*=", lines[i]):
+            lines[i] = f"{key} = {literal}"
+            return "\n".join(lines) + "\n"
+    last = max((i for i in range(start, own) if lines[i].strip() and not lines[i].lstrip().startswith("#")),
+               default=start)
+    lines.insert(last + 1, f"{key} = {literal}")
     return "\n".join(lines) + "\n"
 
 

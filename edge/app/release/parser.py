@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
     q.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (used when the upload has "
                                                      "no config.toml)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. device.id=kitchen or mqtt.host=broker.lan (repeatable)")
+                   help="override one config key, e.g. device.id=kitchen or mqtt.host=broker.lan, or a "
+                        "[[sources]] table's by its id, e.g. sources.porch.url=rtsp://... (repeatable)")
     q.add_argument("--extras", default="litert,mqtt,alsa", help="extras to install (default: %(default)s)")
     q.add_argument("--system-site-packages", action="store_true",
                    help="let the venv see the system's Python packages (e.g. Debian's python3-alsaaudio)")
