@@ -190,7 +190,8 @@ def calibrate_current(remote: Remote, plan: Plan, installed: str | None = None) 
         say(f"{remote.label}: would then run: {remote.argv(CURRENT, plan.prefix, *args)[-1]}")
         return {"result": "dry run"}
     say(f"{remote.label}: calibrating {installed or 'the current release'} on {plan.calibrate:g} min of the "
-        "device's own audio (its service is stopped meanwhile: it holds the microphone)")
+        "device's own audio, per source (a config with several [[sources]] has each calibrated in turn, into its "
+        "own file; the service is stopped meanwhile: it holds the microphones)")
     try:
         out = remote.run(CURRENT, plan.prefix, *args, stream=True, timeout_s=plan.calibrate * 120 + 600)
     except RemoteError as exc:
