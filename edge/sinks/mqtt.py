@@ -21,6 +21,7 @@ import time
 from ..config import MqttConfig
 from ..core.errors import ConfigError
 from ..core.events import Event
+from ..sourceconfig import MAX_SOURCES
 from . import homeassistant
 from .base import Sink
 from .connection import (Backoff, closed_before_connack, connack_timeout, describe_error, forget_unacknowledged,
@@ -63,7 +64,10 @@ class MqttSink(Sink):
         self.model = model
         self.board = board
         self.outbox = Outbox(cfg.outbox_max, cfg.outbox_policy, spool)
-        self._direct: collections.deque[Message] = collections.deque(maxlen=256)  # QoS 0 extras: newest win
+        # QoS 0 extras, newest win; room for one metrics pass of the most sources (the device's payload and one per
+        # source, queued together) with their top classes: with [[sources]] at MAX_SOURCES the device's own metrics
+        # were the oldest of 257 in 256 places, dropped every time
+        self._direct: collections.deque[Message] = collections.deque(maxlen=2 * MAX_SOURCES + 64)
         # what the broker must hold, sent again on every connect: every watched label starts OFF, a named source
         # "offline" until the daemon says it delivers audio
         self.retained = RetainedSet()

@@ -74,6 +74,20 @@ def test_events_scores_and_metrics_go_to_the_source_s_topics():
         ("edge-audio/pi/porch/metrics", True), ("edge-audio/pi/metrics", True), ("edge-audio/pi/kitchen/scores", False)]
 
 
+def test_one_metrics_pass_of_the_most_sources_keeps_the_device_s_own_payload():
+    from edge.sourceconfig import MAX_SOURCES
+    ids = [f"s{i:03d}" for i in range(MAX_SOURCES)]
+    sink, _ = _sink({s: ["Dog"] for s in ids}, homeassistant=False)
+    for s in ids:
+        sink.set_top("Speech", source=s)
+    sink.publish_metrics({"sources": {}})  # as Daemon._metrics: the device's payload, then each source's part
+    for s in ids:
+        sink.publish_metrics({"windows": 1}, source=s)
+    sent = _sent(sink)
+    assert sink.dropped_other == 0 and sent["edge-audio/pi/metrics"] == '{"sources": {}}'
+    assert all(f"edge-audio/pi/{s}/metrics" in sent and f"edge-audio/pi/{s}/top" in sent for s in ids)
+
+
 def test_each_source_holds_its_own_top_class():
     sink, clock = _sink(hold_s=3.0, homeassistant=False)
     sink.set_top("Dog", source="kitchen")
