@@ -207,6 +207,9 @@ class Daemon:
             s.step()
             s.waited_since(clock())
             due = s.due()
+            if due is None:  # a file's next chunks wait until its windows are taken: they go in now
+                s.take_audio()
+                due = s.due()
             if due is not None:
                 heapq.heappush(ready, (due, i))
         if ready:
