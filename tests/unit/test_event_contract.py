@@ -61,12 +61,15 @@ class StandInClient:
 
 
 def test_the_mqtt_sink_queues_the_golden_payload_on_the_events_topic():
+    """On its source's events topic; an event of a config with [audio] alone (no source) on the device's."""
     cfg = parse_config(daemon_config_text(mqtt={"prefix": "edge-audio"})).mqtt
     sink = MqttSink(cfg, "kitchen", client_factory=lambda password: StandInClient())
     sink.publish_event(event_of(golden()))
-    [message] = list(sink.outbox)
-    assert message.topic == "edge-audio/kitchen/events" and message.qos == 1
-    assert json.loads(message.payload) == golden()
+    sink.publish_event(event_of({**golden(), "source": ""}))
+    named, plain = list(sink.outbox)
+    assert named.topic == "edge-audio/kitchen/living-room/events" and named.qos == 1
+    assert json.loads(named.payload) == golden()
+    assert plain.topic == "edge-audio/kitchen/events" and plain.qos == 1
 
 
 START = Event(type="start", event_id="e1", label="Dog", class_index=69, start_ts=1764500000.25, end_ts=None,
