@@ -116,6 +116,15 @@ bench: bench-recovery
 bench-recovery: $(VENV)/.device | sysdeps
 	$(BIN)/python -m tools recovery-bench --outage 60 --rounds 3 --out out/bench
 
+# many sources in one daemon pinned to one core (WAV replays at real time, MQTT to a Mosquitto started here): the
+# largest N with <= 1 % of windows missed, CPU and RSS per source, fairness, N single-source daemons beside one
+# daemon with N sources, and an estimate for a Pi with a USB Coral (~5 min)
+.PHONY: bench-streams
+bench: bench-streams
+bench-streams: model | sysdeps
+	@$(BIN)/python -m tools fetch samples --dest out/audio >/dev/null
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools streams-bench --audio out/audio/speech_whistling2.wav --out out/bench
+
 # onset -> start at a real broker, and false starts before/after the fast onset (~6 min: the audio plays at real
 # time); needs the asset mirror's devset/ and labelled recordings
 ASSET_MIRROR = $${EDGE_AUDIO_ASSETS:-../shared}

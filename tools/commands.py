@@ -24,6 +24,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "train-head": "tools.heads.train",
     "daemon-bench": "tools.bench.daemon",
     "recovery-bench": "tools.bench.recovery",
+    "streams-bench": "tools.bench.streams",
     "onset": "tools.bench.onset",
     "bench-targets": "tools.bench.targets",
     "peers": "tools.bench.peers.side_by_side",
