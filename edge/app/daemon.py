@@ -37,6 +37,8 @@ SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outb
 SHUTDOWN_OUTBOX_S = 2.5
 WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 BATCH = 64  # windows classified per pass before the captures' queues are emptied again
+TIE_S = 0.05  # windows ready within this of each other are of one age: served in a turning order
+TURN_STEP = 7919  # how far the turning order moves each pass (a prime: every source comes first in turn)
 
 
 class SystemdNotifier:
@@ -100,6 +102,7 @@ class Daemon:
         self.sources = [Listener(self, view, c, _of(thresholds, view.source_id), _of(state_labels, view.source_id))
                         for view, c in zip(views, captures)]
         self._stop = False
+        self._turn = 0
         self.started = time.monotonic()
         self._last_metrics = time.monotonic()
 
@@ -187,8 +190,13 @@ class Daemon:
 
     def _serve(self) -> None:
         """One pass: every source's queued audio into its ring, then the ready windows of all sources, the
-        oldest first and onset windows before grid windows, at most BATCH of them (then the queues again)."""
+        oldest first and onset windows before grid windows, at most BATCH of them (then the queues again).
+        Windows whose audio was there within the same TIE_S are one age: among them the order turns from pass to
+        pass, so sources that deliver in step (started together) take turns at being served first instead of one
+        of them always waiting for all the others."""
         sources = self.sources
+        n = len(sources)
+        self._turn = turn = (self._turn + TURN_STEP) % n
         ready = []
         for i, s in enumerate(sources):
             s.take_audio()
@@ -196,13 +204,13 @@ class Daemon:
             s.say_status()
             due = s.due()
             if due is not None:
-                ready.append((due, i))
+                ready.append((due // TIE_S, (i - turn) % n, i))
         heapq.heapify(ready)
         clock = self.clock
         for _ in range(BATCH):
             if not ready or self._stop:
                 return
-            _, i = heapq.heappop(ready)
+            _, _, i = heapq.heappop(ready)
             s = sources[i]
             s.step()
             s.waited_since(clock())
@@ -211,7 +219,7 @@ class Daemon:
                 s.take_audio()
                 due = s.due()
             if due is not None:
-                heapq.heappush(ready, (due, i))
+                heapq.heappush(ready, (due // TIE_S, (i - turn) % n, i))
         if ready:
             self.bell.set()  # more is ready: the next pass comes at once
 

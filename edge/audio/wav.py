@@ -36,8 +36,8 @@ class WavSource:
             self._pos = 0
         chunk = self._pcm[self._pos:self._pos + self._step]
         self._pos += self._step
-        if self._realtime:
-            due = self._t0 + self._sent / (self.rate_hz * self.channels)
+        if self._realtime:  # handed over once its last frame is due, as a microphone hands over a period
+            due = self._t0 + (self._sent + chunk.size) / (self.rate_hz * self.channels)
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
