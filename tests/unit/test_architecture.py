@@ -262,8 +262,10 @@ def test_run_starts_only_through_the_steps_selftest_runs():
     assert "from .startup import build" in run_src and "daemon = build(cfg)" in run_src
     selftest_src = (ROOT / "edge" / "app" / "selftest.py").read_text()
     assert "from .startup import STEPS, Startup" in selftest_src and "for step in STEPS:" in selftest_src
-    imports = {p.name: re.findall(r"from \.startup import ([\w, ]+)", p.read_text()) for p in (ROOT / "edge").rglob("*.py")}
-    builders = [name for name, found in imports.items() if any(re.search(r"\b(build|STEPS|Startup)\b", f) for f in found)]
+    imports = {p.name: re.findall(r"from \.startup import ([\w, ]+)", p.read_text())
+               for p in (ROOT / "edge").rglob("*.py")}
+    builders = [name for name, found in imports.items()
+                if any(re.search(r"\b(build|STEPS|Startup)\b", f) for f in found)]
     assert sorted(builders) == ["run.py", "selftest.py"]
     # doctor opens each source the way the audio step checks it, and takes nothing else from the start-up
     assert {name: found for name, found in imports.items() if found and name not in builders} == \
