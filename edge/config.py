@@ -321,9 +321,8 @@ def describe() -> str:
         for f in fields(cls):
             lines.append(f"{f.name + ' = ' + toml_value(default_of(f)):<36} # {f.metadata['doc']}")
         lines.append("")
-    lines += ["# several streams in one daemon: [[sources]] tables, each with an id and any [audio] key (over",
-              "# [audio]),",
-              "# and its own [sources.detector] and [sources.calibration] keys (over [detector] and [calibration])",
+    lines += ["# several streams in one daemon: [[sources]] tables, each an id and any [audio] key over [audio],",
+              "# with its own [sources.detector] and [sources.calibration] keys over [detector] and [calibration]",
               "# [[sources]]",
               '# id = "kitchen"                      # a topic level: <prefix>/<device id>/kitchen/...; unique',
               "# source = \"url\"",
