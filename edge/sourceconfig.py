@@ -149,6 +149,10 @@ def parse_sources(data: dict, path: str, audio: AudioConfig, detector: DetectorP
             if "calibration" in table else calibration
         check_audio(a, f"{path}: {where}")
         out.append(SourceConfig(sid, a, d, c))
+    stdin = [s.id for s in out if s.audio.source == "stdin"]
+    if len(stdin) > 1:
+        raise ConfigError(f"{path}: sources.{stdin[1]}.source = 'stdin': only one source can read standard input "
+                          f"(sources.{stdin[0]} does)")
     return tuple(out)
 
 

@@ -224,3 +224,10 @@ def test_the_password_file_is_read_up_to_its_limit(tmp_path, monkeypatch):
         mqtt_password(cfg, "edge.toml")
     pw.write_text("p" * LIMITS["password file"])
     assert mqtt_password(cfg) == "p" * LIMITS["password file"]
+
+
+def test_only_one_source_reads_standard_input():
+    text = "[[sources]]\nid = 'a'\nsource = 'stdin'\n[[sources]]\nid = 'b'\nsource = 'stdin'\n"
+    with pytest.raises(ConfigError, match=r"^x\.toml: sources\.b\.source = 'stdin': only one source can read standard "
+                                          r"input \(sources\.a does\)$"):
+        parse_config(text, "x.toml")

@@ -187,7 +187,7 @@ def _daemon_loop(model, class_map, rate: int, channels: int, sources: int):
     from tools.rig.daemon import daemon_config_text
 
     classifier = Classifier.open(model, class_map, "cpu")
-    named = [{"id": f"mic{k}", "source": "stdin"} for k in range(sources)] if sources > 1 else None
+    named = [{"id": f"mic{k}", "device": f"hw:{k}"} for k in range(sources)] if sources > 1 else None
     cfg = parse_config(daemon_config_text(detector={"allow": ["Dog", "Cat"]}, mqtt={"enabled": False},
                                           metrics={"interval_seconds": 86400}, sources=named), "hot-path.toml")
     rng = np.random.default_rng(0)
