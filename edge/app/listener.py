@@ -10,6 +10,7 @@ lost costs only its own windows; its status goes offline and back online on its 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -92,9 +93,6 @@ class Listener:
         generation, chunk, onset = item
         if generation != self._generation:
             self._new_loop(generation)
-            if chunk is not None and self.cfg.audio.live:  # a live chunk is handed over once it is all recorded:
-                src = self.capture.source  # the stream's first sample came that long before now
-                self._t0 -= chunk.size / (src.rate_hz * src.channels)
         if chunk is None:  # end of a file: its last windows, then the pad
             self._loop.finish(onset)
             self.ending = True
@@ -117,8 +115,12 @@ class Listener:
                                     grid_samples=classifier.grid_samples, onset_lead_samples=self._onset_lead)
             if self.frontend is not None:
                 self.frontend.reset()
-        # stream sample 0 is "now" minus what the loop already holds: wall-clock timestamps for events
-        self._t0 = self.daemon.clock() - self._loop.framer.ring.written / p.sample_rate_hz
+        # stream sample 0 is now, less how long ago a live source's first frame was recorded (the capture thread
+        # saw it: a busy loop would date a whole stream late), less what the loop already holds: wall-clock
+        # timestamps for events and window latencies
+        seen, at = getattr(self.capture, "first_audio", (-1, 0.0))
+        ago = max(0.0, time.time() - at) if seen == generation and self.cfg.audio.live else 0.0
+        self._t0 = self.daemon.clock() - ago - self._loop.framer.ring.written / p.sample_rate_hz
         self._dropped = self.capture.handoff.dropped_frames
         self._generation = generation
 

@@ -145,6 +145,9 @@ class Capture:
         self._gap_total = 0.0
         self._down_since: float | None = None
         self._waiting = False  # the thread waits to retry a lost source: no stall to declare
+        # (generation, unix time its first frame was recorded): the loop dates the stream from the capture's clock,
+        # not from when it got round to the first chunk (a busy loop would date a whole stream late)
+        self.first_audio: tuple[int, float] = (-1, 0.0)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_audio = time.monotonic()
@@ -221,6 +224,7 @@ class Capture:
             if self.onset_lead_seconds > 0 else None
         live, handoff = self.cfg.live, self.handoff
         opened, frames = time.monotonic(), 0
+        first = True
         while self._current(me):
             chunk = src.read()
             if chunk is None:
@@ -233,6 +237,9 @@ class Capture:
                     self._up()
                 onset = onsets.add(chunk) if onsets is not None else -1
                 n = chunk.size // src.channels
+                if first:  # when this generation's first frame was recorded (a chunk comes once it is all there)
+                    first = False
+                    self.first_audio = (self.generation, time.time() - (n / src.rate_hz if live else 0.0))
                 if live:  # a live source that runs ahead of the clock (an ALSA file plugin) is paced like a file
                     frames += n
                     handoff.live = frames / src.rate_hz - (time.monotonic() - opened) < AHEAD_S
