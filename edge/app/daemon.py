@@ -37,7 +37,6 @@ SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outb
 SHUTDOWN_OUTBOX_S = 2.5
 WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 BATCH = 64  # windows classified per pass before the captures' queues are emptied again
-TIE_S = 0.05  # windows ready within this of each other are of one age: served in a turning order
 TURN_STEP = 7919  # how far the turning order moves each pass (a prime: every source comes first in turn)
 
 
@@ -99,10 +98,13 @@ class Daemon:
             raise ValueError(f"{len(captures)} captures for {len(views)} sources")
         for c in captures:
             c.handoff.bell = self.bell
-        self.sources = [Listener(self, view, c, _of(thresholds, view.source_id), _of(state_labels, view.source_id))
-                        for view, c in zip(views, captures)]
+        live = [k for k, view in enumerate(views) if view.audio.live]
+        phases = {k: j / len(live) for j, k in enumerate(live)}  # live sources spread over the hop
+        self.sources = [Listener(self, view, c, _of(thresholds, view.source_id), _of(state_labels, view.source_id),
+                                 phases.get(k, 0.0)) for k, (view, c) in enumerate(zip(views, captures))]
         self._stop = False
         self._turn = 0
+        self._tie_s = cfg.model.hop_seconds  # windows whose audio was there within one hop are of one age
         self.started = time.monotonic()
         self._last_metrics = time.monotonic()
 
@@ -191,12 +193,14 @@ class Daemon:
     def _serve(self) -> None:
         """One pass: every source's queued audio into its ring, then the ready windows of all sources, the
         oldest first and onset windows before grid windows, at most BATCH of them (then the queues again).
-        Windows whose audio was there within the same TIE_S are one age: among them the order turns from pass to
-        pass, so sources that deliver in step (started together) take turns at being served first instead of one
-        of them always waiting for all the others."""
+        A window's age is counted in whole hops since its audio was there (at the start of the pass): windows of
+        one age are served in an order that turns from pass to pass. Every source has about one window of each
+        age, so each takes its turn at being served first instead of the same ones (those whose audio comes a
+        little later in every hop) always waiting for all the others: under load every source waits alike."""
         sources = self.sources
-        n = len(sources)
+        n, tie = len(sources), self._tie_s
         self._turn = turn = (self._turn + TURN_STEP) % n
+        now = self.clock()
         ready = []
         for i, s in enumerate(sources):
             s.take_audio()
@@ -204,7 +208,7 @@ class Daemon:
             s.say_status()
             due = s.due()
             if due is not None:
-                ready.append((due // TIE_S, (i - turn) % n, i))
+                ready.append(((due - now) // tie, (i - turn) % n, i))
         heapq.heapify(ready)
         clock = self.clock
         for _ in range(BATCH):
@@ -219,7 +223,7 @@ class Daemon:
                 s.take_audio()
                 due = s.due()
             if due is not None:
-                heapq.heappush(ready, (due // TIE_S, (i - turn) % n, i))
+                heapq.heappush(ready, ((due - now) // tie, (i - turn) % n, i))
         if ready:
             self.bell.set()  # more is ready: the next pass comes at once
 

@@ -28,9 +28,12 @@ GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none
 
 class Listener:
     def __init__(self, daemon, cfg: Config, capture, thresholds: ThresholdLayers | None = None,
-                 state_labels: list[str] | None = None):
+                 state_labels: list[str] | None = None, phase: float = 0.0):
         """`cfg`: the config as this source sees it (Config.views()); `thresholds`, `state_labels` as the
-        start-up worked them out (default: here, from `cfg` and the bundle, with no calibration file)."""
+        start-up worked them out (default: here, from `cfg` and the bundle, with no calibration file); `phase`:
+        where in the hop this source's windows start (0 to 1: the daemon spreads its live sources over the hop,
+        so their windows come due one after another instead of all at once)."""
+        self.phase = phase
         self.daemon = daemon
         self.cfg = cfg
         self.id = cfg.source_id
@@ -110,9 +113,13 @@ class Listener:
         classifier = self.daemon.classifier
         p = classifier.params
         if self._loop is None or (src.rate_hz, src.channels) != (self._loop.rate_in_hz, self._loop.channels):
-            self._loop = WindowLoop(p.window_samples, hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz),
-                                    src.rate_hz, src.channels, p.sample_rate_hz,
-                                    grid_samples=classifier.grid_samples, onset_lead_samples=self._onset_lead)
+            hop = hop_samples_for(self.cfg.model.hop_seconds, p.sample_rate_hz)
+            # the phase in whole periods: every source's windows then end at the same places within its reads, so
+            # none waits longer than the others for the read that completes its window
+            period = max(1, self.cfg.audio.period_frames * p.sample_rate_hz // src.rate_hz)
+            self._loop = WindowLoop(p.window_samples, hop, src.rate_hz, src.channels, p.sample_rate_hz,
+                                    grid_samples=classifier.grid_samples, onset_lead_samples=self._onset_lead,
+                                    offset_samples=int(self.phase * max(1, hop // period)) * period)
             if self.frontend is not None:
                 self.frontend.reset()
         # stream sample 0 is now, less how long ago a live source's first frame was recorded (the capture thread

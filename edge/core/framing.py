@@ -64,7 +64,8 @@ class Framer:
     """
 
     def __init__(self, window_samples: int = 15600, hop_samples: int = 7680, rate_in_hz: int = 16000,
-                 channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192, grid_samples: int = 1):
+                 channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192, grid_samples: int = 1,
+                 offset_samples: int = 0):
         if hop_samples <= 0 or window_samples <= 0 or grid_samples <= 0:
             raise ValueError("window, hop and grid must be positive")
         self.window_samples = window_samples
@@ -76,8 +77,11 @@ class Framer:
         self.max_chunk_frames = max_chunk_frames
         self.window = np.zeros(window_samples, np.float32)
         self.window_start = 0
+        # the grid's windows start at offset_samples + k x hop (less than a hop: a daemon's sources are spread
+        # over the hop, so their windows are not all due at once)
+        self.offset_samples = offset_samples % hop_samples
         self._index = 0  # the next window's number: it starts at _start_of(_index)
-        self._next_start = 0
+        self._next_start = self._start_of(0)
         self._last_start = -hop_samples  # the last window handed out (none yet)
         self.skipped_windows = 0  # windows dropped because the consumer fell behind the ring
         self.extra = False  # the window just handed out is an extra one (between two of the grid)
@@ -188,8 +192,8 @@ class Framer:
         return True
 
     def _start_of(self, index: int) -> int:
-        grid = self.grid_samples
-        return index * self.hop_samples if grid == 1 else (index * self.hop_samples + grid // 2) // grid * grid
+        grid, at = self.grid_samples, self.offset_samples + index * self.hop_samples
+        return at if grid == 1 else (at + grid // 2) // grid * grid
 
     def next_window(self) -> np.ndarray | None:
         """The next window if enough audio has arrived, else None."""

@@ -104,3 +104,19 @@ def test_an_onset_window_at_the_end_of_a_recording_does_not_take_the_padded_grid
         return out
     assert starts(None) == [(0, False), (7680, False), (15360, False)]
     assert starts(27280) == [(0, False), (7680, False), (11680, True), (15360, False)]  # the grid still covers all
+
+
+def test_an_offset_grid_starts_its_windows_that_far_into_the_stream():
+    """A daemon spreads its live sources over the hop: source k's windows start at its offset + n x hop."""
+    pcm = (np.arange(40000) % 30000).astype(np.int16)
+    framer = Framer(15600, 7680, offset_samples=3072)
+    framer.push(pcm[:8192])
+    framer.push(pcm[8192:16384])
+    starts = []
+    for i in range(16384, pcm.size, 4096):
+        while framer.next_window() is not None:
+            starts.append(framer.window_start)
+        framer.push(pcm[i:i + 4096])
+    assert starts[:3] == [3072, 3072 + 7680, 3072 + 2 * 7680]
+    assert framer.next_window_end() == (starts[-1] + 7680 + 15600, False)
+

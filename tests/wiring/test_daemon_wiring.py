@@ -211,3 +211,25 @@ def test_a_dead_mqtt_thread_stops_the_daemon_with_status_1(assets, coral_twin, c
     assert daemon.run() == 1  # systemd's Restart=on-failure starts a fresh process
     assert "MQTT thread stopped: RuntimeError: unexpected state in the MQTT client" in daemon.metrics()["failed"]
     assert len([r for r in caplog.records if "MQTT thread stopped" in r.getMessage()]) == 2  # its line, the stop
+
+
+def test_a_daemons_live_sources_are_spread_over_the_hop_in_whole_reads(coral_twin, class_map):
+    from edge.app.daemon import Daemon
+    from edge.audio.capture import Capture
+    from edge.config import parse_config
+    from edge.model.classifier import Classifier
+    from edge.sinks.base import Sink
+    from tools.rig.daemon import daemon_config_text
+
+    sources = [{"id": f"mic{k}", "device": f"hw:{k}"} for k in range(4)] + [{"id": "file", "source": "wav",
+                                                                            "file": "x.wav", "realtime": False}]
+    cfg = parse_config(daemon_config_text(mqtt={"enabled": False}, sources=sources))
+    captures = [Capture(None, view.audio) for view in cfg.views()]
+    daemon = Daemon(cfg, Classifier.open(coral_twin, class_map, "cpu"), captures, Sink())
+    assert [s.phase for s in daemon.sources] == [0.0, 0.25, 0.5, 0.75, 0.0]  # a file is not live: no phase
+    offsets = []
+    for s in daemon.sources:
+        s.capture.source = type("Mic", (), {"rate_hz": 16000, "channels": 1})()
+        s._new_loop(1)
+        offsets.append(s._loop.framer.offset_samples)
+    assert offsets == [0, 1024, 3072, 5120, 0]  # whole 1024-frame reads, 7 of them in a 7680-sample hop
