@@ -122,3 +122,20 @@ def test_the_command_parses_and_refuses_what_it_cannot_run(tmp_path):
     args.limit = 1000
     with pytest.raises(InputError, match="limit"):
         cmd(args)
+
+
+def test_bench_targets_reports_the_streams_targets_from_their_result(tmp_path):
+    import json
+
+    from tools.bench.targets import lines
+    result = {"targets": {"sources": 100, "rss_per_source_mib": 1.0, "fairness": 2.0}, "max_sources": 128,
+              "limit": 256, "per_source": [{"n": 1}, {"n": 8, "rss_per_extra_source_mib": 0.6}],
+              "runs": [{"n": 128, "holds": True, "fairness": {"slowest_p50_ms": 90.0, "fastest_p50_ms": 60.0,
+                                                              "ratio": 1.5}},
+                       {"n": 256, "holds": False, "fairness": None}]}
+    (tmp_path / "streams.json").write_text(json.dumps(result))
+    said = [l for l in lines(tmp_path) if "source" in l]
+    assert said[0].startswith("sources at real time on one core") and said[0].endswith("(target >= 100): met")
+    assert said[1] == "resident memory per extra source: at most 614 KiB (target <= 1 MiB): met"
+    assert said[2].startswith("fairness at 128 sources") and said[2].endswith("1.50x (target <= 2x): met")
+    assert "many sources in one daemon: not measured (bench-streams did not run)" in lines(tmp_path / "none")

@@ -36,6 +36,26 @@ def _e2e_line(result, what: str, target: float) -> str:
             + _verdict(ratio["median"] <= target))
 
 
+def _streams_lines(streams) -> list[str]:
+    """bench-streams' targets: sources on one core, memory per extra source, fairness under load."""
+    if not streams:
+        return ["many sources in one daemon: not measured (bench-streams did not run)"]
+    t = streams["targets"]
+    held = [r for r in streams["runs"] if r.get("holds")]
+    out = [f"sources at real time on one core, <= 1 % of windows missed: {streams['max_sources']} (tried up to "
+           f"{streams['limit']}) (target >= {t['sources']}): " + _verdict(streams["max_sources"] >= t["sources"])]
+    rss = [p["rss_per_extra_source_mib"] for p in streams["per_source"] if p.get("rss_per_extra_source_mib")]
+    if rss:
+        out.append(f"resident memory per extra source: at most {max(rss) * 1024:.0f} KiB (target <= "
+                   f"{t['rss_per_source_mib']:g} MiB): " + _verdict(max(rss) <= t["rss_per_source_mib"]))
+    fair = held[-1].get("fairness") if held else None
+    if fair:
+        out.append(f"fairness at {held[-1]['n']} sources: the slowest source's p50 latency "
+                   f"{fair['slowest_p50_ms']:.0f} ms vs the fastest's {fair['fastest_p50_ms']:.0f} ms, "
+                   f"{fair['ratio']:.2f}x (target <= {t['fairness']:g}x): " + _verdict(fair["ratio"] <= t["fairness"]))
+    return out
+
+
 def lines(out: Path) -> list[str]:
     result = []
     result.append(_e2e_line(_load(out / "runtime-bundle.json"), "hop 0.48 s", TARGETS["e2e_default"]))
@@ -61,6 +81,7 @@ def lines(out: Path) -> list[str]:
                           f"s) (target <= {TARGETS['cpu_ratio']}x): " + _verdict(cpu["median"] <= TARGETS["cpu_ratio"]))
     else:
         result.append("daemon RSS and CPU: not measured (bench-daemon did not run)")
+    result += _streams_lines(_load(out / "streams.json"))
     onset = _load(out / "onset.json")
     if onset and onset.get("live"):
         from .onset import report
