@@ -101,7 +101,7 @@ class Daemon:
         live = [k for k, view in enumerate(views) if view.audio.live]
         phases = {k: j / len(live) for j, k in enumerate(live)}  # live sources spread over the hop
         self.sources = [Listener(self, view, c, _of(thresholds, view.source_id), _of(state_labels, view.source_id),
-                                 phases.get(k, 0.0)) for k, (view, c) in enumerate(zip(views, captures))]
+                                 phases.get(k, 0.0), first=k == 0) for k, (view, c) in enumerate(zip(views, captures))]
         self._stop = False
         self._turn = 0
         self._tie_s = cfg.model.hop_seconds  # windows whose audio was there within one hop are of one age

@@ -28,11 +28,11 @@ GATED_TOP = -2  # below the level gate nothing was classified: "top" reads "none
 
 class Listener:
     def __init__(self, daemon, cfg: Config, capture, thresholds: ThresholdLayers | None = None,
-                 state_labels: list[str] | None = None, phase: float = 0.0):
+                 state_labels: list[str] | None = None, phase: float = 0.0, first: bool = True):
         """`cfg`: the config as this source sees it (Config.views()); `thresholds`, `state_labels` as the
         start-up worked them out (default: here, from `cfg` and the bundle, with no calibration file); `phase`:
         where in the hop this source's windows start (0 to 1: the daemon spreads its live sources over the hop,
-        so their windows come due one after another instead of all at once)."""
+        so their windows come due one after another instead of all at once); `first`: the daemon's first source."""
         self.phase = phase
         self.daemon = daemon
         self.cfg = cfg
@@ -45,7 +45,9 @@ class Listener:
             state_labels = state_labels_for(cfg, classifier.labels, self.thresholds)
         self.state_labels = set(state_labels)  # the labels with an ON/OFF state
         self.stats = LoopMetrics()
-        self.frontend = classifier.new_frontend()  # this stream's own patches, the classifier's scratch
+        # this stream's own patches over the classifier's scratch; the first source takes the classifier's own
+        # front end (a daemon with one source holds one, as before sources existed)
+        self.frontend = classifier.frontend if first else classifier.new_frontend()
         self.sink = daemon.sink
         self._loop: WindowLoop | None = None
         self._generation = -1
