@@ -110,6 +110,8 @@ class Handoff:
             item = self._items.popleft()[0]
             if len(self._items) == self.depth - 1:
                 self._room.notify()
+            if not self._items:  # the loop has all of it: count again towards what it wants next
+                self._arrived = 0
             return item
 
     def get(self, timeout_s: float):

@@ -125,3 +125,16 @@ def test_at_the_end_of_a_file_the_capture_thread_tells_a_sound_it_has_not_looked
     assert [onset for *_, onset in items[:-1]] == [-1] * (len(items) - 1)  # looked at only once the file ended
     behind = items[-1][2]  # frames before the end of the last read
     assert abs((pcm.size - behind) - began) <= 160  # within a 10 ms block of where the sound began
+
+
+def test_what_the_loop_took_counts_no_more_towards_its_next_wake_up():
+    """The loop takes what is queued and wants 2000 more frames: one more 1024-frame read must not wake it (it would
+    wake at every read instead of once a window)."""
+    chunk = np.zeros(1024, np.int16)
+    handoff = Handoff(8)
+    handoff.wanted = 2000
+    assert handoff.put((1, chunk, -1), 1024, 0.1)
+    handoff.bell.clear()  # a new generation rings at once; the loop takes it
+    assert handoff.take() is not None
+    assert handoff.put((1, chunk, -1), 1024, 0.1) and not handoff.bell.is_set()
+    assert handoff.put((1, chunk, -1), 1024, 0.1) and handoff.bell.is_set()  # 2048 frames since it took: wake
