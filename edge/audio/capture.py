@@ -118,9 +118,11 @@ class Handoff:
         """take(), waiting up to timeout_s for the bell when nothing is queued (one consumer, one source)."""
         item = self.take()
         if item is None:
-            self.bell.wait(timeout_s)
-            self.bell.clear()
-            item = self.take()
+            self.bell.clear()  # a ring for what was taken already must not end the wait
+            item = self.take()  # (what came between the take and the clear)
+            if item is None:
+                self.bell.wait(timeout_s)
+                item = self.take()
         return item
 
 

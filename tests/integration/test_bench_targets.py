@@ -27,12 +27,14 @@ def test_every_target_with_its_figure_and_verdict(tmp_path):
     assert out[2].endswith("(target >= 3x): met") and "median 3.20x (range 3.00-3.40, 7 paired rounds)" in out[2]
     assert "+12.0 MiB" in out[3] and out[3].endswith("NOT met")
     assert "median 1.20x (range 1.10-1.25, 5 paired rounds of 10 s)" in out[4] and out[4].endswith(": met")
-    assert out[5].startswith("onset latency and false starts: not measured")
+    assert out[5] == "many sources in one daemon: not measured (bench-streams did not run)"
+    assert out[6].startswith("onset latency and false starts: not measured")
 
 
 def test_parts_that_did_not_run_say_so(tmp_path):
     out = lines(tmp_path)
     assert [l.split(":")[0] for l in out] == ["end to end / bare invoke, hop 0.48 s",
                                               "end to end / bare invoke, hop 0.4875 s", "windows/s, kit / MediaPipe",
-                                              "daemon RSS and CPU", "onset latency and false starts"]
+                                              "daemon RSS and CPU", "many sources in one daemon",
+                                              "onset latency and false starts"]
     assert all("not measured" in l for l in out)
