@@ -184,6 +184,15 @@ def broker(tmp_path):
 
 
 @pytest.fixture
+def needs_ffmpeg():
+    """Debian's ffmpeg (url sources, the stream server): skipped without it, or failed under
+    EDGE_AUDIO_REQUIRE_ASSETS=1 (CI installs it with make sysdeps)."""
+    from tools.rig.ports import have
+    if not have("ffmpeg"):
+        _need("ffmpeg is not installed (make sysdeps installs it)")
+
+
+@pytest.fixture
 def ssh_rig(tmp_path):
     """OpenSSH "devices" (none yet: ssh_rig.add("dev1")) and the client files that reach them, all stopped after
     the test; skipped, or failed under EDGE_AUDIO_REQUIRE_ASSETS=1, where sshd cannot run."""

@@ -27,11 +27,9 @@ from edge.sinks.topics import Topics
 from tools.rig.daemon import DaemonProcess, write_daemon_config
 from tools.rig.mic import FifoMic
 from tools.rig.mqtt import Subscriber
-from tools.rig.ports import have
 from tools.rig.streamserver import StreamServer
 
-pytestmark = pytest.mark.skipif(not have("mosquitto", "ffmpeg"),
-                                reason="needs Debian's mosquitto and ffmpeg (make sysdeps installs them)")
+pytestmark = pytest.mark.usefixtures("needs_ffmpeg")
 
 SECRET = "secret"
 PI = Topics("edge-audio", "pi")

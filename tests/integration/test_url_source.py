@@ -20,10 +20,10 @@ from edge.audio.capture import SourceLost
 from edge.audio.url import UrlSource
 from edge.config import AudioConfig
 from edge.core.errors import EXIT_CONFIG, ConfigError
-from tools.rig.ports import free_port, have, wait_until
+from tools.rig.ports import free_port, wait_until
 from tools.rig.streamserver import StreamServer
 
-pytestmark = pytest.mark.skipif(not have("ffmpeg"), reason="ffmpeg is not installed (make sysdeps installs it)")
+pytestmark = pytest.mark.usefixtures("needs_ffmpeg")
 
 SECRET = "s3cr3t-pw"
 
