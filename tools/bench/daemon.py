@@ -36,8 +36,9 @@ CPU_RATIO_TARGET = TARGETS["cpu_ratio"]
 
 say = sayer("daemon-bench")
 
-# a bare interpreter process: the memory floor any LiteRT application with this model pays
-BARE = """
+# a bare LiteRT interpreter with the model sys.argv[1], one thread, its input set: what the bare-process scripts
+# of the benchmarks start from
+BARE_INTERPRETER = """
 import json, sys, time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -45,6 +46,9 @@ it = Interpreter(model_path=sys.argv[1], num_threads=1)
 it.allocate_tensors()
 inp = it.get_input_details()[0]
 it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+"""
+# a bare interpreter process: the memory floor any LiteRT application with this model pays
+BARE = BARE_INTERPRETER + """
 end = time.monotonic() + float(sys.argv[2])
 n = 0
 while time.monotonic() < end:

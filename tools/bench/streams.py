@@ -36,18 +36,12 @@ from tools.rig.mqtt import Subscriber
 from tools.rig.ports import RigError, wait_until
 
 from . import streamcalc as calc
+from .daemon import BARE_INTERPRETER
 
 say = sayer("streams-bench")
 
 # the bare invoke on this core: what a board with an Edge TPU does not spend on its CPU
-INVOKE = """
-import json, sys, time
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=sys.argv[1], num_threads=1)
-it.allocate_tensors()
-inp = it.get_input_details()[0]
-it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+INVOKE = BARE_INTERPRETER + """
 for _ in range(50):
     it.invoke()
 rounds = []
