@@ -110,6 +110,11 @@ class Config:
         """The one source's id in a view of one source (with_source), or a config of [audio] alone ('')."""
         return self.sources[0].id if len(self.sources) == 1 else ""
 
+    @property
+    def where(self) -> str:
+        """How a message names this view's source: 'sources.<id>: ' ('' for a config of [audio] alone)."""
+        return f"sources.{self.source_id}: " if self.source_id else ""
+
     def views(self) -> list["Config"]:
         """This config as each source sees it (edge.sourceconfig.with_source), in the order of [[sources]]."""
         return [with_source(self, s) for s in self.sources]

@@ -111,7 +111,7 @@ def _sources(cfg) -> list[dict]:
     from .startup import check_source
     rows = []
     for view in cfg.views():
-        where = f"sources.{view.source_id}: " if view.source_id else "audio: "
+        where = view.where or "audio: "
         row = {"id": view.sources[0].name, "what": view.audio.describe(), "opens": False}
         warned: list[str] = []
         try:

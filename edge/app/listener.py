@@ -71,8 +71,7 @@ class Listener:
         try:
             self.detector = Detector(classifier.labels, params, fields)
         except InputError as exc:  # an unknown label in [detector]
-            where = f"sources.{self.id}: " if self.id else ""
-            raise ConfigError(f"{self.cfg.path}: {where}{exc}") from None
+            raise ConfigError(f"{self.cfg.path}: {self.cfg.where}{exc}") from None
         return params
 
     # -- audio in ----------------------------------------------------------------------------------------------

@@ -48,7 +48,6 @@ class LoopMetrics:
         self.busy_s = 0.0  # time spent classifying this source's windows (the grid's and onsets')
         self.audio_s = 0.0  # audio taken from the capture thread
         self.waited = LatencyRing()  # audio there -> scores, per window classified
-        self.started = time.monotonic()
         self._power = 0.0  # the grid windows' mean square (full scale 1) summed since the last payload
         self._heard = 0  # and how many windows that is
 

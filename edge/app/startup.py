@@ -64,13 +64,13 @@ class Startup:
             layers = layers_for(view, self.classifier, self.warn)
             named = view.calibration.file.strip()
             if named and named.lower() != "none" and not Path(named).is_file():
-                self.warn(f"{_where(view)}calibration.file {view.calibration.file} is not there yet: running on the "
+                self.warn(f"{view.where}calibration.file {view.calibration.file} is not there yet: running on the "
                           "other thresholds (edge-audio calibrate writes it)")
             labels = state_labels_for(view, self.classifier.labels, layers)  # once: the sinks and the loop
             self.layers[view.source_id], self.labels[view.source_id] = layers, labels
             where = f"calibration {layers.calibration_file}" if layers.calibration_file else "no calibration"
             watched = f"{len(labels)} watched label(s) with a state" if labels else "every label watched"
-            said.append(f"{_where(view)}{watched}; {where}")
+            said.append(f"{view.where}{watched}; {where}")
         return "; ".join(said)
 
     def _audio(self) -> str:
@@ -81,10 +81,10 @@ class Startup:
             try:
                 source = make_source(view.audio)
             except (InputError, ConfigError) as exc:  # a WAV that is no WAV, no ffmpeg for a stream, no ALSA module
-                raise ConfigError(f"{view.path}: {_where(view) or 'audio: '}{exc}") from None
+                raise ConfigError(f"{view.path}: {view.where or 'audio: '}{exc}") from None
             self.captures.append(Capture(source, view.audio))
             if not self.checking:
-                said.append(f"{_where(view)}{source.name}")
+                said.append(f"{view.where}{source.name}")
                 continue
             line = check_source(view, source, warned.append)
             self.opened[-1] = (view.source_id, line, warned)
@@ -106,16 +106,11 @@ class Startup:
         return f"detectors and window loops built{many} ({states} label state{'s' if states != 1 else ''})"
 
 
-def _where(view: Config) -> str:
-    """How a message names a source: 'sources.<id>: ' ('' for a config of [audio] alone)."""
-    return f"sources.{view.source_id}: " if view.source_id else ""
-
-
 def check_source(cfg: Config, source, warn) -> str:
     """Open the source and close it again (`cfg`: the view of that source): a missing WAV file or ALSA device is
     an error (run would wait for it); a device held by the running service is a warning; stdin is not touched; a
     stream that does not answer now is a warning (a camera may be off; the daemon retries it)."""
-    where = _where(cfg)
+    where = cfg.where
     if cfg.audio.source == "stdin":
         warn(f"{where}audio.source is 'stdin': the daemon reads raw PCM from its standard input; nothing to open")
         return f"{where}stdin (not opened)"
