@@ -114,17 +114,6 @@ class Handoff:
                 self._arrived = 0
             return item
 
-    def get(self, timeout_s: float):
-        """take(), waiting up to timeout_s for the bell when nothing is queued (one consumer, one source)."""
-        item = self.take()
-        if item is None:
-            self.bell.clear()  # a ring for what was taken already must not end the wait
-            item = self.take()  # (what came between the take and the clear)
-            if item is None:
-                self.bell.wait(timeout_s)
-                item = self.take()
-        return item
-
 
 class Capture:
     """Runs a source's blocking reads in a thread. The processing loop takes what arrived (`take()`), says how
@@ -284,15 +273,6 @@ class Capture:
         last one) a sound began; -1: none found, or not watched."""
         item = self.handoff.take()
         if item is not None:
-            self._last_audio = time.monotonic()
-        return item
-
-    def get(self, timeout_s: float):
-        """take(), waiting up to timeout_s for audio when nothing is queued (a loop with this one source)."""
-        item = self.handoff.get(timeout_s)
-        if item is None:
-            self.check_stall()
-        else:
             self._last_audio = time.monotonic()
         return item
 

@@ -218,6 +218,9 @@ class UrlSource:
         self.name = cfg.describe()
         self.rate_hz, self.channels = RATE_HZ, CHANNELS
         self.overruns = 0
+        # close() from another thread ends a read blocked on a silent stream (ffmpeg stopped: the pipe ends), so the
+        # daemon's stop closes it rather than leave ffmpeg to its network timeout
+        self.close_unblocks = True
         self._run: _Ffmpeg | None = None
         self._lock = threading.Lock()
 

@@ -302,3 +302,22 @@ def test_ffmpeg_dies_of_sigpipe_when_the_daemon_is_killed(assets):
             except OSError:
                 return True
         assert wait_until(gone, 5.0), "ffmpeg outlived the killed daemon"
+
+
+def test_the_daemons_stop_ends_a_stream_whose_read_waits_on_a_silent_camera():
+    """A camera that took the connection and sends nothing: the capture thread waits in read(). Stopping the
+    capture closes the stream there and then (ffmpeg stopped), instead of leaving ffmpeg to its network timeout."""
+    from types import SimpleNamespace
+
+    from edge.audio.capture import Capture
+    server = Refuser("http", 0)
+    nobody = SimpleNamespace(proc=SimpleNamespace(pid=-1))
+    try:
+        cfg = _cfg(f"http://127.0.0.1:{server.port}/stream1", stall_seconds=60.0)
+        capture = Capture(UrlSource(cfg), cfg)
+        capture.start()
+        assert wait_until(lambda: len(_ffmpeg_children(nobody)) == 1 and server.held, 10)
+        capture.stop(0.3)
+        assert wait_until(lambda: not _ffmpeg_children(nobody), 5), _ffmpeg_children(nobody)
+    finally:
+        server.close()

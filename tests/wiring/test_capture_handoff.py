@@ -13,9 +13,22 @@ from edge.config import AudioConfig
 CHUNK = np.zeros(1024, np.int16)
 
 
+def _get(handoff: Handoff, timeout_s: float):
+    """What the daemon's loop does for one source: take what is queued, else sleep on the bell (cleared first: a
+    ring for what was taken already must not end the sleep) and take again."""
+    item = handoff.take()
+    if item is None:
+        handoff.bell.clear()
+        item = handoff.take()
+        if item is None:
+            handoff.bell.wait(timeout_s)
+            item = handoff.take()
+    return item
+
+
 def _get_later(handoff: Handoff, timeout_s: float, out: list) -> threading.Thread:
     def run():
-        out.append(handoff.get(timeout_s))
+        out.append(_get(handoff, timeout_s))
         out.append(time.monotonic())
     t = threading.Thread(target=run)
     t.start()
@@ -25,7 +38,7 @@ def _get_later(handoff: Handoff, timeout_s: float, out: list) -> threading.Threa
 def test_the_loop_sleeps_until_what_it_wants_has_arrived():
     h = Handoff(64)
     h.put((1, CHUNK), 1024, 1.0)  # a new generation: handed over at once
-    assert h.get(0.0) == (1, CHUNK) and h.get(0.0) is None
+    assert _get(h, 0.0) == (1, CHUNK) and _get(h, 0.0) is None
     h.wanted = 3000
     got: list = []
     t = _get_later(h, 5.0, got)
@@ -37,16 +50,16 @@ def test_the_loop_sleeps_until_what_it_wants_has_arrived():
     h.put((1, CHUNK), 1024, 1.0)  # 3072 >= 3000
     t.join(2.0)
     assert got[0] == (1, CHUNK) and got[1] - sent < 0.5
-    assert h.get(0.0) is not None and h.get(0.0) is not None  # awake: the rest without waiting
-    assert h.get(0.0) is None
+    assert _get(h, 0.0) is not None and _get(h, 0.0) is not None  # awake: the rest without waiting
+    assert _get(h, 0.0) is None
 
 
 def _waiting_for_much(out: list) -> tuple[Handoff, threading.Thread]:
     """A hand-off whose loop has taken everything and sleeps until far more audio than a read has arrived."""
     h = Handoff(64)
     h.put((1, CHUNK), 1024, 1.0)
-    h.get(0.0)
-    h.get(0.0)
+    _get(h, 0.0)
+    _get(h, 0.0)
     h.wanted = 100000
     return h, _get_later(h, 5.0, out)
 
@@ -63,7 +76,7 @@ def test_the_end_of_a_file_wakes_the_loop_at_once():
 def test_nothing_arrives_is_none_after_the_timeout():
     h = Handoff(4)
     t0 = time.monotonic()
-    assert h.get(0.2) is None
+    assert _get(h, 0.2) is None
     assert 0.15 < time.monotonic() - t0 < 1.5
 
 
@@ -75,7 +88,7 @@ def test_a_full_queue_makes_the_producer_wait_for_room():
     t = threading.Thread(target=lambda: done.append(h.put((1, CHUNK), 1024, 2.0)))
     t.start()
     time.sleep(0.1)
-    assert h.get(0.0) is not None  # room for one
+    assert _get(h, 0.0) is not None  # room for one
     t.join(2.0)
     assert done == [True] and len(h) == 2
 
@@ -118,7 +131,7 @@ def test_at_the_end_of_a_file_the_capture_thread_tells_a_sound_it_has_not_looked
     capture.start()
     items = []
     while not items or items[-1][1] is not None:
-        item = capture.get(2.0)
+        item = _get(capture.handoff, 2.0)
         assert item is not None, "the capture thread stopped delivering"
         items.append(item)
     capture.stop()
