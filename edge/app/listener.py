@@ -126,7 +126,7 @@ class Listener:
         # stream sample 0 is now, less how long ago a live source's first frame was recorded (the capture thread
         # saw it: a busy loop would date a whole stream late), less what the loop already holds: wall-clock
         # timestamps for events and window latencies
-        seen, at = getattr(self.capture, "first_audio", (-1, 0.0))
+        seen, at = self.capture.first_audio
         ago = max(0.0, time.time() - at) if seen == generation and self.cfg.audio.live else 0.0
         self._t0 = self.daemon.clock() - ago - self._loop.framer.ring.written / p.sample_rate_hz
         self._dropped = self.capture.handoff.dropped_frames

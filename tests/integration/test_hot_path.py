@@ -129,6 +129,7 @@ class LoopedCapture:
         self.failed = self.problem = ""
         self.stalls = self.reopens = self.gaps = 0
         self.gap_s = 0.0
+        self.first_audio = (-1, 0.0)  # a file's pace: dated by the daemon's clock
         self.handoff = SimpleNamespace(live=False, dropped_frames=0, bell=None)  # the daemon rings its own bell
         self.onset_lead_seconds = 0.0  # the daemon sets it, as it does the capture thread's
         self._onsets = None
