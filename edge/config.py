@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .core.clipparams import ClipParams
 from .core.detector import DetectorParams
 from .core.errors import ConfigError, InputError
 from .core.files import file_kind, read_text
@@ -75,6 +76,8 @@ class MqttConfig:
     top_hold_seconds: float = param(3.0, "a new top class is published once it has held this long (fewer "
                                          "retained updates for Home Assistant's recorder); 0: every change", 0, 3600)
     discovery_prefix: str = param("homeassistant", "Home Assistant discovery prefix")
+    clips: bool = param(False, "publish each kept clip on <prefix>/<id>/clips/<event id> (QoS 1, not retained)")
+    clip_max_kb: int = param(2048, "a larger clip is not published (it stays on the device)", 1, 262144)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Config:
     jsonl: JsonlConfig
     metrics: MetricsConfig
     calibration: CalibrationConfig = CalibrationConfig()
+    clips: ClipParams = ClipParams()
     sources: tuple = ()  # SourceConfig, one per stream ([[sources]], else [audio] alone as one with id '')
 
     @property
@@ -121,7 +125,8 @@ class Config:
 
 
 SECTIONS = {"device": DeviceConfig, "audio": AudioConfig, "model": ModelConfig, "detector": DetectorParams,
-            "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig, "calibration": CalibrationConfig}
+            "mqtt": MqttConfig, "jsonl": JsonlConfig, "metrics": MetricsConfig, "calibration": CalibrationConfig,
+            "clips": ClipParams}
 
 
 MOVED_KEYS = {"mqtt.outbox_file": "mqtt.outbox_file was replaced by mqtt.spool_file (a crash-safe spool, on by "
@@ -152,6 +157,10 @@ def _cross_checks(cfg: Config) -> None:
     _check_name(cfg.path, "device.board", cfg.device.board, text_problem(cfg.device.board, MAX_ID_CHARS))
     if cfg.mqtt.enabled:
         _check_mqtt(cfg.path, cfg.mqtt)
+    for label in cfg.clips.labels:
+        why = "is not a label name" if not isinstance(label, str) else text_problem(label, MAX_LABEL_CHARS)
+        if why:
+            raise ConfigError(f"{cfg.path}: clips.labels: {shown(str(label))} {why}")
 
 
 def _check_detector(path: str, d: DetectorParams, where: str) -> None:
@@ -222,6 +231,11 @@ class Calibration:
     path: str
     thresholds: dict
     info: dict
+
+
+def clips_folder(cfg: ClipParams, state: Path | None = None) -> Path:
+    """Where clips go: clips.folder, else clips/ in the state directory (`state`, by default this machine's)."""
+    return Path(cfg.folder) if cfg.folder.strip() else (state or state_directory()) / "clips"
 
 
 def calibration_name(source: str = "") -> str:
