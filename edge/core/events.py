@@ -35,6 +35,9 @@ class Event:
     delegate: str = ""
     cut_short: bool = False  # an end written at the next start for an event the previous run left open
     source: str = ""  # the source that heard it ([[sources]] id; '' for a config with [audio] alone)
+    # on an end, with [clips] on: what became of its clip (status, and for a kept one its file, seconds, bytes,
+    # sha256, format, offset_s of the event's start within it); absent from the payload otherwise
+    clip: dict | None = None
 
     @property
     def message_id(self) -> str:
@@ -42,7 +45,9 @@ class Event:
         return f"{self.event_id}:{self.type}"
 
     def to_dict(self) -> dict:
-        d = {name: getattr(self, name) for name in _FIELDS}  # every field is a scalar: no deep copy (asdict)
+        d = {name: getattr(self, name) for name in _FIELDS}  # scalars, and clip's flat dict: no deep copy (asdict)
+        if d["clip"] is None:
+            del d["clip"]
         d["schema"] = SCHEMA_VERSION
         d["start_time"] = iso(self.start_ts)
         d["end_time"] = iso(self.end_ts) if self.end_ts is not None else None
@@ -88,7 +93,7 @@ def _typed(name: str, value, annotation: str):
 
 
 _KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": (float, "a number"),
-          "bool": (bool, "true or false")}
+          "bool": (bool, "true or false"), "dict": (dict, "an object")}
 
 
 _FIELDS = tuple(f.name for f in fields(Event))

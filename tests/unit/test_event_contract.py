@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+
+import pytest
 from pathlib import Path
 
 from edge.config import parse_config
@@ -23,7 +25,7 @@ def golden() -> dict:
 
 def event_of(payload: dict) -> Event:
     """The Event that the golden payload describes, built from its typed fields."""
-    fields = {k: payload[k] for k in Event.__dataclass_fields__}
+    fields = {k: payload[k] for k in Event.__dataclass_fields__ if k in payload}  # clip: only on a clip's end
     return Event(**fields)
 
 
@@ -108,3 +110,14 @@ def test_from_dict_refuses_what_is_not_an_event_with_one_line_naming_the_field()
             assert words in str(exc) and "\n" not in str(exc), exc
         else:
             raise AssertionError(f"accepted: {words}")
+
+
+def test_an_end_with_a_clip_carries_it_and_an_event_without_one_has_no_clip_key():
+    clip = {"status": "kept", "file": "5b1f.flac", "format": "flac", "seconds": 8.5, "bytes": 81234,
+            "sha256": "ab" * 32, "offset_s": 3.0}
+    payload = {**golden(), "clip": clip}
+    event = Event.from_dict(payload)
+    assert event.clip == clip and event.to_dict() == payload
+    assert "clip" not in event_of(golden()).to_dict()
+    with pytest.raises(ValueError, match="clip"):
+        Event.from_dict({**golden(), "clip": "kept"})
