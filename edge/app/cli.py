@@ -17,6 +17,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "run": "edge.app.run",
     "calibrate": "edge.app.calibration.calibrate",
     "monitor": "edge.app.monitor",
+    "clips": "edge.app.clips",
     "bench": "edge.app.bench",
     "selftest": "edge.app.selftest",
     "fetch": "edge.app.fetch",
