@@ -91,7 +91,13 @@ class Watch:
             client.subscribe(t, qos=1)
 
     def on_message(self, client, userdata, msg):
-        print(self.line(msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain)), flush=True)
+        device_id, source, kind = Topics.parse(msg.topic, self.args.prefix)
+        if kind.startswith("clips/"):  # a clip's audio (mqtt.clips): its size, never its bytes
+            line = self.clip_line(msg.topic, _who(device_id, source), kind.removeprefix("clips/"), len(msg.payload),
+                                  bool(msg.retain))
+        else:
+            line = self.line(msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain))
+        print(line, flush=True)
         self.seen += 1
         if self.args.count and self.seen >= self.args.count:
             self.done.set()
@@ -112,6 +118,11 @@ class Watch:
         if kind.startswith("state/"):
             return f"{'':24}  {who:<12} state {kind.removeprefix('state/')} = {text}"
         return f"{'':24}  {who:<12} {kind} {text}"
+
+    def clip_line(self, topic: str, who: str, event_id: str, size: int, retained: bool) -> str:
+        if self.args.json:
+            return json.dumps({"topic": topic, "retained": retained, "clip": event_id, "bytes": size})
+        return f"{'':24}  {who:<12} clip {event_id}: {size} bytes"
 
     def wait(self, timeout_s: float) -> None:
         """Until --count messages came, the broker refused, `timeout_s` passed (0: no limit) or Ctrl-C."""

@@ -31,6 +31,11 @@ class Sink:
     def publish_event(self, event: Event) -> None:
         raise NotImplementedError
 
+    def publish_clip(self, record: dict, path: str) -> None:
+        """A clip was kept (`record`: its record, edge/sinks/clipstore.py; `path`: its audio file), called right
+        after the end event that carries it. Reads no file here: a sink that sends the audio reads it later, on
+        its own thread."""
+
     def set_state(self, label: str, on: bool, source: str = "") -> None:
         """A label the source watches went on (an event started) or off."""
 
@@ -86,6 +91,10 @@ class FanOut(Sink):
     def publish_event(self, event: Event) -> None:
         for s in self.sinks:
             s.publish_event(event)
+
+    def publish_clip(self, record: dict, path: str) -> None:
+        for s in self.sinks:
+            s.publish_clip(record, path)
 
     def set_state(self, label: str, on: bool, source: str = "") -> None:
         for s in self.sinks:

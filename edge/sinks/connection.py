@@ -107,3 +107,26 @@ def forget_unacknowledged(client) -> None:
     if lock is not None and messages is not None:  # paho-mqtt 2.0 and 2.1
         with lock:
             messages.clear()
+
+
+def is_loopback(host: str) -> bool:
+    """A broker on this machine: what goes to it does not cross a network."""
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def connect_kwargs(protocol: str) -> dict:
+    """What connect() is given besides the address: with MQTT 5 a clean start and a session that ends with the
+    connection (the head and the retained topics are sent again on every connection)."""
+    if protocol != "5":
+        return {}
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    return {"clean_start": True, "properties": props}

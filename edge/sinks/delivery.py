@@ -8,7 +8,9 @@ parse, such as a topic with a control character). A drop that says nothing about
 the broker shutting down or taking the session over) is not counted. After TRIES failed tries in a row the event
 goes from the outbox to the spool's dead-letter table (Outbox.set_aside), with one log line, and delivery goes on.
 A refused event is sent again after a short pause; one that made the broker drop the connection, on the next
-connection (after the back-off). One the client library cannot encode at all is set aside at once.
+connection (after the back-off). One the client library cannot encode at all is set aside at once, and so is a
+clip's reference whose file cannot be sent as it was kept (clipsend.py: gone, too large, changed): counted as
+clips_unsent, as a delivered one is as clips_sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import logging
 import time
 
+from .clipsend import Unsendable
 from .outbox import Message, Outbox
+from .spool_records import CLIP_KIND
 
 log = logging.getLogger("edge.mqtt")
 
@@ -65,6 +69,7 @@ class HeadDelivery:
         self.tries = 0  # failed tries of `_trying` in a row
         self._trying: Message | None = None
         self.delivered = self.refused = self.set_aside = 0
+        self.clips_sent = self.clips_unsent = 0  # of those delivered and set aside, clips (mqtt.clips)
 
     def send(self, publish, ok) -> int:
         """Hand the head to `publish(msg)` unless one is in flight or a refused one waits; how many went out."""
@@ -79,6 +84,9 @@ class HeadDelivery:
                 info = publish(head)
             except (ValueError, UnicodeError) as exc:  # the client library cannot encode it: no try would work
                 self._set_aside(head, f"the client library cannot send it ({exc})", 1)
+                continue
+            except Unsendable as exc:  # a clip gone or changed since it was kept, or too large: said as it is
+                self._set_aside(head, str(exc), 0)
                 continue
             if info.rc == ok:  # else the queue is full or the connection gone: sent again at the next pass
                 self.inflight = (info.mid, head)
@@ -96,6 +104,7 @@ class HeadDelivery:
         self.inflight = None  # the network thread sends the next one as soon as this callback returns
         if not refusal:
             self.delivered += 1
+            self.clips_sent += msg.kind == CLIP_KIND
             self._trying, self.tries = None, 0
             self.outbox.remove_head(msg)
             self.problems.clear(EVENTS)
@@ -128,15 +137,21 @@ class HeadDelivery:
         self.outbox.set_aside(msg, why)
         self.set_aside += 1
         self.refused += refused
+        self.clips_unsent += msg.kind == CLIP_KIND
         where = "kept in the spool's dead-letter table" if self.outbox.path else "not kept: no spool"
-        line = f"set aside {describe(msg)} after {tries} failed {'try' if tries == 1 else 'tries'}: {why}; " \
-               f"not sent again ({where}), delivery goes on with the next event"
+        if tries:
+            line = f"set aside {describe(msg)} after {tries} failed {'try' if tries == 1 else 'tries'}: {why}; " \
+                   f"not sent again ({where}), delivery goes on with the next event"
+        else:  # never tried: `why` names it
+            line = f"{why} (its reference is {where}); delivery goes on with the next message"
         log.error("MQTT: %s", line)
         self.problems.note(line, EVENTS, logged=True)
 
 
 def describe(msg: Message) -> str:
     """The event's key for the log: its id, type, label and topic (quoted, control characters shown)."""
+    if msg.kind == CLIP_KIND:
+        return f"clip {msg.topic.rsplit('/', 1)[-1]} (topic={msg.topic!r})"
     try:
         event = json.loads(msg.payload)
     except (TypeError, ValueError):

@@ -7,7 +7,8 @@ and sent again, paced, after every connection (retained.py); connecting, the bac
 says are in connection.py.
 
 The network thread sleeps until the broker sends something, the audio loop has queued work or a keepalive is due
-(netloop.py): an idle daemon wakes a few times per keepalive interval.
+(netloop.py): an idle daemon wakes a few times per keepalive interval. With mqtt.clips a kept clip follows its end
+event through the outbox as a reference, its audio read only when it is sent (clipsend.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from ..config import MqttConfig
 from ..core.errors import ConfigError
 from ..core.events import Event
 from ..sourceconfig import MAX_SOURCES
-from . import homeassistant
+from . import clipsend, homeassistant
 from .base import Sink
-from .connection import (Backoff, closed_before_connack, connack_timeout, describe_error, forget_unacknowledged,
-                         new_client, no_connack)
+from .connection import (Backoff, closed_before_connack, connack_timeout, connect_kwargs, describe_error,
+                         forget_unacknowledged, is_loopback, new_client, no_connack)
 from .delivery import HeadDelivery, Problems
 from .netloop import NetworkLoop, import_paho
 from .outbox import Message, Outbox
@@ -92,7 +93,7 @@ class MqttSink(Sink):
         self.backoff = Backoff(cfg.reconnect_min_seconds, cfg.reconnect_max_seconds)
         self.client = (client_factory or self._make_client)(password)
         self.net = NetworkLoop(self.client, cfg.keepalive_seconds, paho.MQTT_ERR_SUCCESS)
-        if cfg.username and not cfg.tls and not _is_loopback(cfg.host):
+        if cfg.username and not cfg.tls and not is_loopback(cfg.host):
             log.warning("MQTT: the user name and password go to %s without TLS: anyone on that network can read "
                         "them (set mqtt.tls = true, port 8883, on a broker with a TLS listener)", cfg.host)
         if cfg.protocol == "3.1.1":
@@ -126,6 +127,17 @@ class MqttSink(Sink):
         topic = self.sources.topics(event.source).events  # every source's through the one ordered outbox
         self.outbox.append(Message(topic, event.to_json(payload), qos=1), payload)
         self._queued = True
+
+    def publish_clip(self, record: dict, path: str) -> None:
+        """With mqtt.clips: the clip's reference behind its end event, on disk (with a spool) before it returns."""
+        event_id = record.get("event_id")
+        msg = clipsend.reference(self.topics.clip(event_id), record, path) if self.cfg.clips and \
+            clipsend.valid_event_id(event_id) else None
+        if msg is not None:
+            self.outbox.append(msg)
+            self._queued = True
+        elif self.cfg.clips:
+            log.error("MQTT: clip %r not published: its record has no usable event id, size or sha256", event_id)
 
     def set_state(self, label: str, on: bool, source: str = "") -> None:
         self.retained.set(self.sources.topics(source).state(label), "ON" if on else "OFF")
@@ -203,12 +215,14 @@ class MqttSink(Sink):
     def health(self) -> dict:
         """Counters that add up: produced = delivered + set aside + dropped + queued (queued includes in flight);
         refused_events are the set-aside events the broker refused (MQTT 5: delivery_confirmed; with 3.1.1 the
-        broker acknowledges a refused message and it counts as delivered)."""
+        broker acknowledges a refused message and it counts as delivered). A clip (mqtt.clips) is one message of
+        the outbox too: clips_sent of the delivered ones, clips_unsent of those set aside, are clips."""
         o = self.outbox
         return {"mqtt_connected": self._connected, "reconnects": self.reconnects, "queue_depth": len(o),
                 "produced_events": o.appended + o.recovered, "delivered_events": self.delivery.delivered,
                 "dropped_events": o.dropped, "dropped_messages": self.dropped_other,  # extras, newest kept
                 "refused_events": self.delivery.refused, "set_aside_events": self.delivery.set_aside,
+                "clips_sent": self.delivery.clips_sent, "clips_unsent": self.delivery.clips_unsent,
                 "refused_messages": self.retained.refusals, "delivery_confirmed": self.cfg.protocol == "5",
                 "spool": o.path or "memory", "spool_recovered": o.recovered, "spool_corrupt_records": o.corrupt,
                 "spool_set_aside": o.set_aside_count, "spool_lost_events": o.lost,
@@ -239,7 +253,7 @@ class MqttSink(Sink):
         cfg = self.cfg
         try:
             self._awaiting_connack = True
-            self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **self._connect_kwargs())
+            self.client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, **connect_kwargs(cfg.protocol))
         except (OSError, ValueError, UnicodeError) as exc:  # ssl.SSLError is an OSError
             self.problems.note(f"cannot connect to {cfg.host}:{cfg.port}: {describe_error(exc)}", CONNECTION)
             return False
@@ -263,15 +277,6 @@ class MqttSink(Sink):
             silent = time.monotonic() >= deadline or self._dropped_for == "Keep alive timeout"
             self.problems.note(no_connack(cfg.host, cfg.port, waited, cfg.tls) if silent else
                                closed_before_connack(cfg.host, cfg.port, cfg.tls), CONNECTION)
-
-    def _connect_kwargs(self) -> dict:
-        if self.cfg.protocol != "5":
-            return {}
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0
-        return {"clean_start": True, "properties": props}
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         self._awaiting_connack = False
@@ -346,7 +351,8 @@ class MqttSink(Sink):
             self.net.wrote()
 
     def _publish_event(self, msg: Message):
-        return self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        payload = clipsend.read_clip(msg, self.cfg.clip_max_kb) if msg.kind == clipsend.CLIP_KIND else msg.payload
+        return self.client.publish(msg.topic, payload, qos=msg.qos, retain=msg.retain)
 
     def _publish_retained(self, topic: str, value: str):
         return self.client.publish(topic, value, qos=1, retain=True)
@@ -386,13 +392,3 @@ class MqttSink(Sink):
             pass
         self.outbox.close()
         self.net.close()
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

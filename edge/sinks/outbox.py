@@ -32,7 +32,7 @@ from . import spool_disk
 from .spool_disk import DEAD_LETTERS_KEPT, Loaded, SpoolFile, is_disk_error, meta_number, meta_time, move_aside
 from .spool_keeper import SpoolKeeping
 from .spool_marker import Marker, count, from_ranges, lost_by
-from .spool_records import event_key, event_record, open_record, open_row, sane_time
+from .spool_records import CLIP_KIND, event_key, event_record, open_record, open_row, sane_time
 
 log = logging.getLogger("edge.sinks")
 
@@ -57,7 +57,7 @@ class Message:
     qos: int = 0
     retain: bool = False
     seq: int = 0  # its row in the spool (0: in memory only)
-    kind: str = ""  # an event's type ("start" / "end")
+    kind: str = ""  # an event's type ("start" / "end"), or "clip" for a clip's reference (clipsend.py)
     label: str = ""  # an event's open_events row (spool_records.open_row: its label, and its source if it has one)
     event_key: str = ""  # the event it starts or ends (spool_records.event_key)
 
@@ -365,5 +365,7 @@ class Outbox(SpoolKeeping):
 
 def _message(seq: int, topic: str, payload: str) -> Message:
     record = event_record(payload)
+    if record is None:  # the spool loads events and clips' references only (spool_disk.py)
+        return Message(topic, payload, qos=1, seq=seq, kind=CLIP_KIND)
     return Message(topic, payload, qos=1, seq=seq, kind=record["type"], label=open_row(record),
                    event_key=event_key(record))

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .spool_records import event_key, event_record, open_record, open_row, sane_time, valid_topic
+from .spool_records import clip_reference, event_key, event_record, open_record, open_row, sane_time, valid_topic
 
 PAGE_BYTES = 1024  # a new spool's page size: an event is 300 to 500 bytes
 JOURNAL_LIMIT = 32 * 1024  # bytes the write-ahead log is cut back to when it starts over
@@ -130,7 +130,8 @@ class SpoolFile:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "outbox" in tables:
             for seq, topic, payload in self.db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
-                if valid_topic(topic) and event_record(payload) is not None:
+                readable = event_record(payload) is not None or clip_reference(payload) is not None
+                if valid_topic(topic) and readable:
                     out.rows.append((seq, topic, payload))
                 else:
                     out.bad_rows.append(seq)

@@ -189,8 +189,8 @@ class SpoolKeeping:
         batch = list(itertools.islice(self._items, first, first + SYNC_CHUNK))
         self._since_mark += len(batch)
         try:
-            seqs = self._disk.write_events([(m.topic, m.payload, {"type": m.kind, "label": m.label} if m.kind
-                                             else None) for m in batch], self._meta())
+            seqs = self._disk.write_events([(m.topic, m.payload, {"type": m.kind, "label": m.label} if m.kind in
+                                             ("start", "end") else None) for m in batch], self._meta())
         except BaseException:
             self._since_mark -= len(batch)
             raise

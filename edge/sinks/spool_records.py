@@ -1,17 +1,21 @@
 """What a spool record must be to be sent again or acted on: a topic this device may publish to, and an event whose
-JSON is strict (no NaN or Infinity), whose numbers are finite and whose times can be shown. Anything else is skipped
-and counted, never a reason not to start."""
+JSON is strict (no NaN or Infinity), whose numbers are finite and whose times can be shown, or a clip's reference
+(clipsend.py). Anything else is skipped and counted, never a reason not to start."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 
 from ..core.events import Event
 
 MAX_TOPIC_BYTES = 65535  # MQTT's limit on a topic name
 LATEST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: the last time an event's ISO form can show
 TIME_FIELDS = ("start_ts", "end_ts")
+CLIP_KIND = "clip"  # Message.kind of a clip's reference
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def valid_topic(topic) -> bool:
@@ -50,6 +54,23 @@ def event_record(payload) -> dict | None:
                                    0.0 <= ts <= LATEST_TS):
             return None
     return value
+
+
+def clip_reference(payload) -> dict | None:
+    """The clip a spool record names, or None: a JSON object of exactly "clip" (an absolute path), "bytes" (its
+    size) and "sha256" (of its bytes)."""
+    try:
+        value = json.loads(payload, parse_constant=_not_json) if isinstance(payload, str) else None
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or set(value) != {"clip", "bytes", "sha256"}:
+        return None
+    path, size, digest = value["clip"], value["bytes"], value["sha256"]
+    if not (isinstance(path, str) and os.path.isabs(path) and "\0" not in path):
+        return None
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+        return None
+    return value if isinstance(digest, str) and _SHA256.match(digest) else None
 
 
 def open_record(payload) -> dict | None:

@@ -5,6 +5,9 @@ The device, whatever its sources:
     <prefix>/<device id>/status            retained "online" / "offline" (the last will)
     <prefix>/<device id>/metrics           retained periodic JSON of the whole daemon (with [[sources]]: a
                                            "sources" map of each one's part)
+    <prefix>/<device id>/clips/<event id>  with mqtt.clips: a kept clip's audio file, as it is on the device
+                                           (FLAC, Ogg/Opus or WAV; QoS 1, not retained), after the end event that
+                                           names it in its "clip" field, whichever source heard it (clipsend.py)
 
 A config with [audio] alone has one source, id "": its topics are the device's, as they always were:
 
@@ -107,6 +110,10 @@ class Topics:
     def state(self, label: str) -> str:
         return f"{self.base}/state/{slug(label)}"
 
+    def clip(self, event_id: str) -> str:
+        """A kept clip's audio: a device-level topic whatever the source (the event id is a level as it is)."""
+        return f"{self.device_base}/clips/{event_id}"
+
     def subscriptions(self, metrics: bool = False) -> list[str]:
         """What the monitor listens to: events, status, every state, and metrics when asked; for the device's own
         topics (source "") those of every named source too, so both layouts are heard."""
@@ -116,8 +123,9 @@ class Topics:
     @staticmethod
     def parse(topic: str, prefix: str | None = None) -> tuple[str, str, str]:
         """(device id, source id or "", kind) of a topic in either layout; kind is the last level ('events',
-        'status', 'metrics'...), or 'state/<label id>' for a state. `prefix`: the topic prefix (without it, or for a
-        topic outside it, the first level is taken as the prefix, as with the default 'edge-audio')."""
+        'status', 'metrics'...), 'state/<label id>' for a state, or 'clips/<event id>' for a clip. `prefix`: the
+        topic prefix (without it, or for a topic outside it, the first level is taken as the prefix, as with the
+        default 'edge-audio')."""
         if prefix and topic.startswith(prefix + "/"):
             rest = topic[len(prefix) + 1:].split("/")
         else:
@@ -125,6 +133,6 @@ class Topics:
         if len(rest) < 2:
             return (rest[0] if rest else ""), "", rest[-1] if rest else ""
         device_id, kind, levels = rest[0], rest[-1], rest[1:-1]
-        if levels and levels[-1] == "state":  # a source is never called 'state'
-            levels, kind = levels[:-1], f"state/{kind}"
+        if levels and levels[-1] in ("state", "clips"):  # a source is never called 'state' or 'clips'
+            levels, kind = levels[:-1], f"{levels[-1]}/{kind}"
         return device_id, "/".join(levels), kind
