@@ -29,12 +29,14 @@ from ..model.classifier import Classifier
 from ..model.delegate import DelegateSupervisor
 from ..sinks.base import Sink
 from ..sinks.jsonl import JsonLinesSink
+from .clipping import deliver, make_writer, wait_for_clips
 from .listener import Listener
 from .metrics import LatencyRing, device_payload
 
 log = logging.getLogger("edge.daemon")
 SHUTDOWN_CAPTURE_S = 0.5  # SIGTERM to exit stays under 5 s: capture join + outbox wait + "offline"
 SHUTDOWN_OUTBOX_S = 2.5
+SHUTDOWN_CLIPS_S = 0.5  # the clip writer's last commit (the ends waited for their clips before: clipping.py)
 WAIT_S = 0.5  # the loop sleeps until a window's worth of audio is there, or this long (stop, stall, metrics)
 BATCH = 64  # windows classified per pass before the captures' queues are emptied again
 TURN_STEP = 7919  # how far the turning order moves each pass (a prime: every source comes first in turn)
@@ -92,6 +94,7 @@ class Daemon:
         self.silence = np.zeros(len(classifier.labels), np.float32)  # a gated window's scores
         self.invokes = LatencyRing()  # every window the classifier took, all sources
         self.bell = threading.Event()  # rung by every capture thread: audio is there
+        self.clip_writer = make_writer(cfg)  # None: clips are off
         captures = list(capture) if isinstance(capture, (list, tuple)) else [capture]
         views = [cfg] if len(captures) == 1 else cfg.views()
         if len(views) != len(captures):
@@ -158,6 +161,8 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> int:
         self.sink.start()
+        if self.clip_writer is not None:
+            self.clip_writer.start()
         self._end_what_was_left_open()
         for s in self.sources:
             s.capture.start()
@@ -181,6 +186,8 @@ class Daemon:
                 self.bell.wait(WAIT_S)
                 self.bell.clear()
                 self._serve()
+                if self.clip_writer is not None:  # ends whose clips are written go out with them
+                    deliver(self.sources, self.clip_writer, _send_without_state)
                 if all(s.ended for s in self.sources):
                     ended = True
                     break
@@ -260,6 +267,11 @@ class Daemon:
         for s in self.sources:
             for event in s.detector.flush():
                 s.emit(event)
+            s.finish_clips()
+        if self.clip_writer is not None:
+            wait_for_clips(self.sources, self.clip_writer, _send_without_state)
+            self.clip_writer.stop(SHUTDOWN_CLIPS_S)
+        for s in self.sources:
             if s.id:
                 self.sink.set_source_status(s.id, False)
         self._metrics(time.monotonic())
@@ -317,8 +329,11 @@ class Daemon:
     def metrics(self) -> dict:
         parts = {s.id: s.part() for s in self.sources}
         failed = next((s.capture.failed for s in self.sources if s.capture.failed), "")
-        return device_payload(parts, self.invokes, self.classifier, self.delegate_switches, self.sink, failed,
-                              self.started)
+        payload = device_payload(parts, self.invokes, self.classifier, self.delegate_switches, self.sink, failed,
+                                 self.started)
+        if self.clip_writer is not None:
+            payload.update(self.clip_writer.stats())
+        return payload
 
     def _metrics(self, now: float) -> None:
         self._last_metrics = now
@@ -330,6 +345,11 @@ class Daemon:
                  m["windows"], m["inference_p50_ms"], m["real_time_factor"], m["queue_depth"], m["dropped_events"],
                  m["overruns"], f", sources online {m['sources_online']}/{len(self.sources)}" if "sources" in m
                  else "")
+
+
+def _send_without_state(source: Listener, event: Event) -> None:
+    """An end that waited for its clip: its state went OFF when it ended."""
+    source.send(event, state=False)
 
 
 def _of(value, source_id: str):

@@ -19,6 +19,7 @@ from ..core.detector import Detector, DetectorParams, level_dbfs
 from ..core.errors import ConfigError, InputError
 from ..core.stream import WindowLoop, hop_samples_for
 from ..core.thresholds import ThresholdLayers
+from .clipping import SourceClips, history_seconds
 from .metrics import LoopMetrics
 from .threshold_sources import bundle_thresholds, state_labels_for, threshold_layers
 
@@ -61,6 +62,14 @@ class Listener:
         self._padded = False
         self.ended = False  # and every window of it was taken
         self.online: bool | None = None  # what the source's status topic says (None: not said yet)
+        self.clips: SourceClips | None = None
+        self._history = 0  # samples the ring keeps behind its windows: a clip's pre-roll
+        if daemon.clip_writer is not None:
+            p = classifier.params
+            rate, window = p.sample_rate_hz, p.window_samples
+            self._history = round(rate * history_seconds(cfg.clips, window / rate, params.min_duration_seconds))
+            self.clips = SourceClips(self, daemon.clip_writer, window,
+                                     hop_samples_for(cfg.model.hop_seconds, rate), rate, self._history)
 
     def _watch(self, classifier) -> DetectorParams:
         """The detector, at the layers' thresholds (with no allow list a trained bundle's own labels are the ones
@@ -120,9 +129,12 @@ class Listener:
             period = max(1, self.cfg.audio.period_frames * p.sample_rate_hz // src.rate_hz)
             self._loop = WindowLoop(p.window_samples, hop, src.rate_hz, src.channels, p.sample_rate_hz,
                                     grid_samples=classifier.grid_samples, onset_lead_samples=self._onset_lead,
-                                    offset_samples=int(self.phase * max(1, hop // period)) * period)
+                                    offset_samples=int(self.phase * max(1, hop // period)) * period,
+                                    history_samples=self._history)
             if self.frontend is not None:
                 self.frontend.reset()
+        if self.clips is not None and self._generation >= 0:
+            self.clips.restarted()
         # stream sample 0 is now, less how long ago a live source's first frame was recorded (the capture thread
         # saw it: a busy loop would date a whole stream late), less what the loop already holds: wall-clock
         # timestamps for events and window latencies
@@ -179,6 +191,8 @@ class Listener:
         stats.heard(level)
         for event in self.detector.update(scores, t_start, t_end, level):
             self.emit(event)
+        if self.clips is not None:
+            self.clips.after_window(start, scores, framer)
         if d.observer is not None:
             d.observer(self, level, gated)
         if gated:
@@ -193,11 +207,38 @@ class Listener:
                                   / framer.rate_hz))
 
     def emit(self, event) -> None:
+        """An event of this source out: published (with a spool, durable once this returns) and its state set.
+        With clips on, an end whose clip is being written waits for it (its state goes OFF now)."""
+        clips = self.clips
+        if clips is not None and event.type == "end":
+            out = clips.ended(event, self._t0)
+            if out is None:
+                self._set_state_of(event.label, False)
+                return
+            event = out
+        self.send(event)
+        if clips is not None and event.type == "start":
+            clips.started(event, self._loop.framer.ring, self._t0)
+
+    def send(self, event, state: bool = True) -> None:
         self.stats.events += 1
-        self.sink.publish_event(event)  # with a spool, durable once this returns
-        log.info("%s%s %s (peak %.2f)", f"{self.id}: " if self.id else "", event.type, event.label, event.peak_score)
-        if event.label in self.state_labels:
-            self.sink.set_state(event.label, event.type == "start", source=self.id)
+        self.sink.publish_event(event)
+        log.info("%s%s %s (peak %.2f)%s", f"{self.id}: " if self.id else "", event.type, event.label,
+                 event.peak_score, f", clip {event.clip['status']}" if event.clip else "")
+        if state:
+            self._set_state_of(event.label, event.type == "start")
+        if event.clip and event.clip.get("file"):
+            self.sink.publish_clip({**event.clip, "event_id": event.event_id},
+                                   str(self.clips.writer.store.folder / event.clip["file"]))
+
+    def finish_clips(self) -> None:
+        """At a stop, once the detector's ends are out: the clips still open end with the audio there is."""
+        if self.clips is not None and self._loop is not None:
+            self.clips.finish(self._loop.framer)
+
+    def _set_state_of(self, label: str, on: bool) -> None:
+        if label in self.state_labels:
+            self.sink.set_state(label, on, source=self.id)
 
     def _set_top(self, top: int) -> None:
         if top != self._top:

@@ -38,6 +38,17 @@ class RingBuffer:
     def oldest(self) -> int:
         return max(0, self.written - self.capacity)
 
+    def copy_to(self, start: int, out: np.ndarray) -> None:
+        """Copy samples [start, start + out.size) into the int16 array `out` (a clip's block)."""
+        n = out.size
+        if start < self.oldest() or start + n > self.written:
+            raise IndexError(f"samples [{start}, {start + n}) are not in the ring")
+        begin = start % self.capacity
+        first = min(n, self.capacity - begin)
+        out[:first] = self.buffer[begin:begin + first]
+        if first < n:
+            out[first:] = self.buffer[:n - first]
+
     def read_float(self, start: int, out: np.ndarray) -> None:
         """Copy samples [start, start + out.size) into `out` as float32 in [-1, 1)."""
         n = out.size
@@ -65,7 +76,7 @@ class Framer:
 
     def __init__(self, window_samples: int = 15600, hop_samples: int = 7680, rate_in_hz: int = 16000,
                  channels: int = 1, rate_hz: int = 16000, max_chunk_frames: int = 8192, grid_samples: int = 1,
-                 offset_samples: int = 0):
+                 offset_samples: int = 0, history_samples: int = 0):
         if hop_samples <= 0 or window_samples <= 0 or grid_samples <= 0:
             raise ValueError("window, hop and grid must be positive")
         self.window_samples = window_samples
@@ -92,7 +103,19 @@ class Framer:
         self._resampler = Resampler(rate_in_hz, rate_hz, max_chunk_frames) if rate_in_hz != rate_hz else None
         resampled_max = self._resampler.capacity_out if self._resampler else max_chunk_frames
         self._resampled16 = np.zeros(resampled_max, np.int16)
-        self.ring = RingBuffer(window_samples + max(hop_samples, resampled_max) + resampled_max)
+        # what the windows need of the ring; `history_samples` more are kept behind it (a clip's pre-roll: the
+        # audio before an event began) and never make the windows fall further behind
+        self._span = window_samples + max(hop_samples, resampled_max) + resampled_max
+        self.ring = RingBuffer(self._span + history_samples)
+
+    @property
+    def next_grid_start(self) -> int:
+        """Where the grid's next window starts: every sample before it has been in all the windows it will be in."""
+        return self._next_start
+
+    def _oldest(self) -> int:
+        """The oldest sample a window may still start at: older ones are history, not a backlog to classify."""
+        return max(0, self.ring.written - self._span)
 
     @property
     def buffers(self) -> tuple:
@@ -200,7 +223,7 @@ class Framer:
         extra = self._extra_start
         if extra >= 0 and extra < self._next_start and self.ring.written >= extra + self.window_samples:
             self._extra_start = -1
-            if extra >= self.ring.oldest():  # else the consumer fell behind: the grid's windows skip ahead
+            if extra >= self._oldest():  # else the consumer fell behind: the grid's windows skip ahead
                 self.ring.read_float(extra, self.window)
                 self.window_start = self._last_start = extra
                 self.extra = True
@@ -208,7 +231,7 @@ class Framer:
         self.extra = False
         if self.ring.written < self._next_start + self.window_samples:
             return None
-        if self._next_start < self.ring.oldest():  # the consumer fell behind: skip to the newest full window
+        if self._next_start < self._oldest():  # the consumer fell behind: skip to the newest full window
             newest = self._index + (self.ring.written - self.window_samples - self._next_start) // self.hop_samples
             while self._start_of(newest) + self.window_samples > self.ring.written:
                 newest -= 1  # the newest window that fits, on the same hop grid

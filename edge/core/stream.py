@@ -44,19 +44,20 @@ class WindowLoop:
 
     def __init__(self, window_samples: int, hop_samples: int, rate_in_hz: int = 16000, channels: int = 1,
                  rate_hz: int = 16000, max_chunk_frames: int = MAX_CHUNK_FRAMES, grid_samples: int = 1,
-                 onset_lead_samples: int = 0, offset_samples: int = 0):
+                 onset_lead_samples: int = 0, offset_samples: int = 0, history_samples: int = 0):
         """`grid_samples`: windows start on multiples of it (a classifier's `grid_samples`: its front end's STFT
         hop for a log-mel model, so frames are shared at any hop; 1 for a waveform model).
         `onset_lead_samples` > 0: where a sound begins (edge.core.onsets), one extra window that ends this many
         samples later (`extra` is True while it is the window handed out); 0: the grid's windows only.
         `offset_samples`: the grid's first window starts this far into the stream (less than a hop; 0 for a
-        recording: its first window covers its start)."""
+        recording: its first window covers its start). `history_samples`: audio the ring keeps behind what the
+        windows need (a clip's pre-roll)."""
         try:
             check_rate(rate_in_hz, rate_hz, max_chunk_frames)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         self.framer = Framer(window_samples, hop_samples, rate_in_hz, channels, rate_hz, max_chunk_frames,
-                             grid_samples, offset_samples)
+                             grid_samples, offset_samples, history_samples)
         self._lead = onset_lead_samples
         self._onsets: StreamOnsets | None = None  # the loop's own scan, made when a caller does not pass them
 

@@ -10,7 +10,6 @@ without audio weigh nothing for size, go by age alone, and are the first to go w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -75,6 +74,7 @@ def _parse(path: Path) -> object:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib  # here: the daemon without clips loads no OpenSSL (hashlib's sha256 is its)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
