@@ -182,7 +182,15 @@ def test_the_multi_source_loop_allocates_nothing_per_window(coral_twin, class_ma
     assert all(s.stats.windows >= WINDOWS // 4 for s in daemon.sources), [s.stats.windows for s in daemon.sources]
 
 
-def _daemon_loop(model, class_map, rate: int, channels: int, sources: int):
+def test_the_daemon_loop_with_clips_on_allocates_nothing_per_window(coral_twin, class_map, tmp_path):
+    """[clips] on: every window's speech score is noted for the privacy filter (no clip opens: nothing is
+    detected), and the ring keeps the pre-roll; still nothing allocated per window."""
+    daemon = _daemon_loop(coral_twin, class_map, 16000, 1, sources=1, clips=tmp_path / "clips")
+    assert daemon.clip_writer is not None and daemon.sources[0].clips is not None
+    assert daemon.sources[0]._loop.framer.ring.capacity >= 16000 * 3  # the pre-roll is in the ring
+
+
+def _daemon_loop(model, class_map, rate: int, channels: int, sources: int, clips=None):
     from edge.app.daemon import Daemon
     from edge.config import parse_config
     from tools.rig.daemon import daemon_config_text
@@ -190,7 +198,9 @@ def _daemon_loop(model, class_map, rate: int, channels: int, sources: int):
     classifier = Classifier.open(model, class_map, "cpu")
     named = [{"id": f"mic{k}", "device": f"hw:{k}"} for k in range(sources)] if sources > 1 else None
     cfg = parse_config(daemon_config_text(detector={"allow": ["Dog", "Cat"]}, mqtt={"enabled": False},
-                                          metrics={"interval_seconds": 86400}, sources=named), "hot-path.toml")
+                                          metrics={"interval_seconds": 86400}, sources=named,
+                                          clips={"enabled": True, "folder": clips} if clips else None),
+                       "hot-path.toml")
     rng = np.random.default_rng(0)
     # quiet, then loud: a sound begins once per turn, so the onset windows run too
     chunks = [rng.integers(-a, a, 1024 * channels).astype(np.int16) for a in (30,) * 4 + (8000,) * 4]
