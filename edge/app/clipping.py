@@ -134,12 +134,22 @@ class SourceClips:
     def _done(self, tap: Tap) -> None:
         record = self.records.pop(tap.event_id)
         record["seconds"] = round((tap.pos - tap.begin) / self.rate, 3)
-        if tap.status:
+        if tap.status:  # decided here (withheld, skipped): the end need not wait for the writer's commit
             record.update(status=tap.status, seconds=0.0)
             self.writer.drop(tap.event_id, record)
+            self._decided(tap.event_id, record)
             return
         cut = f"too long: cut at {self.params.max_seconds:g} s" if tap.too_long else "kept"
         self.writer.finish(tap.event_id, {**record, "status": cut})
+
+    def _decided(self, event_id: str, record: dict) -> None:
+        """What became of a clip is known: its end goes out now if it is waiting, else takes it when it comes."""
+        event = self.held.pop(event_id, None)
+        if event is None:
+            self.early[event_id] = record
+            return
+        self.pending.discard(event_id)
+        self.listener.send(self._with(event, record), state=False)
 
     def restarted(self) -> None:
         """The source's stream began again (a new ring): clips still open cannot go on."""

@@ -84,7 +84,8 @@ class ClipWriter:
         self._files: dict[str, _Encoder] = {}
         self._thread: threading.Thread | None = None
         self.problem = ""  # the clips folder cannot be written: clips are off
-        self.written = self.withheld = self.skipped = 0
+        self.written = self.withheld = self.skipped = 0  # written: the writer's count; the others the loop's
+        self.skipped_disk = 0  # no room for a clip: the writer's count
         self._store_stats: dict = {}  # the folder's figures, as the writer thread last saw them
 
     # -- the audio loop's side ---------------------------------------------------------------------------------
@@ -113,7 +114,12 @@ class ClipWriter:
         self._jobs.put(("finish", event_id, record))
 
     def drop(self, event_id: str, record: dict) -> None:
-        """No clip after all (withheld, skipped): its partial file goes, its record stays."""
+        """No clip after all (withheld, skipped): its partial file goes, its record stays. Counted now (the
+        writer may be the reason)."""
+        if record["status"].startswith("withheld"):
+            self.withheld += 1
+        else:
+            self.skipped += 1
         self._jobs.put(("drop", event_id, record))
 
     def results(self) -> list[dict]:
@@ -126,7 +132,7 @@ class ClipWriter:
     def stats(self) -> dict:
         """The metrics' clip figures: clips written, withheld and skipped since start, the folder's own, and
         the problem that turned clips off ('' while they work)."""
-        return {"clips_written": self.written, "clips_withheld": self.withheld, "clips_skipped": self.skipped,
+        return {"clips_written": self.written, "clips_withheld": self.withheld, "clips_skipped": self.skipped + self.skipped_disk,
                 "clips_problem": self.problem, **self._store_stats}
 
     def stop(self, timeout_s: float) -> None:
@@ -177,6 +183,7 @@ class ClipWriter:
     def _finish(self, event_id: str, record: dict) -> None:
         enc = self._files.pop(event_id, None)
         if enc is None:
+            self.skipped_disk += 1
             self._commit({**record, "status": "skipped: disk full", "file": None}, None)
             return
         enc.close()
@@ -189,10 +196,6 @@ class ClipWriter:
         stored = self.store.commit(record, temp)
         if temp is not None:
             self.written += 1
-        elif record["status"].startswith("withheld"):
-            self.withheld += 1
-        else:
-            self.skipped += 1
         self._store_stats = self.store.stats()
         self._done.append(stored)
 

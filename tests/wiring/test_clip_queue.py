@@ -1,0 +1,47 @@
+"""A clip writer that falls behind costs clips, never audio: with its thread stuck on a disk, the pool of blocks
+runs out, the clip that needed one is skipped and counted, its end says so, and the events go on."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from edge.app.startup import build
+from edge.config import parse_config
+from edge.core.wavfile import write_wav
+from edge.sinks import clipwriter
+from tools.rig.daemon import daemon_config_text
+
+pytestmark = pytest.mark.assets
+
+
+def test_a_writer_stuck_on_its_disk_skips_clips_counted_and_every_event_still_goes_out(tmp_path, coral_twin, miaow,
+                                                                                     monkeypatch):
+    silence = np.zeros(16000 * 4, np.int16)
+    long_cat = np.concatenate([np.tile(miaow, 6), silence])  # a Cat of about 20 s: more than the 5 s pool
+    write_wav(tmp_path / "cat.wav", np.concatenate([silence, long_cat, long_cat]), 16000)
+    stuck = threading.Event()
+    real_write = clipwriter._Encoder.write
+
+    def write(self, samples):
+        stuck.wait(30)  # the disk does not answer until the test lets it go
+        real_write(self, samples)
+    monkeypatch.setattr(clipwriter._Encoder, "write", write)
+    cfg = parse_config(daemon_config_text(
+        audio={"source": "wav", "file": tmp_path / "cat.wav", "realtime": False}, model={"path": coral_twin},
+        detector={"allow": ["Cat"]}, mqtt={"enabled": False}, jsonl={"enabled": True, "path": tmp_path / "e.jsonl"},
+        clips={"enabled": True, "folder": tmp_path / "clips", "queue_seconds": 5, "privacy": "off"}), "q.toml")
+    daemon = build(cfg)
+    threading.Timer(20, stuck.set).start()  # never needed when all goes well: the stop releases it below
+    try:
+        assert daemon.run() == 0
+    finally:
+        stuck.set()
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["type"] == "start"]
+    ends = [e for e in events if e["type"] == "end"]
+    assert len(starts) == len(ends) >= 2
+    assert {e["clip"]["status"] for e in ends} >= {"skipped: queue full"}
+    m = daemon.metrics()
+    assert m["clips_skipped"] >= 1 and m["windows"] > 0
