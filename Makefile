@@ -110,6 +110,16 @@ bench-daemon: model | sysdeps
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools daemon-bench --audio out/audio/speech_whistling2.wav --rounds 5 \
 	  --seconds 10 --out out/bench
 
+# what [clips] costs at real time: the daemon with clips off, FLAC and Opus side by side on devset sounds 5 times a
+# minute (rounds of one 24 s loop): CPU per audio second and the ratio, peak RSS, clips written, disk a day (~2 min);
+# needs the asset mirror's devset/
+.PHONY: bench-clips
+bench: bench-clips
+bench-clips: model | sysdeps
+	@if [ -f $(ASSET_MIRROR)/devset/labels.csv ]; then \
+	  OPENBLAS_NUM_THREADS=1 $(BIN)/python -m tools clips-bench --devset $(ASSET_MIRROR)/devset --out out/bench; \
+	else echo "bench-clips: skipped: needs devset/ of the asset mirror (EDGE_AUDIO_ASSETS)"; fi
+
 # a broker outage of 60 s: from the broker's return to the backlog delivered (the default back-off), 3 rounds
 .PHONY: bench-recovery
 bench: bench-recovery

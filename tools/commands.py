@@ -25,6 +25,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "daemon-bench": "tools.bench.daemon",
     "recovery-bench": "tools.bench.recovery",
     "streams-bench": "tools.bench.streams",
+    "clips-bench": "tools.bench.clips",
     "onset": "tools.bench.onset",
     "bench-targets": "tools.bench.targets",
     "peers": "tools.bench.peers.side_by_side",

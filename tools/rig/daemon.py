@@ -45,15 +45,16 @@ def write_daemon_config(path: Path, **sections: dict | None) -> Path:
 
 
 def bench_daemon_config(path: Path, port: int, audio: dict, model, spool: Path, hop_s: float,
-                        detector: dict | None = None, device_id: str = "bench") -> Path:
+                        detector: dict | None = None, device_id: str = "bench", clips: dict | None = None) -> Path:
     """What the benchmarks run: the daemon on the CPU delegate at hop `hop_s`, publishing to 127.0.0.1:`port` (and
-    retrying fast), its spool at `spool`; `audio` and `detector` are those tables."""
+    retrying fast), its spool at `spool`; `audio`, `detector` and `clips` are those tables ([clips] left out when
+    None)."""
     return write_daemon_config(
         path, device={"id": device_id}, audio=audio, model={"path": model, "delegate": "cpu", "hop_seconds": hop_s},
         detector=detector or {},
         mqtt={"host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0,
               "spool_file": spool},
-        metrics={"interval_seconds": 30})
+        metrics={"interval_seconds": 30}, clips=clips)
 
 
 def kit_env(**extra: str) -> dict:
