@@ -40,7 +40,7 @@ PREFIX=/opt/edge-audio                # inside the root: the release layout a de
 VENV=$PREFIX/current/venv             # inside the root
 WORK=/tmp/arm-check                   # inside the root: outputs of this run
 HOUSE=$REPO/out/arm64-wheelhouse      # on the host: the offline wheelhouse for aarch64-cp311
-EXTRAS=litert,mqtt                    # pyalsaaudio is source only: a board compiles it (see docs/deploy.md)
+EXTRAS=litert,mqtt,clips              # pyalsaaudio is source only: a board compiles it (see docs/deploy.md)
 HOST_PACKAGES="debootstrap qemu-user-static binfmt-support"
 T0=$(date +%s)
 
@@ -319,6 +319,24 @@ if offline edge-audio classify $A/speech_whistling2.wav --model $M/yamnet_classi
   else fail "no Whistle / Whistling in the summary top-3"; fi
 else
   cat "$ROOT$WORK/whistle.err" >&2; fail "classify speech_whistling2.wav exited non-zero"
+fi
+
+step "the daemon with clips on: a FLAC clip through soundfile's aarch64 libsndfile, read back (network off)"
+printf '%s\n' '[device]' 'id = "arm-check"' '[audio]' 'source = "wav"' 'file = "/assets/audio/miaow_16k.wav"' \
+  'realtime = false' '[model]' 'delegate = "auto"' '[mqtt]' 'enabled = false' '[jsonl]' 'enabled = true' \
+  "path = \"$WORK/clips-events.jsonl\"" '[clips]' 'enabled = true' "folder = \"$WORK/clips\"" 'privacy = "off"' \
+  'min_free_mb = 1' > "$ROOT$WORK/clips.toml"
+if offline edge-audio run --config $WORK/clips.toml > /dev/null 2> "$ROOT$WORK/clips-run.err" \
+   && offline edge-audio clips --folder $WORK/clips --json > "$ROOT$WORK/clips.jsonl" 2>> "$ROOT$WORK/clips-run.err"; then
+  first=$(offline python3 -c 'import json, sys
+kept = [r for r in map(json.loads, open(sys.argv[1])) if r["status"] == "kept" and r["format"] == "flac"]
+print(kept[0]["event_id"] if kept else "")' "$WORK/clips.jsonl")
+  if [ -n "$first" ] && offline edge-audio clips --folder $WORK/clips out "$first" $WORK/clip.wav > /dev/null \
+     2>> "$ROOT$WORK/clips-run.err"; then
+    pass "a FLAC clip written and decoded on aarch64 ($(grep -c . "$ROOT$WORK/clips.jsonl") clips, $(stat -c %s "$ROOT$WORK/clip.wav") B as WAV)"
+  else cat "$ROOT$WORK/clips-run.err" >&2; fail "no FLAC clip was kept, or it could not be read back"; fi
+else
+  cat "$ROOT$WORK/clips-run.err" >&2; fail "the daemon with clips on (or edge-audio clips) exited non-zero"
 fi
 
 step "classify --delegate edgetpu without libedgetpu: exit 2, one line"

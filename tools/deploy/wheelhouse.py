@@ -23,8 +23,8 @@ from edge.app.command import add_command, sayer
 from edge.core.errors import InputError
 from tools import REPO
 
-DEFAULT_EXTRAS = ("litert", "mqtt", "alsa")
-KNOWN_EXTRAS = ("litert", "tflite", "mqtt", "alsa")
+DEFAULT_EXTRAS = ("litert", "mqtt", "alsa", "clips")
+KNOWN_EXTRAS = ("litert", "tflite", "mqtt", "alsa", "clips")
 SOURCE_ONLY = {"alsa": "pyalsaaudio"}  # extras whose package has no binary wheels on PyPI
 MACHINES = ("x86_64", "aarch64")
 

@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. device.id=kitchen or mqtt.host=broker.lan, or a "
                         "[[sources]] table's by its id, e.g. sources.porch.url=rtsp://... (repeatable)")
-    q.add_argument("--extras", default="litert,mqtt,alsa", help="extras to install (default: %(default)s)")
+    q.add_argument("--extras", default="litert,mqtt,alsa,clips", help="extras to install (default: %(default)s)")
     q.add_argument("--system-site-packages", action="store_true",
                    help="let the venv see the system's Python packages (e.g. Debian's python3-alsaaudio)")
     q.add_argument("--keep", type=int, default=3,
