@@ -24,9 +24,10 @@ def segment(miaow):
 
 def kitchen_config(path: Path, model, port: int, audio: dict, mqtt: dict | None = None,
                    detector: dict | None = None, metrics_s: float = 30.0, device: dict | None = None,
-                   sources: list[dict] | None = None) -> Path:
+                   sources: list[dict] | None = None, clips: dict | None = None) -> Path:
     """The daemon on device "kitchen" watching Cat and Dog, publishing to 127.0.0.1:`port` and retrying fast;
-    `audio`, `mqtt`, `detector` and `device` add to (or override) those tables; `sources`: its [[sources]]."""
+    `audio`, `mqtt`, `detector` and `device` add to (or override) those tables; `sources`: its [[sources]];
+    `clips`: its [clips] table (none: clips off)."""
     return write_daemon_config(
         path, device={"id": "kitchen", **(device or {})},
         audio={"stall_seconds": 5, **audio},
@@ -34,7 +35,7 @@ def kitchen_config(path: Path, model, port: int, audio: dict, mqtt: dict | None 
         detector={"allow": ["Cat", "Dog"], "threshold": 0.5, "hold_seconds": 1.0, **(detector or {})},
         mqtt={"host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0,
               **(mqtt or {})},
-        metrics={"interval_seconds": metrics_s}, sources=sources)
+        metrics={"interval_seconds": metrics_s}, sources=sources, clips=clips)
 
 
 class Layout:
