@@ -132,8 +132,8 @@ class ClipWriter:
     def stats(self) -> dict:
         """The metrics' clip figures: clips written, withheld and skipped since start, the folder's own, and
         the problem that turned clips off ('' while they work)."""
-        return {"clips_written": self.written, "clips_withheld": self.withheld, "clips_skipped": self.skipped + self.skipped_disk,
-                "clips_problem": self.problem, **self._store_stats}
+        return {**self._store_stats, "clips_written": self.written, "clips_withheld": self.withheld,
+                "clips_skipped": self.skipped + self.skipped_disk, "clips_problem": self.problem}
 
     def stop(self, timeout_s: float) -> None:
         if self._thread is not None:
@@ -175,7 +175,7 @@ class ClipWriter:
             self._commit(arg, None)
 
     def _begin(self, event_id: str) -> None:
-        most = self.params.max_seconds + self.params.pre_seconds + self.params.post_seconds
+        most = self.params.max_seconds  # a clip's longest, pre-roll and post-roll included
         if not self.store.room_for(int(most * RATE * 2 * SIZE_SHARE[self.fmt])):
             return  # no file: its finish says "skipped: disk"
         self._files[event_id] = _Encoder(self.store.temp_path(event_id, self.fmt), self.fmt)

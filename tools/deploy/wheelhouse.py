@@ -116,6 +116,9 @@ def fill(wheelhouse: Path, wheel: Path, extras: tuple[str, ...], target: Platfor
         return _refresh(wheelhouse, wheel)
     binary = [e for e in extras if e not in SOURCE_ONLY]
     requirement = f"{wheel}[{','.join(binary)}]" if binary else str(wheel)
+    for old in wheelhouse.glob("edge_audio-*.whl"):  # an earlier build of this version: pip would read its
+        if old.resolve() != wheel.resolve():        # requirements instead of this one's (a new extra missed)
+            old.unlink()
     say(f"binary wheels for {target.tag} (glibc {target.glibc}) from this host's package index")
     platforms = [a for p in target.pip_platforms() for a in ("--platform", p)]
     _pip(["download", "-q", "--only-binary=:all:", *platforms, "--python-version", target.python,
