@@ -35,3 +35,21 @@ def test_two_builds_at_once_each_give_a_whole_wheel_and_leave_the_checkout_clean
         assert {"edge/app/release/__main__.py", "edge/firmware/profiles/pi4-usb-coral.toml"} <= names
     assert not [p for p in (tmp_path / "out0").iterdir() if p.name.endswith(".part")]
     assert {p.name for p in REPO.iterdir()} - before == set()  # no build/ or *.egg-info left in the checkout
+
+
+def test_a_wheelhouse_holding_an_earlier_build_of_the_version_still_gets_a_new_extras_wheels(tmp_path):
+    """A wheelhouse made by an earlier build of the same version (its metadata without the clips extra) is filled
+    by this build's requirements: soundfile comes in."""
+    from tools.deploy.wheelhouse import Platform, fill
+    wheel = build_project_wheel(tmp_path / "dist")
+    house = tmp_path / "house"
+    house.mkdir()
+    stale = house / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(stale, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".dist-info/METADATA"):
+                data = b"\n".join(line for line in data.split(b"\n") if b"clips" not in line)
+            dst.writestr(item, data)
+    got = fill(house, wheel, ("clips",), Platform("x86_64", "3.11"))
+    assert any(p.name.startswith("soundfile-") for p in got), [p.name for p in got]
