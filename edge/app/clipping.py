@@ -19,7 +19,7 @@ from ..core.clipparams import SPEECH_CLASSES, ClipParams
 from ..core.cliptap import ClipTaps, Tap
 from ..core.events import Event
 from ..sinks.clipstore import ClipStore
-from ..sinks.clipwriter import BLOCK, SKIPPED_QUEUE, ClipWriter, clip_format
+from ..sinks.clipwriter import BLOCK, OFF, SKIPPED_QUEUE, ClipWriter, clip_format
 
 log = logging.getLogger("edge.clips")
 SHUTDOWN_S = 1.5  # at a stop, how long the ends wait for their clips
@@ -69,7 +69,7 @@ class SourceClips:
                 self.verdicts[event.event_id] = "withheld: speech label"
             return
         if self.writer.problem:
-            self.verdicts[event.event_id] = f"skipped: {self.writer.problem}"
+            self.verdicts[event.event_id] = OFF  # why: once in the log, and metrics' clips_problem
             return
         if p.filtered(event.label) and not self.taps.hears_speech:
             self.verdicts[event.event_id] = "withheld: the model has no speech class"

@@ -15,7 +15,8 @@ from typing import Callable
 
 from ..audio import make_source
 from ..audio.capture import Capture, SourceLost
-from ..config import Config
+from ..config import Config, clips_folder
+from ..core.clipparams import SPEECH_CLASSES
 from ..core.errors import ConfigError, EdgeAudioError, InputError
 from ..model.classifier import Classifier
 from ..sinks import make_sinks
@@ -24,7 +25,7 @@ from .threshold_sources import layers_for, state_labels_for
 
 log = logging.getLogger("edge.startup")
 
-STEPS = ("model", "thresholds", "audio", "sinks", "daemon")  # in order; selftest names its checks after them
+STEPS = ("model", "thresholds", "audio", "sinks", "clips", "daemon")  # in order; selftest names its checks after them
 
 
 def load_classifier(cfg: Config) -> Classifier:
@@ -97,6 +98,26 @@ class Startup:
         self.sink = make_sinks(self.cfg, self.labels, self.classifier.model_name)
         return self.sink.check(self.warn) if self.checking else type(self.sink).__name__
 
+    def _clips(self) -> str:
+        """With [clips] on: the format they can be written in, and (selftest) whether their folder takes a file.
+        Neither stops the daemon: without soundfile clips are WAV, without a folder they are off (said once)."""
+        p = self.cfg.clips
+        if not p.enabled:
+            return "off"
+        from ..sinks.clipwriter import clip_format
+        fmt, why = clip_format(p.format)
+        if why:
+            self.warn(why)
+        folder = clips_folder(p)
+        if self.checking:
+            problem = writable(folder)
+            if problem:
+                self.warn(f"clips folder {folder}: {problem}: the daemon will run without clips")
+        if p.privacy != "off" and not set(SPEECH_CLASSES) & set(self.classifier.labels):
+            self.warn(f"clips.privacy = {p.privacy!r}: this model has no speech class, so every clip is withheld "
+                      "(privacy = \"off\" keeps them)")
+        return f"{fmt} in {folder}, privacy {p.privacy}"
+
     def _daemon(self) -> str:
         notifier = SystemdNotifier() if self.checking else SystemdNotifier.from_environment()
         self.daemon = Daemon(self.cfg, self.classifier, self.captures, self.sink, thresholds=self.layers,
@@ -131,6 +152,19 @@ def check_source(cfg: Config, source, warn) -> str:
             return f"{where}{source.name}: not answering now"
         raise ConfigError(f"{cfg.path}: {where or 'audio: '}{exc}") from None
     return f"{where}{source.name} opens at {rate} Hz"
+
+
+def writable(folder: Path) -> str:
+    """'' when a file can be made in `folder` (made if need be), else why not (a running daemon's files are not
+    touched)."""
+    import tempfile
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".selftest-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 def build(cfg: Config) -> Daemon:

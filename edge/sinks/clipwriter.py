@@ -28,6 +28,7 @@ RATE = 16000
 # a clip's size before it is written, as a share of its 16-bit PCM size (room is made for it first)
 SIZE_SHARE = {"wav": 1.0, "flac": 1.0, "opus": 0.25}
 SKIPPED_QUEUE = "skipped: queue full"
+OFF = "skipped: clips are off"  # the folder could not be written (said once; metrics' clips_problem says why)
 
 
 def clip_format(wanted: str) -> tuple[str, str]:
@@ -151,7 +152,7 @@ class ClipWriter:
             except Exception as exc:  # a disk or codec failure: clips go off, events go on
                 self._fail(exc)
                 if kind in ("finish", "drop"):  # its end event waits for this answer
-                    self._done.append({**arg, "status": f"skipped: {self.problem}", "file": None})
+                    self._done.append({**arg, "status": OFF, "file": None})
             if kind == "audio":
                 self._free.append(arg[0])
         for event_id in list(self._files):  # clips the daemon stopped before they were whole: none left behind
@@ -160,7 +161,7 @@ class ClipWriter:
     def _job(self, kind: str, event_id: str, arg) -> None:
         if self.problem:
             if kind in ("finish", "drop"):
-                self._done.append({**arg, "status": f"skipped: {self.problem}", "file": None})
+                self._done.append({**arg, "status": OFF, "file": None})
             return
         if kind == "begin":
             self._begin(event_id)

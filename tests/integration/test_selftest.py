@@ -40,7 +40,7 @@ def test_a_good_device_passes_and_says_what_it_checked(tmp_path, bundle, assets,
     r = run_cli("selftest", "--config", cfg, "--json", env=mic.env)
     assert r.code == 0, r.err
     c = checks(r.out)
-    steps = ("config", "bundle", "model", "clip", "thresholds", "audio", "sinks", "daemon", "broker")
+    steps = ("config", "bundle", "model", "clip", "thresholds", "audio", "sinks", "clips", "daemon", "broker")
     assert [c["name"] for c in json.loads(r.out)["checks"]] == list(steps)  # the daemon's start-up, in its order
     assert [c[n]["status"] for n in steps] == ["ok"] * len(steps)
     assert "4 files match their sha256" in c["bundle"]["detail"]
@@ -48,7 +48,7 @@ def test_a_good_device_passes_and_says_what_it_checked(tmp_path, bundle, assets,
     assert c["clip"]["detail"].startswith("miaow_16k.wav: Cat (mean of 13 windows: Cat 0.73")
     assert "ALSA 'testmic' opens at 16000 Hz" == c["audio"]["detail"]
     assert "spool" in c["sinks"]["detail"] and "no calibration" in c["thresholds"]["detail"]
-    assert c["broker"]["detail"].endswith("answers")
+    assert c["broker"]["detail"].endswith("answers") and c["clips"]["detail"] == "off"
     text = run_cli("selftest", "--config", cfg, env=mic.env)
     assert text.code == 0 and text.out.strip().endswith("selftest passed (0 warnings)")
 
@@ -151,3 +151,18 @@ def test_a_calibration_made_for_this_model_is_used(tmp_path, bundle):
     shown = run_cli("run", "--config", cfg, "--show-config")
     assert shown.code == 0 and any(l.startswith("Cat ") and "0.610" in l and "calibration" in l
                                    for l in shown.out.splitlines()), shown.out
+
+
+def test_clips_on_say_their_format_and_folder_and_a_folder_that_takes_no_file_warns(tmp_path, bundle):
+    (tmp_path / "file").write_text("")
+    good = config(tmp_path, bundle, audio={"source": "stdin"}, mqtt={"enabled": False},
+                  clips={"enabled": True, "folder": tmp_path / "clips"})
+    r = run_cli("selftest", "--config", good, "--json")
+    assert r.code == 0, r.err
+    assert checks(r.out)["clips"]["detail"] == f"flac in {tmp_path / 'clips'}, privacy withhold"
+    assert (tmp_path / "clips").is_dir() and not list((tmp_path / "clips").iterdir())  # tried, nothing left
+    Path(good).write_text(Path(good).read_text().replace(str(tmp_path / "clips"), str(tmp_path / "file" / "c")))
+    r = run_cli("selftest", "--config", good, "--json")
+    assert r.code == 0, r.err  # the daemon runs without clips: a warning, not a failure
+    c = checks(r.out)["clips"]
+    assert c["status"] == "warning" and "Not a directory: the daemon will run without clips" in c["detail"]

@@ -45,3 +45,23 @@ def test_a_writer_stuck_on_its_disk_skips_clips_counted_and_every_event_still_go
     assert {e["clip"]["status"] for e in ends} >= {"skipped: queue full"}
     m = daemon.metrics()
     assert m["clips_skipped"] >= 1 and m["windows"] > 0
+
+
+def test_a_clips_folder_that_cannot_be_made_turns_clips_off_once_and_every_event_goes_out(tmp_path, coral_twin, miaow,
+                                                                                         caplog):
+    silence = np.zeros(16000 * 4, np.int16)
+    write_wav(tmp_path / "cat.wav", np.concatenate([silence, miaow, silence, miaow, silence]), 16000)
+    (tmp_path / "file").write_text("not a folder")
+    cfg = parse_config(daemon_config_text(
+        audio={"source": "wav", "file": tmp_path / "cat.wav", "realtime": False}, model={"path": coral_twin},
+        detector={"allow": ["Cat"]}, mqtt={"enabled": False}, jsonl={"enabled": True, "path": tmp_path / "e.jsonl"},
+        clips={"enabled": True, "folder": tmp_path / "file" / "clips", "privacy": "off"}), "off.toml")
+    daemon = build(cfg)
+    assert daemon.run() == 0
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    ends = [e for e in events if e["type"] == "end"]
+    assert len(ends) == len(events) // 2 >= 2
+    assert {e["clip"]["status"] for e in ends} == {"skipped: clips are off"}
+    said = [r.getMessage() for r in caplog.records if "clips are off" in r.getMessage() and r.name == "edge.clips"]
+    assert len(said) == 1 and "Not a directory" in said[0]
+    assert "Not a directory" in daemon.metrics()["clips_problem"]
