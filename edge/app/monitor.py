@@ -145,8 +145,9 @@ def event_line(text: str) -> str | None:
         return None
     when = iso(e.end_ts if e.type == "end" and e.end_ts is not None else e.start_ts)
     extra = f" peak {e.peak_score:.2f}" + (f" for {e.duration_s:.1f} s" if e.type == "end" else "")
+    clip = f", clip {e.clip.get('status')}" if e.clip else ""  # kept, withheld: speech, ...
     return f"{when}  {_who(e.device_id, e.source):<12} {e.type:<5} {e.label}{extra}" + \
-        (" (cut short)" if e.cut_short else "")
+        (" (cut short)" if e.cut_short else "") + clip
 
 
 def _who(device_id: str, source: str) -> str:

@@ -71,6 +71,9 @@ def test_event_lines_come_from_the_event_and_anything_else_is_printed_as_it_came
         "2025-11-30T10:53:20.250Z  kitchen      start Cat peak 0.81"
     cut = watch.line("edge-audio/kitchen/events", json.dumps(dict(GOLDEN, cut_short=True)), False)
     assert cut.endswith("for 3.5 s (cut short)")
+    withheld = watch.line("edge-audio/kitchen/events", json.dumps(dict(GOLDEN, clip={"status": "withheld: speech"})),
+                          False)
+    assert withheld.endswith("for 3.5 s, clip withheld: speech")
     assert watch.line("edge-audio/kitchen/events", "not json", False) == f"{'':24}  kitchen      events not json"
     assert watch.line("edge-audio/kitchen/state/cat", "ON", True) == f"{'':24}  kitchen      state cat = ON"
     assert watch.line("edge-audio/kitchen/state/events", "ON", True) == f"{'':24}  kitchen      state events = ON"
