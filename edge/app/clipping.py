@@ -39,9 +39,7 @@ def make_writer(cfg: Config) -> ClipWriter | None:
     params = cfg.clips
     if not params.enabled:
         return None
-    fmt, why = clip_format(params.format)
-    if why:
-        log.warning("%s", why)
+    fmt, _ = clip_format(params.format)  # why it is not the one asked for: the start-up's clips step says it
     return ClipWriter(ClipStore(clips_folder(params), params), params, fmt)
 
 

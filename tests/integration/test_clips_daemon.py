@@ -127,9 +127,12 @@ def test_speech_withholds_a_clip_and_mute_silences_its_speech_windows(tmp_path, 
     quiet = _devset(assets, "esc50_wind_2-104952-A-16.wav")
     talk = alarm.astype(np.int32)
     talk[RATE:RATE + 24000] += speech[:24000]  # the voice: its first 1.5 s
-    scene = np.concatenate([quiet, alarm, np.clip(talk, -32768, 32767).astype(np.int16), alarm, quiet])
+    # then a devset recording with a voice in it (people beside a pig): a Speech event of its own
+    voices = _devset(assets, "esc50_pig_4-250869-A-2.wav")
+    scene = np.concatenate([quiet, alarm, np.clip(talk, -32768, 32767).astype(np.int16), alarm, quiet, voices,
+                            quiet])
     write_wav(tmp_path / "talk.wav", scene, RATE)
-    watch = {"allow": ["Beep, bleep", "Alarm clock"]}
+    watch = {"allow": ["Beep, bleep", "Alarm clock", "Speech"]}
 
     for run in ("withhold", "mute"):
         (tmp_path / run).mkdir()
@@ -138,6 +141,8 @@ def test_speech_withholds_a_clip_and_mute_silences_its_speech_windows(tmp_path, 
     assert withheld, [e["clip"] for e in ends]
     assert [p.suffix for p in (tmp_path / "withhold" / "clips").glob(withheld[0]["event_id"] + ".*")] == [".json"]
     assert withheld[0]["event_id"] not in published
+    # a speech label gets no clip unless it is asked for by name
+    assert {e["clip"]["status"] for e in ends if e["label"] == "Speech"} == {"withheld: speech label"}
 
     ends, _ = _run(tmp_path / "mute", broker, coral_twin, tmp_path / "talk.wav", {"privacy": "mute"}, watch)
     kept = [e for e in ends if e["clip"]["status"] == "kept" and e["clip"]["seconds"] > 10]

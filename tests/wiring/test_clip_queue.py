@@ -65,3 +65,26 @@ def test_a_clips_folder_that_cannot_be_made_turns_clips_off_once_and_every_event
     said = [r.getMessage() for r in caplog.records if "clips are off" in r.getMessage() and r.name == "edge.clips"]
     assert len(said) == 1 and "Not a directory" in said[0]
     assert "Not a directory" in daemon.metrics()["clips_problem"]
+
+
+def test_without_soundfile_clips_are_wav_said_once_and_they_hold_the_audio(tmp_path, coral_twin, miaow, monkeypatch,
+                                                                           caplog):
+    import sys
+    import wave
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # not installed: import fails
+    fmt, why = clipwriter.clip_format("flac")
+    assert fmt == "wav" and "pip install 'edge-audio[clips]'" in why
+    silence = np.zeros(16000 * 4, np.int16)
+    write_wav(tmp_path / "cat.wav", np.concatenate([silence, miaow, silence]), 16000)
+    cfg = parse_config(daemon_config_text(
+        audio={"source": "wav", "file": tmp_path / "cat.wav", "realtime": False}, model={"path": coral_twin},
+        detector={"allow": ["Cat"]}, mqtt={"enabled": False}, jsonl={"enabled": True, "path": tmp_path / "e.jsonl"},
+        clips={"enabled": True, "folder": tmp_path / "clips", "privacy": "off"}), "wav.toml")
+    assert build(cfg).run() == 0
+    ends = [e for e in map(json.loads, (tmp_path / "e.jsonl").read_text().splitlines()) if e["type"] == "end"]
+    clip = ends[0]["clip"]
+    assert clip["status"] == "kept" and clip["format"] == "wav" and clip["file"].endswith(".wav")
+    with wave.open(str(tmp_path / "clips" / clip["file"])) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        assert w.getnframes() == round(clip["seconds"] * 16000)
+    assert sum("needs soundfile" in r.getMessage() for r in caplog.records) == 1
