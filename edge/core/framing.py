@@ -38,13 +38,17 @@ class RingBuffer:
     def oldest(self) -> int:
         return max(0, self.written - self.capacity)
 
-    def copy_to(self, start: int, out: np.ndarray) -> None:
-        """Copy samples [start, start + out.size) into the int16 array `out` (a clip's block)."""
-        n = out.size
+    def _place(self, start: int, n: int) -> tuple[int, int]:
+        """Where samples [start, start + n) begin in the buffer, and how many of them come before it wraps."""
         if start < self.oldest() or start + n > self.written:
             raise IndexError(f"samples [{start}, {start + n}) are not in the ring")
         begin = start % self.capacity
-        first = min(n, self.capacity - begin)
+        return begin, min(n, self.capacity - begin)
+
+    def copy_to(self, start: int, out: np.ndarray) -> None:
+        """Copy samples [start, start + out.size) into the int16 array `out` (a clip's block)."""
+        n = out.size
+        begin, first = self._place(start, n)
         out[:first] = self.buffer[begin:begin + first]
         if first < n:
             out[first:] = self.buffer[:n - first]
@@ -52,10 +56,7 @@ class RingBuffer:
     def read_float(self, start: int, out: np.ndarray) -> None:
         """Copy samples [start, start + out.size) into `out` as float32 in [-1, 1)."""
         n = out.size
-        if start < self.oldest() or start + n > self.written:
-            raise IndexError(f"samples [{start}, {start + n}) are not in the ring")
-        begin = start % self.capacity
-        first = min(n, self.capacity - begin)
+        begin, first = self._place(start, n)
         # cast first, then scale in float32: a ufunc that casts on the way goes through a 32 KiB scratch buffer
         np.copyto(out[:first], self.buffer[begin:begin + first], casting="unsafe")
         if first < n:
