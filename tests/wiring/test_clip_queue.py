@@ -88,3 +88,30 @@ def test_without_soundfile_clips_are_wav_said_once_and_they_hold_the_audio(tmp_p
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
         assert w.getnframes() == round(clip["seconds"] * 16000)
     assert sum("needs soundfile" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_two_sources_each_keep_their_own_clips_on_the_one_writer(tmp_path, coral_twin, miaow, assets):
+    import soundfile
+    silence = np.zeros(16000 * 4, np.int16)
+    alarm, _ = soundfile.read(sorted((assets / "devset" / "clips").glob("esc50_clock_alarm_*"))[0], dtype="int16")
+    write_wav(tmp_path / "a.wav", np.concatenate([silence, miaow, silence]), 16000)
+    write_wav(tmp_path / "b.wav", np.concatenate([silence, alarm, silence]), 16000)
+    cfg = parse_config(daemon_config_text(
+        model={"path": coral_twin}, detector={"allow": ["Cat", "Beep, bleep"]}, mqtt={"enabled": False},
+        jsonl={"enabled": True, "path": tmp_path / "e.jsonl"},
+        clips={"enabled": True, "folder": tmp_path / "clips", "privacy": "off"},
+        sources=[{"id": "kitchen", "source": "wav", "file": tmp_path / "a.wav", "realtime": False},
+                 {"id": "hall", "source": "wav", "file": tmp_path / "b.wav", "realtime": False}]), "two.toml")
+    assert build(cfg).run() == 0
+    ends = [e for e in map(json.loads, (tmp_path / "e.jsonl").read_text().splitlines()) if e["type"] == "end"]
+    assert {(e["source"], e["label"]) for e in ends} == {("kitchen", "Cat"), ("hall", "Beep, bleep")}
+    wavs = {"kitchen": np.concatenate([silence, miaow, silence]), "hall": np.concatenate([silence, alarm, silence])}
+    for e in ends:
+        record = json.loads((tmp_path / "clips" / f"{e['event_id']}.json").read_text())
+        assert e["clip"]["status"] == "kept" and record["source"] == e["source"] and record["label"] == e["label"]
+        samples, _ = soundfile.read(tmp_path / "clips" / e["clip"]["file"], dtype="int16")
+        # 16 kHz mono in, FLAC out: the clip is its own source's samples, exactly
+        heard = wavs[e["source"]]
+        k = int(np.flatnonzero(samples)[0])
+        hits = np.flatnonzero((np.lib.stride_tricks.sliding_window_view(heard, 64) == samples[k:k + 64]).all(1))
+        assert hits.size and any(np.array_equal(heard[h - k:h - k + len(samples)], samples) for h in hits if h >= k)
