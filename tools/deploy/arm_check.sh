@@ -323,7 +323,8 @@ fi
 
 step "the daemon with clips on: a FLAC clip through soundfile's aarch64 libsndfile, read back (network off)"
 printf '%s\n' '[device]' 'id = "arm-check"' '[audio]' 'source = "wav"' 'file = "/assets/audio/miaow_16k.wav"' \
-  'realtime = false' '[model]' 'delegate = "auto"' '[mqtt]' 'enabled = false' '[jsonl]' 'enabled = true' \
+  'realtime = false' '[model]' "path = \"$PREFIX/state/models/yamnet-coral\"" '[mqtt]' 'enabled = false' \
+  '[jsonl]' 'enabled = true' \
   "path = \"$WORK/clips-events.jsonl\"" '[clips]' 'enabled = true' "folder = \"$WORK/clips\"" 'privacy = "off"' \
   'min_free_mb = 1' > "$ROOT$WORK/clips.toml"
 if offline edge-audio run --config $WORK/clips.toml > /dev/null 2> "$ROOT$WORK/clips-run.err" \
