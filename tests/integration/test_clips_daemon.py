@@ -113,6 +113,8 @@ def test_each_kept_clip_is_the_audio_heard_over_its_span_and_mqtt_carries_the_fi
             at + len(samples) >= len(heard) - RATE
         # where the clip sits, less its offset, is where the event started: the same moment for every clip
         anchors.append(at / RATE + clip["offset_s"] - e["start_ts"])
+        print(f"{e['label']}: {clip['seconds']} s clip, offset {clip['offset_s']} s, correlation {r:.4f}")
+    print(f"{len(kept)} kept clips; where each sits less its offset: spread {1e3 * (max(anchors) - min(anchors)):.2f} ms")
     assert max(anchors) - min(anchors) < 0.002, anchors
     json_records = sorted(p.stem for p in (tmp_path / "clips").glob("*.json"))
     assert json_records == sorted(e["event_id"] for e in ends if "clip" in e)
