@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Debian packages the suite needs: pyalsaaudio builds against libasound2-dev; the daemon's tests and the demo
 # start their own Mosquitto; the TLS tests make certificates with openssl; the deploy tests start real sshd
-# "devices" (openssh-server) reached with the system ssh client.
-SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl openssh-server openssh-client ffmpeg
+# "devices" (openssh-server) reached with the system ssh client; the recorder's tests start a real PostgreSQL and
+# open its pages in headless Chromium through the system driver (no browser download).
+SYS_PACKAGES = libasound2-dev mosquitto mosquitto-clients openssl openssh-server openssh-client ffmpeg \
+               postgresql chromium chromium-driver
 # Model files for `make bench` (fetched with sha256 pins, or copied from $EDGE_AUDIO_ASSETS).
 MODELS = out/models
 
