@@ -115,7 +115,7 @@ def miaow(assets):
 
 
 # a test using one of these fixtures, directly or through another fixture, gets the marker of the same name
-FIXTURE_MARKERS = {"broker": "broker", "ssh_rig": "sshd", "tensorflow": "tensorflow"}
+FIXTURE_MARKERS = {"broker": "broker", "ssh_rig": "sshd", "tensorflow": "tensorflow", "postgres": "postgres"}
 
 
 # When the suite runs on several workers (make test: pytest-xdist, --dist loadscope), a worker runs a module's tests
@@ -181,6 +181,27 @@ def broker(tmp_path):
     yield start
     for b in brokers:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server per test session (per worker): skipped, or failed under EDGE_AUDIO_REQUIRE_ASSETS=1,
+    where it cannot run."""
+    from tools.rig.postgres import Postgres, have_postgres
+    why = have_postgres()
+    if why:
+        _need(f"{why} (make sysdeps installs it)")
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """The session's PostgreSQL server with a database of this test's own: postgres.url (the password role's)."""
+    import uuid
+    postgres_server.database = f"test_{uuid.uuid4().hex[:12]}"
+    postgres_server.create_database(postgres_server.database)
+    return postgres_server
 
 
 @pytest.fixture
