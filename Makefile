@@ -60,8 +60,8 @@ PYTEST_DURATIONS ?= --durations=25
 # PYTEST_WORKERS= runs everything in one process.
 PYTEST_WORKERS ?= -n 3 --dist loadscope --no-loadscope-reorder
 # the markers (pyproject.toml): broker = starts Mosquitto, sshd = starts sshd devices, tensorflow = needs TensorFlow,
-# slow = over ~5 s
-FAST_TESTS = not broker and not sshd and not tensorflow and not slow
+# postgres = starts PostgreSQL, slow = over ~5 s
+FAST_TESTS = not broker and not sshd and not tensorflow and not postgres and not slow
 
 # every skipped test's reason is printed at the end (-rs): a skip is never a quiet one
 test: $(VENV)/.all

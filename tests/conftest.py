@@ -144,7 +144,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 # Which scopes are handed out first (they take longest): TensorFlow's, then the sshd devices', then those that start
 # a broker or are slow, then the rest (LAST_TIER). A long one handed out last keeps one worker busy after the others.
-TIERS = {"tensorflow": 0, "sshd": 1, "broker": 2, "slow": 2}
+TIERS = {"tensorflow": 0, "sshd": 1, "broker": 2, "postgres": 2, "slow": 2}
 LAST_TIER = 3
 
 
