@@ -6,7 +6,9 @@ markup in a device id shows as text. Screenshots of each page go to out/screensh
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -173,3 +175,50 @@ def test_a_device_id_with_markup_shows_as_text(site, browser):
     assert browser.execute_script("return window.__xss === undefined")
     browser.save_screenshot(str(SHOTS / "markup-device.png"))
     no_page_errors(browser)
+
+
+def test_the_live_view_through_a_real_broker_and_the_real_ingest(tmp_path, assets, broker, browser):
+    """A device's top class and event go through Mosquitto into the recorder's own Ingest, which stores the event
+    and hands both to the live view: the page's top class changes, and the event shows in its list."""
+    import paho.mqtt.client as mqtt
+
+    from edge.app.recorder.ingest import Ingest
+    from edge.app.recorder.options import Options
+    from tests.webparts import event_pair
+    b = broker()
+    store = open_store(f"sqlite:///{tmp_path / 'recorder.db'}")
+    fill(store, tmp_path / "clips", assets)
+    ingest = Ingest(store, Options(host="127.0.0.1", port=b.port, clips_dir=str(tmp_path / "clips"),
+                                   client_id="recorder-web-test"))
+    ingest.start()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=tmp_path / "clips")),
+                                           host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pi-kitchen-test")
+    device.connect("127.0.0.1", b.port)
+    device.loop_start()
+    try:
+        assert wait_until(lambda: server.started and ingest.connected, WAIT_S)
+        browser.get(f"http://127.0.0.1:{port}/device/{KITCHEN}")
+        until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
+        # the stream subscribes to the ingest before its headers go out: 'live' means the queue is there
+        for label in ("Whistle", "Meow"):
+            device.publish(f"edge-audio/{KITCHEN}/top", label, qos=1, retain=True).wait_for_publish(WAIT_S)
+            until(browser, f"return document.getElementById('top').textContent === {label!r}", f"top {label}")
+        start, _ = event_pair(KITCHEN, "", "Whistle", time.time(), 1.0, "ev-live")
+        device.publish(f"edge-audio/{KITCHEN}/events", json.dumps(start), qos=1).wait_for_publish(WAIT_S)
+        until(browser, "return [...document.querySelectorAll('#events tbody tr')].some(r => "
+                       "r.cells[2].textContent === 'Whistle')", "the stored event in the list")
+        assert store.event("ev-live")["label"] == "Whistle"
+        browser.save_screenshot(str(SHOTS / "live-broker.png"))
+        no_page_errors(browser)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        server.should_exit = True
+        thread.join(10)
+        ingest.stop()
+        store.close()
