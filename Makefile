@@ -179,6 +179,15 @@ bench: bench-probe
 bench-probe: $(VENV)/.device
 	@EDGE_AUDIO_ASSETS=$(ASSET_MIRROR) $(BIN)/python tests/probe_timing.py --repeat 5
 
+# the recorder under load: a few hundred simulated devices publishing events and metrics at QoS 1 through a
+# Mosquitto started here into the real `edge-audio recorder`, on SQLite then PostgreSQL (started here, with fsync):
+# event messages stored a second and p99 publish -> stored per offered rate (500 to 4500 a second, until one is not
+# kept up), and the recorder's RSS as rows accumulate (~2.5 min)
+.PHONY: bench-recorder
+bench: bench-recorder
+bench-recorder: $(VENV)/.all | sysdeps
+	$(BIN)/python -m tools recorder-bench --out out/bench
+
 # last: every target of the parts above, with its figure, in one place
 .PHONY: bench-targets
 bench: bench-targets

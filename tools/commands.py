@@ -26,6 +26,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "recovery-bench": "tools.bench.recovery",
     "streams-bench": "tools.bench.streams",
     "clips-bench": "tools.bench.clips",
+    "recorder-bench": "tools.bench.recorder",
     "onset": "tools.bench.onset",
     "bench-targets": "tools.bench.targets",
     "peers": "tools.bench.peers.side_by_side",
