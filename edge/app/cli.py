@@ -23,6 +23,7 @@ COMMANDS = {  # name -> the module that adds its parser (the order of the comman
     "fetch": "edge.app.fetch",
     "release": "edge.app.release.parser",
     "profiles": "edge.app.profiles",
+    "recorder": "edge.app.recorder.command",
 }
 DESCRIPTION = "Continuous audio event classification (YAMNet) on Coral Edge TPU and Raspberry Pi boards."
 
