@@ -222,3 +222,59 @@ def test_the_live_view_through_a_real_broker_and_the_real_ingest(tmp_path, asset
         thread.join(10)
         ingest.stop()
         store.close()
+
+
+def test_the_live_top_class_changes_while_a_daemon_plays_audio(tmp_path, assets, broker, browser, miaow):
+    """A real daemon plays a recording at real time (a cat, then an alarm clock) into a real Mosquitto; the
+    recorder's Ingest hands its top class to the live view, which shows one class and then another."""
+    import numpy as np
+    import soundfile
+
+    from edge.app.recorder.ingest import Ingest
+    from edge.app.recorder.options import Options
+    from edge.core.wavfile import write_wav
+    from tools.rig.daemon import DaemonProcess, write_daemon_config
+    alarm, _ = soundfile.read(sorted((assets / "devset" / "clips").glob("esc50_clock_alarm_*"))[0], dtype="int16")
+    write_wav(tmp_path / "scene.wav", np.concatenate([miaow, alarm, alarm]), 16000)
+    b = broker()
+    store = open_store(f"sqlite:///{tmp_path / 'recorder.db'}")
+    ingest = Ingest(store, Options(host="127.0.0.1", port=b.port, clips_dir=str(tmp_path / "clips"),
+                                   client_id="recorder-live-daemon"))
+    ingest.start()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=tmp_path / "clips")),
+                                           host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    daemon = None
+    try:
+        assert wait_until(lambda: server.started and ingest.connected, WAIT_S)
+        browser.get(f"http://127.0.0.1:{port}/device/porch")
+        until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
+        cfg = write_daemon_config(
+            tmp_path / "porch.toml", device={"id": "porch"}, model={"path": assets / "models" / "coral" /
+                                                                            "yamnet_spectra_in.tflite"},
+            audio={"source": "wav", "file": tmp_path / "scene.wav", "realtime": True},
+            mqtt={"host": "127.0.0.1", "port": b.port, "top_hold_seconds": 0, "spool_file": "none"},
+            metrics={"interval_seconds": 1})
+        daemon = DaemonProcess(cfg)
+        tops = set()
+
+        def seen() -> bool:
+            top = text(browser, "#top")
+            if top and top not in ("—", "none"):
+                tops.add(top)
+            return len(tops) >= 2
+        assert wait_until(seen, 60, 0.1), (tops, daemon.log_tail(5))
+        # the level as the device's metrics say it, once a second
+        assert wait_until(lambda: (text(browser, "#level") or "").endswith(" dBFS"), 30, 0.1)
+        browser.save_screenshot(str(SHOTS / "live-daemon.png"))
+        no_page_errors(browser)
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        server.should_exit = True
+        thread.join(10)
+        ingest.stop()
+        store.close()
