@@ -35,11 +35,13 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from pathlib import Path
 
 from ...core.events import Event
+from ...core.names import shown
 from ...sinks.topics import Topics
 from .options import Options
 
@@ -51,6 +53,7 @@ SAY_EVERY_S = 60.0  # a reason said again at most this often
 LIVE_QUEUE = 256  # a live listener that falls this far behind loses messages (the newest are kept)
 MAX_NAME = 200
 MAGIC = ((b"fLaC", "flac"), (b"OggS", "opus"), (b"RIFF", "wav"))
+UNFIT = re.compile(r"[/\\\x00-\x1f\x7f]")  # what a file name may not hold
 
 
 def name_problem(name: str) -> str:
@@ -61,18 +64,13 @@ def name_problem(name: str) -> str:
         return f"longer than {MAX_NAME} characters"
     if name.startswith("."):
         return "starts with '.'"
-    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if UNFIT.search(name):
         return "has a separator or a control character"
     return ""
 
 
 def clip_extension(data: bytes) -> str:
     return next((ext for magic, ext in MAGIC if data.startswith(magic)), "")
-
-
-def shown(text: str, n: int = 60) -> str:
-    """Untrusted text for a log line: repr-quoted (control characters escaped), cut to `n` characters."""
-    return repr(text[:n] + ("..." if len(text) > n else ""))
 
 
 class Held:
