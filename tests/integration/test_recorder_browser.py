@@ -6,6 +6,7 @@ markup in a device id shows as text. Screenshots of each page go to out/screensh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -42,17 +43,25 @@ def site(tmp_path, assets):
     store = open_store(f"sqlite:///{tmp_path / 'recorder.db'}")
     filled = fill(store, tmp_path / "clips", assets)
     ingest = LiveIngest()
+    with served(store, ingest, tmp_path / "clips") as url:
+        yield url, ingest, filled
+    store.close()
+
+
+@contextlib.contextmanager
+def served(store, ingest, clips: Path):
+    """The app on a real uvicorn in a thread, on a free loopback port: its base URL; stopped after the block."""
     port = free_port()
-    config = uvicorn.Config(make_app(store, ingest, WebOptions(clips=tmp_path / "clips")), host="127.0.0.1",
-                            port=port, log_level="warning", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=clips)), host="127.0.0.1",
+                                           port=port, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
-    assert wait_until(lambda: server.started, WAIT_S), "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", ingest, filled
-    server.should_exit = True
-    thread.join(10)
-    store.close()
+    try:
+        assert wait_until(lambda: server.started, WAIT_S), "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture
@@ -191,35 +200,28 @@ def test_the_live_view_through_a_real_broker_and_the_real_ingest(tmp_path, asset
     ingest = Ingest(store, Options(host="127.0.0.1", port=b.port, clips_dir=str(tmp_path / "clips"),
                                    client_id="recorder-web-test"))
     ingest.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=tmp_path / "clips")),
-                                           host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
     device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pi-kitchen-test")
     device.connect("127.0.0.1", b.port)
     device.loop_start()
     try:
-        assert wait_until(lambda: server.started and ingest.connected, WAIT_S)
-        browser.get(f"http://127.0.0.1:{port}/device/{KITCHEN}")
-        until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
-        # the stream subscribes to the ingest before its headers go out: 'live' means the queue is there
-        for label in ("Whistle", "Meow"):
-            device.publish(f"edge-audio/{KITCHEN}/top", label, qos=1, retain=True).wait_for_publish(WAIT_S)
-            until(browser, f"return document.getElementById('top').textContent === {label!r}", f"top {label}")
-        start, _ = event_pair(KITCHEN, "", "Whistle", time.time(), 1.0, "ev-live")
-        device.publish(f"edge-audio/{KITCHEN}/events", json.dumps(start), qos=1).wait_for_publish(WAIT_S)
-        until(browser, "return [...document.querySelectorAll('#events tbody tr')].some(r => "
-                       "r.cells[2].textContent === 'Whistle')", "the stored event in the list")
-        assert store.event("ev-live")["label"] == "Whistle"
-        browser.save_screenshot(str(SHOTS / "live-broker.png"))
-        no_page_errors(browser)
+        with served(store, ingest, tmp_path / "clips") as url:
+            assert wait_until(lambda: ingest.connected, WAIT_S)
+            browser.get(f"{url}/device/{KITCHEN}")
+            until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
+            # the stream subscribes to the ingest before its headers go out: 'live' means the queue is there
+            for label in ("Whistle", "Meow"):
+                device.publish(f"edge-audio/{KITCHEN}/top", label, qos=1, retain=True).wait_for_publish(WAIT_S)
+                until(browser, f"return document.getElementById('top').textContent === {label!r}", f"top {label}")
+            start, _ = event_pair(KITCHEN, "", "Whistle", time.time(), 1.0, "ev-live")
+            device.publish(f"edge-audio/{KITCHEN}/events", json.dumps(start), qos=1).wait_for_publish(WAIT_S)
+            until(browser, "return [...document.querySelectorAll('#events tbody tr')].some(r => "
+                           "r.cells[2].textContent === 'Whistle')", "the stored event in the list")
+            assert store.event("ev-live")["label"] == "Whistle"
+            browser.save_screenshot(str(SHOTS / "live-broker.png"))
+            no_page_errors(browser)
     finally:
         device.loop_stop()
         device.disconnect()
-        server.should_exit = True
-        thread.join(10)
         ingest.stop()
         store.close()
 
@@ -241,40 +243,33 @@ def test_the_live_top_class_changes_while_a_daemon_plays_audio(tmp_path, assets,
     ingest = Ingest(store, Options(host="127.0.0.1", port=b.port, clips_dir=str(tmp_path / "clips"),
                                    client_id="recorder-live-daemon"))
     ingest.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=tmp_path / "clips")),
-                                           host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
     daemon = None
     try:
-        assert wait_until(lambda: server.started and ingest.connected, WAIT_S)
-        browser.get(f"http://127.0.0.1:{port}/device/porch")
-        until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
-        cfg = write_daemon_config(
-            tmp_path / "porch.toml", device={"id": "porch"}, model={"path": assets / "models" / "coral" /
-                                                                            "yamnet_spectra_in.tflite"},
-            audio={"source": "wav", "file": tmp_path / "scene.wav", "realtime": True},
-            mqtt={"host": "127.0.0.1", "port": b.port, "top_hold_seconds": 0, "spool_file": "none"},
-            metrics={"interval_seconds": 1})
-        daemon = DaemonProcess(cfg)
-        tops = set()
+        with served(store, ingest, tmp_path / "clips") as url:
+            assert wait_until(lambda: ingest.connected, WAIT_S)
+            browser.get(f"{url}/device/porch")
+            until(browser, "return document.getElementById('connection').textContent === 'live'", "the live stream")
+            cfg = write_daemon_config(
+                tmp_path / "porch.toml", device={"id": "porch"}, model={"path": assets / "models" / "coral" /
+                                                                                "yamnet_spectra_in.tflite"},
+                audio={"source": "wav", "file": tmp_path / "scene.wav", "realtime": True},
+                mqtt={"host": "127.0.0.1", "port": b.port, "top_hold_seconds": 0, "spool_file": "none"},
+                metrics={"interval_seconds": 1})
+            daemon = DaemonProcess(cfg)
+            tops = set()
 
-        def seen() -> bool:
-            top = text(browser, "#top")
-            if top and top not in ("—", "none"):
-                tops.add(top)
-            return len(tops) >= 2
-        assert wait_until(seen, 60, 0.1), (tops, daemon.log_tail(5))
-        # the level as the device's metrics say it, once a second
-        assert wait_until(lambda: (text(browser, "#level") or "").endswith(" dBFS"), 30, 0.1)
-        browser.save_screenshot(str(SHOTS / "live-daemon.png"))
-        no_page_errors(browser)
+            def seen() -> bool:
+                top = text(browser, "#top")
+                if top and top not in ("—", "none"):
+                    tops.add(top)
+                return len(tops) >= 2
+            assert wait_until(seen, 60, 0.1), (tops, daemon.log_tail(5))
+            # the level as the device's metrics say it, once a second
+            assert wait_until(lambda: (text(browser, "#level") or "").endswith(" dBFS"), 30, 0.1)
+            browser.save_screenshot(str(SHOTS / "live-daemon.png"))
+            no_page_errors(browser)
     finally:
         if daemon is not None:
             daemon.kill()
-        server.should_exit = True
-        thread.join(10)
         ingest.stop()
         store.close()
