@@ -30,7 +30,8 @@ pytest.importorskip("selenium")
 uvicorn = pytest.importorskip("uvicorn")
 
 from edge.app.recorder.store import open_store
-from edge.app.recorder.web import WebOptions, make_app
+from edge.app.recorder.options import Options
+from edge.app.recorder.web import make_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "screenshots"
@@ -52,7 +53,7 @@ def site(tmp_path, assets):
 def served(store, ingest, clips: Path):
     """The app on a real uvicorn in a thread, on a free loopback port: its base URL; stopped after the block."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, WebOptions(clips=clips)), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(make_app(store, ingest, Options(clips_dir=str(clips))), host="127.0.0.1",
                                            port=port, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -192,7 +193,6 @@ def test_the_live_view_through_a_real_broker_and_the_real_ingest(tmp_path, asset
     import paho.mqtt.client as mqtt
 
     from edge.app.recorder.ingest import Ingest
-    from edge.app.recorder.options import Options
     from tests.webparts import event_pair
     b = broker()
     store = open_store(f"sqlite:///{tmp_path / 'recorder.db'}")
@@ -233,7 +233,6 @@ def test_the_live_top_class_changes_while_a_daemon_plays_audio(tmp_path, assets,
     import soundfile
 
     from edge.app.recorder.ingest import Ingest
-    from edge.app.recorder.options import Options
     from edge.core.wavfile import write_wav
     from tools.rig.daemon import DaemonProcess, write_daemon_config
     alarm, _ = soundfile.read(sorted((assets / "devset" / "clips").glob("esc50_clock_alarm_*"))[0], dtype="int16")

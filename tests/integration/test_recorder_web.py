@@ -17,7 +17,8 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from edge.app.recorder.store import open_store
-from edge.app.recorder.web import WebOptions, make_app
+from edge.app.recorder.options import Options
+from edge.app.recorder.web import make_app
 
 PAGES = ["/", "/device/pi-kitchen", "/events", "/event/ev-clip", "/charts", f"/device/{EVIL}", f"/event/{EVIL}"]
 TOKEN = "s3cret token,;="  # characters a cookie must carry quoted
@@ -30,7 +31,7 @@ def web(tmp_path, assets):
     ingest = LiveIngest()
 
     def client(token=None):
-        return TestClient(make_app(store, ingest, WebOptions(token=token, clips=tmp_path / "clips")))
+        return TestClient(make_app(store, ingest, Options(token=token, clips_dir=str(tmp_path / "clips"))))
     yield client, filled, ingest
     store.close()
 

@@ -29,6 +29,11 @@ SETTINGS = {  # [recorder] key -> (argparse dest, type)
     "token_file": ("token_file", str), "retention_days": ("retention_days", float),
     "clips_max_mb": ("clips_max_mb", float),
 }
+# settings that are Options fields by another name, or by the same (argparse dest -> field)
+SAME_NAME = {"host": "host", "port": "port", "username": "username", "ca_file": "ca_file", "cert_file": "cert_file",
+             "key_file": "key_file", "prefix": "prefix", "group": "group", "client_id": "client_id",
+             "session_expiry": "session_expiry_s", "retention_days": "retention_days", "clips_max_mb": "clips_max_mb"}
+DEFAULT = Options()
 
 
 def add_parser(sub) -> None:
@@ -43,25 +48,26 @@ def add_parser(sub) -> None:
                     after="exit status: 0 stopped by SIGTERM/SIGINT (or exported), 2 bad input (an unreachable "
                           "database, a bad flag), 78 a bad config file")
     p.add_argument("--config", metavar="FILE", help="a TOML file whose [recorder] table has the same keys")
-    p.add_argument("--host", help="broker host (default: localhost)")
-    p.add_argument("--port", type=int, help="broker port (default: 1883)")
+    p.add_argument("--host", help=f"broker host (default: {DEFAULT.host})")
+    p.add_argument("--port", type=int, help=f"broker port (default: {DEFAULT.port})")
     p.add_argument("--username")
     p.add_argument("--password-file", metavar="FILE", help="file holding the password (never on the command line)")
     p.add_argument("--tls", action="store_true", default=None, help="connect with TLS")
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust")
     p.add_argument("--cert-file", metavar="FILE", help="client certificate (with --key-file)")
     p.add_argument("--key-file", metavar="FILE", help="the client certificate's private key")
-    p.add_argument("--prefix", help="topic prefix (default: edge-audio)")
-    p.add_argument("--group", help="shared subscription group (default: edge-audio-recorder)")
+    p.add_argument("--prefix", help=f"topic prefix (default: {DEFAULT.prefix})")
+    p.add_argument("--group", help=f"shared subscription group (default: {DEFAULT.group})")
     p.add_argument("--client-id", help="MQTT client id, the session's name (default: edge-audio-recorder-HOSTNAME)")
     p.add_argument("--session-expiry", type=int, metavar="S", help="seconds the broker keeps this recorder's "
-                   "messages while it is away (default: 86400)")
+                   f"messages while it is away (default: {DEFAULT.session_expiry_s})")
     p.add_argument("--db", metavar="URL", help="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB (default: "
                    "recorder.db in the state directory)")
     p.add_argument("--clips", metavar="DIR", help="where clips are written (default: recorder-clips in the state "
                    "directory)")
-    p.add_argument("--clip-max-mb", type=float, metavar="MB", help="a larger clip is refused (default: 8)")
-    p.add_argument("--http", metavar="ADDR:PORT", help="where the fleet view listens (default: 127.0.0.1:8480; "
+    p.add_argument("--clip-max-mb", type=float, metavar="MB",
+                   help=f"a larger clip is refused (default: {DEFAULT.clip_max_bytes // MIB})")
+    p.add_argument("--http", metavar="ADDR:PORT", help=f"where the fleet view listens (default: {DEFAULT.http}; "
                    "'none' for no web server)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the web token (required when --http is not "
                    "a loopback address)")
@@ -85,13 +91,9 @@ def settings(args) -> dict:
 
 
 def config_table(path: str) -> dict:
-    import tomllib
-
+    from ...config import read_toml
     from ...core.files import read_text
-    try:
-        data = tomllib.loads(read_text(path, "config file", ConfigError))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    data = read_toml(read_text(path, "config file", ConfigError), path)  # ConfigError: one line, exit 78
     table = data.get("recorder", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [recorder] is not a table")
@@ -110,14 +112,16 @@ def config_table(path: str) -> dict:
 
 
 def build_options(args) -> Options:
+    """The Options the settings give: each one given on the command line or in the file, the rest Options'
+    defaults (the database and the clips folder in the state directory)."""
     from ...core.files import read_text
     from ...core.paths import state_directory
     from ...sinks.connection import is_loopback
 
     v = {k: x for k, x in settings(args).items() if x is not None}
     state = state_directory()
-    db = v.get("db") or f"sqlite:///{state / 'recorder.db'}"
-    http = v.get("http", "127.0.0.1:8480")
+    given = {field: v[dest] for dest, field in SAME_NAME.items() if dest in v}
+    http = v.get("http", DEFAULT.http)
     http = "" if http.lower() == "none" else http
     host, _, port = http.rpartition(":")
     if http and (not host or not port.isdigit() or not 0 < int(port) < 65536):
@@ -129,18 +133,15 @@ def build_options(args) -> Options:
             raise InputError(f"--token-file {v['token_file']}: empty")
     if http and not is_loopback(host.strip("[]")) and token is None:
         raise InputError(f"--http {http} listens beyond this machine: give --token-file")
-    password = read_text(v["password_file"], "password file", InputError).strip() if v.get("password_file") else None
-    port_ = v.get("port", 1883)
-    if not 0 < port_ < 65536:
-        raise InputError(f"--port {port_}: must be between 1 and 65535")
-    return Options(host=v.get("host", "localhost"), port=port_, username=v.get("username", ""), password=password,
-                   tls=bool(v.get("tls") or v.get("ca_file")), ca_file=v.get("ca_file", ""),
-                   cert_file=v.get("cert_file", ""), key_file=v.get("key_file", ""),
-                   prefix=v.get("prefix", "edge-audio"), group=v.get("group", "edge-audio-recorder"),
-                   client_id=v.get("client_id", ""), session_expiry_s=v.get("session_expiry", 86400), db=db,
-                   clips_dir=v.get("clips") or str(state / "recorder-clips"),
-                   clip_max_bytes=int(v.get("clip_max_mb", 8) * MIB), retention_days=v.get("retention_days", 0.0),
-                   clips_max_mb=v.get("clips_max_mb", 0.0), http=http, token=token)
+    if "password_file" in v:
+        given["password"] = read_text(v["password_file"], "password file", InputError).strip()
+    if not 0 < given.get("port", DEFAULT.port) < 65536:
+        raise InputError(f"--port {given['port']}: must be between 1 and 65535")
+    if "clip_max_mb" in v:
+        given["clip_max_bytes"] = int(v["clip_max_mb"] * MIB)
+    return Options(**given, tls=bool(v.get("tls") or v.get("ca_file")), http=http, token=token,
+                   db=v.get("db") or f"sqlite:///{state / 'recorder.db'}",
+                   clips_dir=v.get("clips") or str(state / "recorder-clips"))
 
 
 def cmd_recorder(args) -> int:
@@ -223,15 +224,9 @@ class Web:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        try:
-            from .web import make_app
-        except ModuleNotFoundError as exc:
-            if exc.name != "edge.app.recorder.web":
-                raise
-            # TODO(recorder web): edge/app/recorder/web.py is not there yet; the recorder runs without the view
-            log.warning("no web server: edge/app/recorder/web.py is not installed")
-            return
         import uvicorn
+
+        from .web import make_app
 
         app = make_app(self.store, self.ingest, self.options)
         config = uvicorn.Config(app, host=self.options.http_host, port=self.options.http_port, log_level="warning",

@@ -1,14 +1,17 @@
 """What a recorder is told to do: the broker, its subscription, its store, its clips folder and its web server, in
 one value the command builds (command line over the config file's [recorder] table over the defaults) and hands
-to the ingest and the web app. Attribute access (options.prefix) or, for code that prefers it, a mapping's
-(options["prefix"], options.get("token"))."""
+to the ingest and the web app. Each default is written here once (the broker's are the daemon's own MQTT
+defaults)."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
+
+from ...config import MqttConfig
 
 MIB = 1024 * 1024
+MQTT = MqttConfig()
 
 
 def default_client_id() -> str:
@@ -18,8 +21,8 @@ def default_client_id() -> str:
 @dataclass(frozen=True)
 class Options:
     # the broker (MQTT 5 always: shared subscriptions and session expiry are MQTT 5's)
-    host: str = "localhost"
-    port: int = 1883
+    host: str = MQTT.host
+    port: int = MQTT.port
     username: str = ""
     password: str | None = None  # read from --password-file; never logged
     tls: bool = False
@@ -27,7 +30,7 @@ class Options:
     cert_file: str = ""
     key_file: str = ""
     # the subscription
-    prefix: str = "edge-audio"
+    prefix: str = MQTT.prefix
     group: str = "edge-audio-recorder"  # $share/<group>/...: recorders in one group split the messages
     client_id: str = ""  # "" -> edge-audio-recorder-<hostname>
     session_expiry_s: int = 86400  # how long the broker keeps this recorder's messages while it is away
@@ -53,18 +56,3 @@ class Options:
     @property
     def http_port(self) -> int:
         return int(self.http.rpartition(":")[2]) if self.http else 0
-
-    def __getitem__(self, key: str):
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default=None):
-        return getattr(self, key, default)
-
-    def with_(self, **changes) -> Options:
-        return replace(self, **changes)
-
-
-KEYS = tuple(f.name for f in fields(Options))

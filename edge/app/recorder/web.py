@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .options import Options
 from .pages import Guard, live, serve_clip
 from .promexport import metrics_endpoint, registry_for
 
@@ -30,23 +30,16 @@ HOUR_S, DAY_S = 3600.0, 86400.0
 DEFAULT_SPAN = {"hour": 2 * DAY_S, "day": 30 * DAY_S}  # counts since this long ago when `since` is not given
 
 
-@dataclass(frozen=True)
-class WebOptions:
-    """What make_app needs besides the store and the ingest: the token (None: no auth; the command refuses to
-    listen beyond loopback without one) and the clips folder (relative clip paths are under it)."""
-    token: str | None = None
-    clips: Path | None = None
-
-
 class BadQuery(ValueError):
     """A query parameter that cannot be used: the API answers 400 with its one line."""
 
 
-def make_app(store, ingest, options=None) -> Starlette:
+def make_app(store, ingest, options: Options = Options()) -> Starlette:
     """The fleet view over `store` (the Store API of store.py), live updates from `ingest` (subscribe_live /
-    unsubscribe_live; None: the live stream only sends the latest metrics). `options`: anything with `token`
-    and `clips` (or `clips_dir`) attributes, e.g. WebOptions, or a dict with those keys."""
-    token, clips = _option(options, "token"), _option(options, "clips") or _option(options, "clips_dir")
+    unsubscribe_live; None: the live stream only sends the latest metrics). From `options`: the token (None: no
+    auth; the command refuses to listen beyond loopback without one) and the clips folder (relative clip paths
+    are under it)."""
+    token, clips = options.token, options.clips_dir
     routes = [Route(path, _page(name), methods=["GET"]) for path, name in PAGES.items()]
     routes += [
         Route("/api/devices", api_devices, methods=["GET"]),
@@ -65,14 +58,6 @@ def make_app(store, ingest, options=None) -> Starlette:
     app.state.clips = Path(clips) if clips else None
     app.state.registry = registry_for(store, ingest)
     return app
-
-
-def _option(options, name: str):
-    if options is None:
-        return None
-    if isinstance(options, dict):
-        return options.get(name)
-    return getattr(options, name, None)
 
 
 def _page(name: str):
