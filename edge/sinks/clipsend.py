@@ -20,6 +20,7 @@ import json
 import os
 import re
 
+from ..core.files import size_text
 from .outbox import Message
 from .spool_records import CLIP_KIND, clip_reference
 
@@ -60,7 +61,7 @@ def read_clip(msg: Message, max_kb: int) -> bytes:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > max_kb * 1024:
-                raise Unsendable(f"{what}: {name} is {_size(size)}, over mqtt.clip_max_kb {max_kb}: kept on the "
+                raise Unsendable(f"{what}: {name} is {size_text(size)}, over mqtt.clip_max_kb {max_kb}: kept on the "
                                  "device only")
             data = f.read(size + 1)  # one more: a file that grew meanwhile is not the one kept
     except FileNotFoundError:
@@ -72,9 +73,3 @@ def read_clip(msg: Message, max_kb: int) -> bytes:
         raise Unsendable(f"{what}: {name} is no longer the file that was kept (its size or sha256 differs): "
                          "not sent")
     return data
-
-
-def _size(n: int) -> str:
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MiB"
-    return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from conftest import Result, assert_one_line_error
-
-soundfile = pytest.importorskip("soundfile")
 
 EDGE_AUDIO = Path(sys.executable).parent / "edge-audio"
 T0 = 1_767_000_000.0  # the newest clip's first sample (unix time)

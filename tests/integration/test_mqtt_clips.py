@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ import soundfile
 from edge.app.monitor import Watch
 from edge.config import MqttConfig
 from edge.core.events import Event
+from edge.core.files import size_text
 from edge.sinks.base import FanOut
 from edge.sinks.jsonl import JsonLinesSink
 from edge.sinks.topics import Topics
@@ -208,8 +210,8 @@ def test_a_clip_over_the_limit_or_changed_is_not_published_and_delivery_goes_on(
     assert sub.event_ids() == ["e4:start", "e4:end", "later:start"] and sub.clips() == []
     assert (h["clips_unsent"], h["clips_sent"], h["queue_depth"]) == (1, 0, 0)
     said = [r.getMessage() for r in caplog.records if "clip e4" in r.getMessage()]
-    expected = "e4.wav is 31 KiB, over mqtt.clip_max_kb 16: kept on the device only" if trouble == "too large" \
-        else "e4.wav is no longer the file that was kept"
+    too_large = f"e4.wav is {size_text(os.path.getsize(path))}, over mqtt.clip_max_kb 16: kept on the device only"
+    expected = too_large if trouble == "too large" else "e4.wav is no longer the file that was kept"
     assert len(said) == 1 and expected in said[0], said
 
 

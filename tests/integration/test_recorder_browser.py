@@ -26,11 +26,10 @@ from tests.webparts import (
 )
 from tools.rig.ports import free_port, have, wait_until
 
-pytest.importorskip("selenium")
-uvicorn = pytest.importorskip("uvicorn")
+import uvicorn  # the dev install has the recorder extra and Selenium: a missing one is a failure, not a skip
 
-from edge.app.recorder.store import open_store
 from edge.app.recorder.options import Options
+from edge.app.recorder.store import open_store
 from edge.app.recorder.web import make_app
 
 ROOT = Path(__file__).resolve().parents[2]

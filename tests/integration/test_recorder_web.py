@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.webparts import EVIL, EVIL_LABEL, GARDEN, KITCHEN, LiveIngest, fill
 
-pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from edge.app.recorder.store import open_store

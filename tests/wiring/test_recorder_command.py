@@ -6,7 +6,8 @@ from __future__ import annotations
 from conftest import assert_one_line_error, run_cli
 from edge.app.cli import build_parser
 from edge.app.recorder.command import build_options
-from edge.app.recorder.options import MIB, Options
+from edge.app.recorder.options import Options
+from edge.core.files import MIB
 
 
 def _options(*argv: str, state=None, monkeypatch=None) -> Options:

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge.app.command import add_command, sayer
 from edge.core.stream import HOP_SECONDS
+from edge.core.files import MIB
 from tools.rig.broker import Broker
 from tools.rig.daemon import (
     DaemonProcess,
@@ -45,7 +46,6 @@ from tools.rig.ports import RigError
 say = sayer("clips-bench")
 
 RATE = 16000
-MIB = 1024 * 1024
 LOOP_S = 12.0  # one recording per this many seconds: 5 a minute
 NOISE_DBFS = -60.0
 EVENTS_PER_DAY = 100

@@ -16,7 +16,8 @@ import time
 
 from ...core.errors import ConfigError, InputError
 from ..command import add_command, say
-from .options import MIB, Options
+from ...core.files import MIB
+from .options import Options
 
 log = logging.getLogger("edge.recorder")
 RETENTION_EVERY_S = 3600.0

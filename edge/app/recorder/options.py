@@ -9,8 +9,8 @@ import socket
 from dataclasses import dataclass
 
 from ...config import MqttConfig
+from ...core.files import MIB
 
-MIB = 1024 * 1024
 MQTT = MqttConfig()
 
 

@@ -14,11 +14,11 @@ import threading
 import time
 from contextlib import contextmanager
 
-from edge.core.errors import InputError
+from ...core.errors import InputError
+from ...core.files import MIB
 
 from . import schema
 
-MIB = 1024 * 1024
 DAY = 86400.0
 BUCKETS = {"hour": 3600, "day": 86400}
 STALE_FLOOR_S = 120.0  # a device is stale after max(this, 3 metrics intervals) without metrics
