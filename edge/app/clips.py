@@ -6,7 +6,6 @@ reads the records: it never cleans the folder a running daemon writes to."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..core.clipparams import ClipParams
 from ..core.errors import InputError
-from ..core.files import size_text
+from ..core.files import sha256_hex, size_text
 from .command import add_command, say
 
 PERIOD_FRAMES = 1024  # ALSA playback period
@@ -134,7 +133,7 @@ def read_clip(record: dict, path: Path) -> tuple[np.ndarray, int]:
         blob = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the clip's audio ({exc.strerror or exc})") from None
-    if digest and hashlib.sha256(blob).hexdigest() != digest:
+    if digest and sha256_hex(blob) != digest:
         raise InputError(f"{path}: the audio file does not match its record (sha256 differs): it is damaged")
     try:
         import soundfile

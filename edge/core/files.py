@@ -129,3 +129,35 @@ def read_text(path: str | Path, what: str, error: Callable[[str], Exception], li
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise error(f"{path}: {what} is not UTF-8 text (line {line})") from None
+
+
+def sha256():
+    """A SHA-256 hasher: CPython's own (_sha2 from 3.12, _sha256 before) when there is one, else hashlib's. Importing
+    hashlib maps OpenSSL's libcrypto (3.4 MB resident) into the process, which a daemon with TLS off needs for
+    nothing else. Same digest."""
+    try:
+        from _sha2 import sha256 as new
+    except ImportError:
+        try:
+            from _sha256 import sha256 as new
+        except ImportError:
+            from hashlib import sha256 as new
+    return new()
+
+
+def sha256_hex(data: bytes) -> str:
+    digest = sha256()
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def file_sha256(path, fsync: bool = False) -> tuple[str, int]:
+    """A file's sha256 and size, read in small blocks; with `fsync`, once it is on disk."""
+    digest, size = sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+            size += len(block)
+        if fsync:
+            os.fsync(f.fileno())
+    return digest.hexdigest(), size

@@ -3,7 +3,7 @@
 The mirror is a folder laid out like the project's asset share (models/, models/coral/, audio/), named by
 EDGE_AUDIO_ASSETS: set it on air-gapped machines and in CI; nothing is downloaded then.
 
-urllib.request (with http.client, email and ssl: ~5 MB resident), hashlib (OpenSSL's libcrypto), tarfile and
+urllib.request (with http.client, email and ssl: ~5 MB resident), tarfile and
 tempfile are imported by the functions that download, verify, extract and write: the command line imports this
 module to list what `fetch` offers, and the daemon must not carry a download stack it never uses.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from .bundle import write_manifest
 from ..core.console import Progress
 from ..core.errors import InputError
-from ..core.files import replace_file
+from ..core.files import replace_file, sha256_hex
 from ..core.frontend import FrontEndParams
 
 ENV_MIRROR = "EDGE_AUDIO_ASSETS"
@@ -71,11 +71,6 @@ def mirror_root() -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def _sha256(data: bytes) -> str:
-    import hashlib  # here: OpenSSL's libcrypto is mapped by its import (see the module's docstring)
-    return hashlib.sha256(data).hexdigest()
-
-
 def _download(url: str, label: str, timeout_s: float = 30.0) -> bytes:
     import urllib.error
     import urllib.request
@@ -103,7 +98,7 @@ def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False
     mirror_root()), else downloaded from its official source."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / asset.name
-    if dest.is_file() and _sha256(dest.read_bytes()) == asset.sha256:
+    if dest.is_file() and sha256_hex(dest.read_bytes()) == asset.sha256:
         return dest
     if mirror is not None:
         source = mirror / asset.mirror
@@ -116,7 +111,7 @@ def fetch(asset: Asset, dest_dir: Path, mirror: Path | None, quiet: bool = False
         origin = asset.url
         if asset.member:
             data = _extract(data, asset.member, asset.url)
-    digest = _sha256(data)
+    digest = sha256_hex(data)
     if digest != asset.sha256:
         raise InputError(f"{asset.name} from {origin} has sha256 {digest[:16]}..., expected {asset.sha256[:16]}...; "
                          "refusing to install it")

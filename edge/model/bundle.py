@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..core.clip import CLIP_POOLS
 from ..core.errors import InputError, ModelError
-from ..core.files import open_regular, read_text
+from ..core.files import open_regular, read_text, sha256
 from ..core.frontend import FrontEndParams
 from ..core.paths import data_home
 from .labels import find_labels_near
@@ -34,21 +34,8 @@ SCHEMA = 1
 INPUT_KINDS = ("waveform", "logmel_patch")
 
 
-def _sha256():
-    """CPython's own SHA-256 (_sha2 from 3.12, _sha256 before) when there is one, else hashlib's: importing hashlib
-    maps OpenSSL's libcrypto (3.4 MB resident), which a daemon with TLS off needs for nothing else. Same digest."""
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
-    return sha256()
-
-
 def sha256_file(path: Path) -> str:
-    digest = _sha256()
+    digest = sha256()
     with open(open_regular(path, "model bundle file", ModelError, limit=None), "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):  # small reads: no large block to free at start-up
             digest.update(block)
@@ -211,7 +198,7 @@ class ModelSource:
         """sha256 naming this model: over a bundle's pinned files (its manifest's 'files'), else of the file."""
         if self.bundle is None:
             return sha256_file(self.models.cpu or self.models.edgetpu)
-        digest = _sha256()
+        digest = sha256()
         digest.update(json.dumps(self.bundle.manifest.get("files", {}), sort_keys=True).encode())
         return digest.hexdigest()
 

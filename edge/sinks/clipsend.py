@@ -20,7 +20,7 @@ import json
 import os
 import re
 
-from ..core.files import size_text
+from ..core.files import sha256_hex, size_text
 from .outbox import Message
 from .spool_records import CLIP_KIND, clip_reference
 
@@ -68,8 +68,7 @@ def read_clip(msg: Message, max_kb: int) -> bytes:
         raise Unsendable(f"{what}: deleted before it could be sent") from None
     except OSError as exc:
         raise Unsendable(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
-    import hashlib  # here: only a device that publishes clips needs it
-    if len(data) != ref["bytes"] or hashlib.sha256(data).hexdigest() != ref["sha256"]:
+    if len(data) != ref["bytes"] or sha256_hex(data) != ref["sha256"]:
         raise Unsendable(f"{what}: {name} is no longer the file that was kept (its size or sha256 differs): "
                          "not sent")
     return data

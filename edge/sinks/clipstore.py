@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.clipparams import CLIP_FORMATS, ClipParams
-from ..core.files import MIB, commit_file, size_text
+from ..core.files import MIB, commit_file, file_sha256, size_text
 
 log = logging.getLogger("edge.clips")
 
@@ -71,15 +71,6 @@ def _parse(path: Path) -> object:
         return None if len(data) > RECORD_LIMIT else json.loads(data)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         return None
-
-
-def _sha256(path: Path) -> str:
-    import hashlib  # here: the daemon without clips loads no OpenSSL (hashlib's sha256 is its)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ClipStore:
@@ -198,7 +189,7 @@ class ClipStore:
                 raise ValueError(f"{temp_audio} is not the temporary audio of event {eid!r}")
             audio = self.folder / f"{eid}.{ext}"
             rec.update(file=audio.name, format=ext, bytes=os.stat(temp_audio).st_size)
-            rec["sha256"] = rec.get("sha256") or _sha256(Path(temp_audio))
+            rec["sha256"] = rec.get("sha256") or file_sha256(temp_audio)[0]
         else:
             rec.update(file=None, format=None, bytes=rec.get("bytes", 0), sha256=rec.get("sha256"))
         rec["written_ts"] = self.clock()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.clipparams import ClipParams
+from ..core.files import file_sha256
 from .clipstore import ClipStore
 
 log = logging.getLogger("edge.clips")
@@ -189,7 +190,7 @@ class ClipWriter:
             return
         enc.close()
         os.chmod(enc.path, 0o640)  # a recording of a home: the service and its group only
-        digest, size = _fsynced_digest(enc.path)
+        digest, size = file_sha256(enc.path, fsync=True)  # and on disk
         self._commit({**record, "file": f"{event_id}.{self.fmt}", "format": self.fmt, "bytes": size,
                       "sha256": digest}, enc.path)
 
@@ -216,14 +217,3 @@ class ClipWriter:
             self._discard(open_id)
 
 
-def _fsynced_digest(path: Path) -> tuple[str, int]:
-    """The file's sha256 and size, once it is on disk (fsync)."""
-    import hashlib  # here: the daemon without clips loads no OpenSSL (hashlib's sha256 is its)
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            digest.update(chunk)
-            size += len(chunk)
-        os.fsync(f.fileno())
-    return digest.hexdigest(), size

@@ -49,7 +49,8 @@ def _imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
 
 
 MODULES = _modules()
-STDLIB = set(sys.stdlib_module_names)
+# and CPython's own SHA-256 under both its names (3.12 renamed _sha256 to _sha2): edge.core.files.sha256
+STDLIB = set(sys.stdlib_module_names) | {"_sha2", "_sha256"}
 
 
 def _layer(module: str) -> str:

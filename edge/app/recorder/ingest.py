@@ -30,7 +30,6 @@ is acknowledged that was not stored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 from ...core.events import Event
+from ...core.files import sha256_hex
 from ...core.names import shown
 from ...sinks.topics import Topics
 from .options import Options
@@ -243,7 +243,7 @@ class Ingest:
         ext = clip_extension(data)
         if not ext:
             return self.reject("clip_format", f"{device}: clip {event_id} is not FLAC, Ogg or WAV")
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_hex(data)
         row = self.store.event(event_id)
         if row is None and not last_try:
             return HOLD
