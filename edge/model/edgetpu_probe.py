@@ -20,7 +20,6 @@ accessible, which the next start should look at again.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import queue
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..core.errors import DelegateError
-from ..core.files import replace_file
+from ..core.files import replace_file, sha256_hex
 from ..core.paths import cache_dir  # the verdicts' folder (edge/core/paths.py)
 from . import compat, edgetpu
 from .bundle import sha256_file
@@ -86,7 +85,7 @@ class ProbeResult:
 # -- the cache ---------------------------------------------------------------------------------------------------
 def cache_key(backend: Backend, library: str, model: Path, device: str) -> str:
     parts = [backend.name, backend.version, sha256_file(library), sha256_file(model), device]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+    return sha256_hex(json.dumps(parts).encode())[:32]
 
 
 def read_cached(key: str) -> ProbeResult | None:
