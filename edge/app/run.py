@@ -3,6 +3,7 @@ imports stay light until the daemon starts: this is the process that runs for mo
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from ..core.errors import InputError
@@ -46,7 +47,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config)
     daemon = build(cfg)
     install_signal_handlers(daemon)
-    return daemon.run()
+    status = daemon.run()
+    # stopped: a stop asked for now is done already. Ignored, not left to Python's own handler, which the
+    # interpreter's teardown puts back to the default (a SIGTERM there would end a clean exit as "killed")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    return status
 
 
 def show_config(path: str) -> int:

@@ -189,3 +189,22 @@ def test_a_label_removed_from_allow_disappears_from_home_assistant(tmp_path, bro
     retained = {t for t, p in sub.retained().items() if p}
     assert dog not in retained and "homeassistant/binary_sensor/kitchen/cat/config" in retained
     assert "edge-audio/kitchen/state/dog" not in retained
+
+
+def test_sigterms_until_the_daemon_is_gone_still_exit_0(tmp_path, coral_twin):
+    """Its input ends while SIGTERMs keep coming (a supervisor's stop racing the end of a file, or the test rig's):
+    every one lands in the loop, in its shutdown or in the interpreter's teardown, and the exit stays 0, never
+    "killed by SIGTERM"."""
+    cfg = kitchen_config(tmp_path / "cfg.toml", coral_twin, 1, {"source": "stdin"}, {"enabled": False})
+    codes = []
+    for _ in range(5):
+        daemon = DaemonProcess(cfg, stdin_pipe=True)
+        assert daemon.wait_log(r"capturing from stdin", 60), daemon.log
+        daemon.feed(SILENCE[:16000])
+        daemon.proc.stdin.close()
+        while daemon.alive():
+            daemon.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.0002)
+        codes.append(daemon.proc.wait())
+        daemon.kill()
+    assert codes == [0] * 5, codes
