@@ -54,12 +54,16 @@ def test_pages_are_static_html_with_the_security_headers(web):
 
 
 def test_devices_show_health_and_marks(web):
-    client, _, _ = web
+    client, filled, _ = web
     rows = {(d["device_id"], d["source"]): d for d in client().get("/api/devices").json()}
     kitchen, garden = rows[(KITCHEN, "")], rows[(GARDEN, "mic2")]
     assert kitchen["online"] is True and kitchen["real_time_factor"] == pytest.approx(0.041)
     assert kitchen["delegate"] == "cpu" and kitchen["delegate_reason"] == "no Edge TPU found"
-    assert kitchen["queue_depth"] == 3 and kitchen["events_today"] >= 1
+    # today is UTC's: the kitchen's events that started since midnight (a minute ago is yesterday at 00:00:30)
+    midnight = filled.now - filled.now % 86400
+    today = sum(e["device_id"] == KITCHEN and e["start_ts"] >= midnight for e in client().get(
+        "/api/events", params={"limit": 100}).json())
+    assert kitchen["queue_depth"] == 3 and kitchen["events_today"] == today
     assert not kitchen["stale"] and not kitchen["degraded"]
     assert garden["online"] is False and garden["stale"] and garden["degraded"]
     assert "no audio" in garden["problem"]
