@@ -53,3 +53,21 @@ def test_a_wheelhouse_holding_an_earlier_build_of_the_version_still_gets_a_new_e
             dst.writestr(item, data)
     got = fill(house, wheel, ("clips",), Platform("x86_64", "3.11"))
     assert any(p.name.startswith("soundfile-") for p in got), [p.name for p in got]
+
+
+def test_a_shared_wheelhouse_gives_each_set_of_extras_its_own_wheels_and_the_same_list_again(tmp_path, capsys):
+    """A wheelhouse folder that another build filled with more extras (clips: soundfile, cffi) still gives an
+    upload without them exactly its own wheels, so the release's fingerprint does not depend on the folder's past;
+    asked again, it answers from its list without pip."""
+    from tools.deploy.wheelhouse import Platform, fill
+    wheel = build_project_wheel(tmp_path / "dist")
+    house, target = tmp_path / "house", Platform("x86_64", "3.11")
+    lean = fill(house, wheel, ("mqtt",), target)
+    full = fill(house, wheel, ("mqtt", "clips"), target)
+    again = fill(house, wheel, ("mqtt",), target)
+    names = lambda files: {p.name.split("-")[0] for p in files}  # noqa: E731
+    assert {"edge_audio", "numpy", "paho_mqtt"} <= names(lean) and "soundfile" not in names(lean)
+    assert {"soundfile", "cffi"} <= names(full)
+    assert again == lean
+    assert "already holds what" in capsys.readouterr().err.splitlines()[-1]
+    assert {p.name for p in house.iterdir() if not p.name.startswith(".")} == {p.name for p in full}

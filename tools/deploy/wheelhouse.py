@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.app.command import add_command, sayer
 from edge.core.errors import InputError
+from edge.core.files import replace_file, sha256_hex
 from tools import REPO
 
 DEFAULT_EXTRAS = ("litert", "mqtt", "alsa", "clips")
@@ -107,34 +108,50 @@ def build_project_wheel(out_dir: Path, repo: Path = REPO) -> Path:
 
 
 def fill(wheelhouse: Path, wheel: Path, extras: tuple[str, ...], target: Platform) -> list[Path]:
-    """Put in `wheelhouse` every wheel `wheel[extras]` needs on `target` (files already there are kept)."""
+    """Put in `wheelhouse` every wheel `wheel[extras]` needs on `target`, and return those files only.
+
+    The folder is shared by builds with other extras and requirements, so it may hold more than this one needs:
+    each set is remembered in .sets/ (by the key of what decides it), so an upload carries its own wheels and
+    its fingerprint does not change with what other builds left in the folder."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    marker = wheelhouse / ".requirements"
     wanted = _requirements_key(wheel, extras, target)
-    if marker.is_file() and marker.read_text() == wanted:
+    listing = wheelhouse / ".sets" / sha256_hex(wanted.encode())[:16]
+    names = listing.read_text().split() if listing.is_file() else []
+    if names and all((wheelhouse / n).is_file() for n in names):
         say(f"{wheelhouse}: already holds what {wheel.name}[{','.join(extras)}] needs on {target.tag}")
-        return _refresh(wheelhouse, wheel)
-    binary = [e for e in extras if e not in SOURCE_ONLY]
-    requirement = f"{wheel}[{','.join(binary)}]" if binary else str(wheel)
+        return _refresh(wheelhouse, wheel, names)
     for old in wheelhouse.glob("edge_audio-*.whl"):  # an earlier build of this version: pip would read its
         if old.resolve() != wheel.resolve():        # requirements instead of this one's (a new extra missed)
             old.unlink()
+    with tempfile.TemporaryDirectory(prefix=".fill-", dir=wheelhouse) as tmp:  # this set alone, then moved in
+        _download(Path(tmp), wheelhouse, wheel, extras, target)
+        names = sorted(p.name for p in Path(tmp).iterdir() if not p.name.startswith("edge_audio-"))
+        for name in names:
+            os.replace(Path(tmp) / name, wheelhouse / name)
+    listing.parent.mkdir(exist_ok=True)
+    replace_file(listing, "".join(f"{n}\n" for n in names))
+    return _refresh(wheelhouse, wheel, names)
+
+
+def _download(dest: Path, wheelhouse: Path, wheel: Path, extras: tuple[str, ...], target: Platform) -> None:
+    """pip download of wheel[extras]'s dependencies for `target` into dest; what the wheelhouse holds already is
+    copied from it (--find-links), the rest comes from this host's package index."""
+    binary = [e for e in extras if e not in SOURCE_ONLY]
+    requirement = f"{wheel}[{','.join(binary)}]" if binary else str(wheel)
     say(f"binary wheels for {target.tag} (glibc {target.glibc}) from this host's package index")
     platforms = [a for p in target.pip_platforms() for a in ("--platform", p)]
     _pip(["download", "-q", "--only-binary=:all:", *platforms, "--python-version", target.python,
-          "--implementation", "cp", "-d", str(wheelhouse), requirement, *_version_marked(wheel, target)],
-         f"downloading wheels for {target.tag}")
+          "--implementation", "cp", "--find-links", str(wheelhouse), "-d", str(dest), requirement,
+          *_version_marked(wheel, target)], f"downloading wheels for {target.tag}")
     for extra in extras:
         if extra in SOURCE_ONLY:
-            _source_only(SOURCE_ONLY[extra], wheelhouse, target)
-    marker.write_text(wanted)
-    return _refresh(wheelhouse, wheel)
+            _source_only(SOURCE_ONLY[extra], dest, wheelhouse, target)
 
 
-def _refresh(wheelhouse: Path, wheel: Path) -> list[Path]:
+def _refresh(wheelhouse: Path, wheel: Path, names: list[str]) -> list[Path]:
     if wheel.parent.resolve() != wheelhouse.resolve():
         shutil.copyfile(wheel, wheelhouse / wheel.name)
-    return sorted(p for p in wheelhouse.iterdir() if not p.name.startswith("."))
+    return sorted([wheelhouse / wheel.name, *(wheelhouse / n for n in names)])
 
 
 def _requires_dist(wheel: Path) -> list[str]:
@@ -165,17 +182,18 @@ def _requirements_key(wheel: Path, extras: tuple[str, ...], target: Platform) ->
     return "\n".join([target.tag, target.glibc, ",".join(sorted(extras)), *_requires_dist(wheel)]) + "\n"
 
 
-def _source_only(package: str, wheelhouse: Path, target: Platform) -> None:
+def _source_only(package: str, dest: Path, wheelhouse: Path, target: Platform) -> None:
     if target.is_this_host():
         say(f"{package} has no wheels on PyPI: compiling it here for {target.tag} "
             "(needs gcc and libasound2-dev on this host)")
-        _pip(["wheel", "-q", "--no-deps", "-w", str(wheelhouse), package],
+        _pip(["wheel", "-q", "--no-deps", "--find-links", str(wheelhouse), "-w", str(dest), package],
              f"compiling {package} (apt-get install gcc libasound2-dev)")
     else:
         say(f"{package} has no wheels on PyPI and this host is not {target.tag}: its source goes into the "
             "wheelhouse and the device compiles it at install (it needs gcc, python3-dev and libasound2-dev), "
             "or leave the 'alsa' extra out for WAV/stdin sources")
-        _pip(["download", "-q", "--no-deps", "--no-binary=:all:", "-d", str(wheelhouse), package],
+        _pip(["download", "-q", "--no-deps", "--no-binary=:all:", "--find-links", str(wheelhouse), "-d", str(dest),
+              package],
              f"downloading the {package} source")
 
 
@@ -190,7 +208,7 @@ def cmd_wheelhouse(args) -> int:
         target = Platform.parse(text)
         folder = Path(args.out) / target.tag
         files = fill(folder, wheel, extras, target)
-        say(f"{folder}: {len(files)} files, {size_mib(folder):.1f} MiB")
+        say(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         print(folder)
     return 0
 
