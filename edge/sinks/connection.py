@@ -65,16 +65,23 @@ def closed_before_connack(host: str, port: int, tls: bool) -> str:
     return f"{host}:{port} closed the connection without answering MQTT ({why})"
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, ca_setting: str = "mqtt.ca_file") -> str:
     """One line for a failed connection attempt."""
     ssl = sys.modules.get("ssl")  # not loaded (TLS off): no TLS error is possible, an SSL socket needs it
     if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message}); check mqtt.ca_file"
+        return f"TLS certificate not trusted ({exc.verify_message}); check {ca_setting}"
     if ssl is not None and isinstance(exc, ssl.SSLError):
         return f"TLS error ({exc.reason or exc})"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running on that port?)"
     return str(exc) or exc.__class__.__name__
+
+
+def failed_attempt(host: str, port: int, ca_setting: str) -> str:
+    """The line for paho's on_connect_fail, which its loop calls inside `except OSError:` without the exception."""
+    exc = sys.exc_info()[1]
+    return f"cannot reach the broker at {host}:{port}: {describe_error(exc, ca_setting) if exc else 'no answer'}; " \
+        "trying again"
 
 
 def new_client(paho, cfg, client_id: str, password: str | None, reconnect: bool = False):

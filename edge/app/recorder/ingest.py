@@ -109,7 +109,7 @@ class Ingest:
         from paho.mqtt.properties import Properties
 
         from ...config import MqttConfig
-        from ...sinks.connection import new_client
+        from ...sinks.connection import failed_attempt, new_client
         from ...sinks.netloop import import_paho
 
         o = self.options
@@ -121,8 +121,8 @@ class Ingest:
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.on_connect_fail = lambda *_: self.say("broker", f"cannot reach the broker at {o.host}:{o.port}; "
-                                                                "trying again")
+        client.on_connect_fail = lambda *_: self.say("broker", failed_attempt(o.host, o.port,
+                                                                              "--ca-file (ca_file)"))
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = int(o.session_expiry_s)
         self.client = client
