@@ -191,7 +191,8 @@ def test_daemon_reports_the_new_labels_and_home_assistant_announces_them(trained
 
 @pytest.mark.parametrize("case,needle", [("missing", "no such folder"), ("empty", "class folder holds no .wav"),
                                          ("one", "one class"), ("unreadable", "2 unreadable WAV files"),
-                                         ("loose", "one folder per class")])
+                                         ("loose", "one folder per class"),
+                                         ("same id", "class folders 'Cat' and 'cat' would share the id 'cat'")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, assets, case, needle):
     data = tmp_path / "data"
     for c in ("dog", "cat"):
@@ -207,6 +208,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, assets, case, needle):
     elif case == "unreadable":
         (data / "dog/broken.wav").write_bytes(b"RIFF....WAVEjunk")
         (data / "cat/notes.wav").write_text("not audio")
+    elif case == "same id":
+        (data / "Cat").mkdir()
+        (data / "Cat" / "b.wav").symlink_to(assets / "audio/miaow_16k.wav")
     else:
         (data / "b.wav").symlink_to(assets / "audio/dog_975ms.wav")
     r = run_cli("train-head", "--data", data, "--out", tmp_path / "o", module="tools")

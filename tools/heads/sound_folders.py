@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.core.errors import InputError
 from edge.core.wavfile import read_wav
+from edge.sinks.topics import slug
 
 from ..audio_windows import wav_files
 
@@ -44,7 +45,19 @@ def discover(data: Path, background: Path | None = None, option: str = "--data")
         files[BACKGROUND] = files.get(BACKGROUND, []) + wav_files([background])
     if not files:
         raise InputError(f"{option} {data}: no class folders ({data}/<class name>/*.wav)")
+    _refuse_shared_ids(list(files))
     return Dataset(files)
+
+
+def _refuse_shared_ids(names: list[str]) -> None:
+    """Two class names with one id (case or punctuation apart: Door and door, door-bell and door_bell) would share
+    a state topic and a Home Assistant entity on the device, each overwriting the other's."""
+    ids: dict[str, str] = {}
+    for name in names:
+        other = ids.setdefault(slug(name), name)
+        if other != name:
+            raise InputError(f"class folders {other!r} and {name!r} would share the id {slug(name)!r} in MQTT "
+                             "topics and Home Assistant: rename or merge one of them")
 
 
 def check_readable(files: list[Path]) -> None:
