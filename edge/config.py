@@ -83,7 +83,7 @@ class MqttConfig:
 @dataclass(frozen=True)
 class JsonlConfig:
     enabled: bool = param(False, "also write every event as one JSON line (the MQTT payload) to a file")
-    path: str = param("", "file to append to (empty: standard output)")
+    path: str = param("", "regular file to append to (empty: standard output; not a FIFO, pipe standard output)")
 
 
 @dataclass(frozen=True)

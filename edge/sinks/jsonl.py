@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
 import sys
 
 from ..core.errors import ConfigError
@@ -36,20 +38,29 @@ class JsonLinesSink(Sink):
             if not self.path:
                 self._stream = sys.stdout
             else:
-                try:
-                    self._file = open(self.path, "ab", buffering=0)
-                except OSError as exc:
-                    raise ConfigError(f"jsonl.path {self.path}: cannot open it ({exc.strerror})") from None
+                self._file = self._open("ab", buffering=0)
 
     def check(self, warn) -> str:
         if self._stream is not None or self._file is not None or not self.path:
             return "events as JSON lines on standard output"
+        self._open("a", encoding="utf-8").close()
+        return f"events as JSON lines appended to {self.path}"
+
+    def _open(self, mode: str, **kwargs):
+        """The file, or ConfigError: a FIFO or a socket is refused, its open and every line would wait for a
+        reader, and the audio loop with them (leave jsonl.path empty and pipe standard output instead)."""
         try:
-            with open(self.path, "a", encoding="utf-8"):
-                pass
+            if stat.S_ISFIFO(os.stat(self.path).st_mode) or stat.S_ISSOCK(os.stat(self.path).st_mode):
+                raise ConfigError(f"jsonl.path {self.path}: a FIFO or socket, whose open and writes wait for a "
+                                  "reader; leave jsonl.path empty and pipe standard output instead")
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             raise ConfigError(f"jsonl.path {self.path}: cannot open it ({exc.strerror})") from None
-        return f"events as JSON lines appended to {self.path}"
+        try:
+            return open(self.path, mode, **kwargs)
+        except OSError as exc:
+            raise ConfigError(f"jsonl.path {self.path}: cannot open it ({exc.strerror})") from None
 
     def publish_event(self, event: Event) -> None:
         if self._stream is None and self._file is None:

@@ -5,6 +5,7 @@ status (2 bad input, 78 daemon configuration), never a traceback; a bad spool mu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -94,6 +95,8 @@ def _case_files(tmp: Path, assets: Path) -> dict:
     f["odd_data"] = wav(w, "odd_data.wav", data=b"\x01")
     f["a_directory"] = w / "folder.wav"
     f["a_directory"].mkdir()
+    f["fifo"] = tmp / "events.fifo"  # no reader: opening it for writing would wait for one
+    os.mkfifo(f["fifo"])
     f["missing_wav"] = w / "missing.wav"
     good = w / "good.wav"
     write_wav(good, np.zeros(16000, np.int16), 16000)
@@ -162,6 +165,8 @@ CONFIGS = {  # name: (body, needle); every one exits 78
     "cert without key": ("[mqtt]\ntls = true\nport = 8883\ncert_file = '{class_map}'\n", "go together"),
     "password file missing": ("[mqtt]\nusername = 'u'\npassword_file = '/nonexistent/pw'\n", "password_file"),
     "section not a table": ("mqtt = 3\n", "[mqtt] must be a table"),
+    "jsonl to a fifo": (WAV_SOURCE + "[mqtt]\nenabled = false\n[jsonl]\nenabled = true\npath = '{fifo}'\n",
+                        "a FIFO or socket"),
 }
 
 ARGS = {  # name: (argv, needle); every one exits 2
