@@ -34,7 +34,8 @@ class SilentListener:
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(8)
         self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -44,6 +45,10 @@ class SilentListener:
                 return
 
     def close(self) -> None:
+        """Stops listening for good: a close alone leaves a thread blocked in accept() holding the socket, which
+        then takes the client's next connection instead of the broker started after it."""
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
+        self.thread.join(5)
         self.sock.close()
         for conn in self.accepted:
             conn.close()

@@ -68,6 +68,9 @@ class Broker:
                                      stderr=self._log)
         try:
             wait_for_port(self.port)
+            if wait_until(lambda: self.proc.poll() is not None, 0.2):  # the port answered, but not for it
+                raise RigError(f"mosquitto exited ({self.proc.returncode}) at start: another listener on port "
+                               f"{self.port}? its log: {self.folder / 'broker.log'}")
         except RigError:
             self.stop()
             raise
