@@ -155,7 +155,11 @@ def stopped_wave(rig, k, inventory, good_vars: dict, fleet_args, first: dict) ->
         "dev2": good_vars["dev2"] | {"edge_audio_set": ["audio.source=wav", "audio.file=/nonexistent.wav"]},
         "dev3": good_vars["dev3"] | {"ansible_python_interpreter": "/usr/bin/python9"}}, *fleet_args, bundle=False)
     assert wave.code == 2 and "Traceback" not in wave.err
-    assert f"deploy: canary dev1: install: unchanged {first['dev1']}" in wave.err
+    assert f"deploy: canary dev1: install: unchanged {first['dev1']} (nothing uploaded)" in wave.err
+    events = [json.loads(line) for line in logged(wave).splitlines() if line.startswith("{")]
+    uploads = {e["host"]: e["event"] for e in events if e.get("task", "").startswith("Upload: the release")}
+    assert uploads == {"dev1": "skipped", "dev2": "ok"}, uploads  # dev3 stopped before: its interpreter is missing
+    assert not list((rig.devices["dev1"].prefix / "incoming").iterdir())  # the digests went with the upload folder
     assert re.search(r"deploy: dev2: install: release \S+ rejected: selftest: audio: .*/nonexistent.wav: WAV file "
                      rf"not found; {first['dev2']} stays current\n", wave.err), wave.err
     assert ("deploy: dev3: upload: /usr/bin/python9 not found (ansible_python_interpreter, which runs Ansible's "

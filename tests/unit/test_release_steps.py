@@ -393,3 +393,4 @@ def test_without_a_bundle_the_labels_are_the_default_bundles(tmp_path):
     own = check_release(host_plan(None, None, ["model.path=/srv/models/site"], "pi4-usb-coral"),
                         lambda: pytest.fail("not asked for"))
     assert not own.default_model and own.config.model.path == "/srv/models/site"
+

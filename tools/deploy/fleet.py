@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge.app.command import sayer
+from edge.app.release.store import file_digests
 from edge.core.errors import InputError
 
 from . import ansible_run, wheelhouse
@@ -127,9 +128,12 @@ def _upload(args, plan, hosts: list[Host], wheel: Path, bundle: Path, tmp: Path)
     with tarfile.open(tar_path, "w") as tar:
         for item in sorted(folder.iterdir()):
             tar.add(item, arcname=item.name)
+    digests = tmp / "upload.digests.json"  # a host compares these with its current release before the upload
+    digests.write_text(json.dumps(file_digests(folder), indent=1, sort_keys=True))
     say(f"upload {tar_path.stat().st_size / 2**20:.1f} MiB for "
-        f"{', '.join(p.tag for p in platforms) or 'an online install'}")
-    return {"edge_audio_stage_tar": str(tar_path), "edge_audio_wheel": wheel.name, "edge_audio_wave": args.wave,
+        f"{', '.join(p.tag for p in platforms) or 'an online install'} (to the hosts that do not run it already)")
+    return {"edge_audio_stage_tar": str(tar_path), "edge_audio_stage_digests": str(digests),
+            "edge_audio_wheel": wheel.name, "edge_audio_wave": args.wave,
             "edge_audio_upload_id": f"up-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"}
 
 

@@ -104,12 +104,28 @@ class Progress:
                 self.failures[host] = (step, reason(event))
                 say(f"{self.label(host)}: {step}: FAILED after {self.seconds(host, step)} s")
             return
+        if step == "current":  # the comparison before the upload says something when nothing needs uploading
+            if kind == "ok" and self.unchanged(host, event["result"]):
+                self.pending[host] = ("install", f"{self.results[host]['result']} {self.results[host]['release']} "
+                                                 f"(nothing uploaded) in {self.seconds(host, step)} s")
+            return
         if step in QUIET or (kind == "skipped" and not self.would_run(event["result"])):
             return
         line = "would run (dry run)" if kind == "skipped" else self.describe(host, step, event["result"])
         before = self.pending.get(host, ("", ""))
         if not (before[0] == step and line.startswith("ok in ") and not before[1].startswith("ok in ")):
             self.pending[host] = (step, line)  # a step's last word, unless it says less than the one before
+
+    def unchanged(self, host: str, result: dict) -> bool:
+        """The comparison found the same release current (and the result says which one)."""
+        try:
+            r = json.loads(str(result.get("stdout") or "").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return False
+        if isinstance(r, dict) and r.get("result") == "unchanged" and r.get("release"):
+            self.results[host] = r
+            return True
+        return False
 
     def would_run(self, result: dict) -> bool:
         """A task skipped by a dry run (check mode), not by its own condition (a no_log task's result does not

@@ -14,8 +14,8 @@ from ...core.errors import InputError
 from ...core.files import replace_file
 from ..command import say
 from .steps import Rejected, ReleaseJob
-from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, install_running, list_releases,
-                    previous_good, prune)
+from .store import (INSTALLING, OK, REJECTED, Layout, Release, current_release, file_digest, fingerprint_of,
+                    install_options, install_running, list_releases, previous_good, prune)
 from .service import Service
 
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -120,6 +120,27 @@ def cmd_status(args) -> int:
                       "fingerprint": current.fingerprint if current else None,
                       "releases": len(list_releases(layout)),
                       "python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable}))
+    return 0
+
+
+def cmd_same(args) -> int:
+    """{"result": "unchanged", "release": ID} when the upload the digests describe, with these options, is the
+    current release already; else {"result": "different", "release": the current one or null}."""
+    layout = Layout.at(args.prefix)
+    try:
+        digests = json.loads(Path(args.digests).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--digests {args.digests}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise InputError(f"--digests {args.digests}: expected an object of file -> digest")
+    config = Path(args.stage) / "config.toml"
+    if config.is_file():
+        digests["config.toml"] = file_digest(config)
+    options = install_options(args.profile, args.set, args.extras, args.system_site_packages,
+                              Service.choose(args.service, layout).mode)
+    current = current_release(layout)
+    same = current is not None and current.status == OK and current.fingerprint == fingerprint_of(digests, options)
+    print(json.dumps({"result": "unchanged" if same else "different", "release": current.id if current else None}))
     return 0
 
 

@@ -11,6 +11,7 @@ call these; nothing else switches releases.
     calibrate stop the service, calibrate the current release on the site's own audio for M minutes, keep the
               result in PREFIX/state (it outlives releases), start the service again, whatever happened
     status    JSON: the current release and its fingerprint
+    same      JSON: whether an upload, described by its files' digests, is the current release already
     secret    store a credential from stdin in PREFIX/etc (never on a command line)
 
 It runs from the wheel itself before any venv exists (standard library only):
@@ -56,17 +57,19 @@ def add_parser(sub) -> None:
     q.add_argument("--stage", required=True, metavar="DIR",
                    help="the upload: wheels/ (the project wheel, plus dependency wheels for an offline install), "
                         "optional bundle/ and config.toml")
-    q.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (used when the upload has "
-                                                     "no config.toml)")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. device.id=kitchen or mqtt.host=broker.lan, or a "
-                        "[[sources]] table's by its id, e.g. sources.porch.url=rtsp://... (repeatable)")
-    q.add_argument("--extras", default="litert,mqtt,alsa,clips", help="extras to install (default: %(default)s)")
-    q.add_argument("--system-site-packages", action="store_true",
-                   help="let the venv see the system's Python packages (e.g. Debian's python3-alsaaudio)")
+    _install_options(q)
     q.add_argument("--keep", type=int, default=3,
                    help="good releases kept after a success, ~165 MB each (default: %(default)s)")
     _service_args(q)
+
+    q = step("same", "is an upload, described by its files' digests, what is current already? (then a fleet "
+                     "uploads nothing to this device)", _step("cmd_same"),
+             "edge-audio release same --digests up1.digests.json --stage /opt/edge-audio/incoming/up1 --json")
+    q.add_argument("--digests", required=True, metavar="FILE",
+                   help="JSON: each file of the upload (its path in it) -> its digest, as the host computed them")
+    q.add_argument("--stage", required=True, metavar="DIR", help="the upload folder, holding its config.toml if any")
+    _install_options(q)
+    q.add_argument("--service", default="auto", choices=MODES, help="as install's (default: auto)")
 
     q = step("rollback", "switch back to the newest good release before the current one", _step("cmd_rollback"),
              "edge-audio release rollback --prefix ~/edge-audio")
@@ -91,6 +94,18 @@ def add_parser(sub) -> None:
     q = step("secret", "store a credential read from stdin in PREFIX/etc (mode 0600)", _step("cmd_secret"),
              "edge-audio release secret mqtt_password < password.txt")
     q.add_argument("name", help="credential name, e.g. mqtt_password (the unit passes it with LoadCredential=)")
+
+
+def _install_options(q) -> None:
+    """The options that are part of a release's identity, with its files."""
+    q.add_argument("--profile", metavar="NAME", help="board profile shipped in the wheel (used when the upload has "
+                                                     "no config.toml)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. device.id=kitchen or mqtt.host=broker.lan, or a "
+                        "[[sources]] table's by its id, e.g. sources.porch.url=rtsp://... (repeatable)")
+    q.add_argument("--extras", default="litert,mqtt,alsa,clips", help="extras to install (default: %(default)s)")
+    q.add_argument("--system-site-packages", action="store_true",
+                   help="let the venv see the system's Python packages (e.g. Debian's python3-alsaaudio)")
 
 
 def _service_args(q) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import InputError
-from ...core.files import replace_file
+from ...core.files import replace_file, sha256
 
 RELEASE_FILE = "release.json"
 INSTALL_LOG = "install.log"
@@ -301,14 +301,15 @@ def tree_size(path: Path) -> int:
 
 
 # -- fingerprints: what a release is made of, independent of file times ---------------------------------------------
-def _file_digest(path: Path) -> str:
-    import hashlib  # here, as zipfile: hashlib maps OpenSSL's libcrypto (3.4 MB) into every process that imports it
-    digest = hashlib.sha256()
+def file_digest(path: Path) -> str:
+    digest = sha256()
     if path.suffix == ".whl":  # a wheel's zip holds build times: hash its members instead
         import zipfile  # here: the command line imports this module to build its parser, the daemon included
         with zipfile.ZipFile(path) as z:
             for name in sorted(z.namelist()):
-                digest.update(name.encode() + b"\0" + hashlib.sha256(z.read(name)).digest())
+                member = sha256()
+                member.update(z.read(name))
+                digest.update(name.encode() + b"\0" + member.digest())
         return digest.hexdigest()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -323,15 +324,23 @@ def install_options(profile: str | None, settings: list[str], extras: str, syste
             "system_site_packages": bool(system_site_packages), "service": service}
 
 
+def file_digests(stage: Path) -> dict[str, str]:
+    """Each staged file (its path in the stage) -> the digest of its content; what a fingerprint is made of."""
+    return {p.relative_to(stage).as_posix(): file_digest(p) for p in stage.rglob("*")
+            if p.is_file() and p.relative_to(stage).as_posix() != RELEASE_FILE}
+
+
 def fingerprint(stage: Path, options: dict) -> str:
     """sha256 over every staged file's content and the install options: equal fingerprints = the same release."""
-    import hashlib
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-        rel = path.relative_to(stage).as_posix()
-        if rel == RELEASE_FILE:
-            continue
-        digest.update(rel.encode() + b"\0" + _file_digest(path).encode())
+    return fingerprint_of(file_digests(stage), options)
+
+
+def fingerprint_of(digests: dict[str, str], options: dict) -> str:
+    """The fingerprint of a stage described by its file digests (a fleet host compares before it uploads)."""
+    digest = sha256()
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    for rel in sorted(digests, key=lambda rel: rel.split("/")):  # in path order, as it always was
+        digest.update(rel.encode() + b"\0" + digests[rel].encode())
     return digest.hexdigest()
 
 
