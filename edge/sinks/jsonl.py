@@ -50,7 +50,8 @@ class JsonLinesSink(Sink):
         """The file, or ConfigError: a FIFO or a socket is refused, its open and every line would wait for a
         reader, and the audio loop with them (leave jsonl.path empty and pipe standard output instead)."""
         try:
-            if stat.S_ISFIFO(os.stat(self.path).st_mode) or stat.S_ISSOCK(os.stat(self.path).st_mode):
+            kind = os.stat(self.path).st_mode
+            if stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind):
                 raise ConfigError(f"jsonl.path {self.path}: a FIFO or socket, whose open and writes wait for a "
                                   "reader; leave jsonl.path empty and pipe standard output instead")
         except FileNotFoundError:
