@@ -154,6 +154,7 @@ class Refuser:
             pass
 
     def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way: a close alone leaves the port listening
         self.sock.close()
         for conn in self.held:
             conn.close()
