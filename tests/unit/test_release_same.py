@@ -45,13 +45,17 @@ def test_same_says_unchanged_only_for_the_current_good_release_with_these_files_
     def same(*more: str) -> dict:
         r = subprocess.run([sys.executable, "-m", "edge", "release", "same", "--prefix", str(layout.prefix),
                             "--digests", str(digests), "--stage", str(upload), "--service", "none", "--extras",
-                            "mqtt", *more], capture_output=True, text=True)
+                            "mqtt", "--json", *more], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
     assert same("--set=device.id=a") == {"result": "different", "release": None}  # nothing current yet
     switch(layout, release)
     assert same("--set=device.id=a") == {"result": "unchanged", "release": release.id}
+    plain = subprocess.run([sys.executable, "-m", "edge", "release", "same", "--prefix", str(layout.prefix),
+                            "--digests", str(digests), "--stage", str(upload), "--service", "none", "--extras",
+                            "mqtt", "--set=device.id=a"], capture_output=True, text=True)
+    assert plain.stdout == f"{release.id} is current with the same files, config and options: nothing to upload\n"
     assert same("--set=device.id=b")["result"] == "different"
     (upload / "config.toml").write_text("[device]\nid = 'b'\n")
     assert same("--set=device.id=a")["result"] == "different"

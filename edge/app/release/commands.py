@@ -140,7 +140,12 @@ def cmd_same(args) -> int:
                               Service.choose(args.service, layout).mode)
     current = current_release(layout)
     same = current is not None and current.status == OK and current.fingerprint == fingerprint_of(digests, options)
-    print(json.dumps({"result": "unchanged" if same else "different", "release": current.id if current else None}))
+    if args.json:
+        print(json.dumps({"result": "unchanged" if same else "different", "release": current.id if current else None}))
+    elif same:
+        print(f"{current.id} is current with the same files, config and options: nothing to upload")
+    else:
+        print(f"not the current release ({current.id if current else 'none'}): the upload is needed")
     return 0
 
 

@@ -11,7 +11,7 @@ call these; nothing else switches releases.
     calibrate stop the service, calibrate the current release on the site's own audio for M minutes, keep the
               result in PREFIX/state (it outlives releases), start the service again, whatever happened
     status    JSON: the current release and its fingerprint
-    same      JSON: whether an upload, described by its files' digests, is the current release already
+    same      whether an upload, described by its files' digests, is the current release already
     secret    store a credential from stdin in PREFIX/etc (never on a command line)
 
 It runs from the wheel itself before any venv exists (standard library only):
