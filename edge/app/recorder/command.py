@@ -67,15 +67,16 @@ def add_parser(sub) -> None:
     p.add_argument("--clips", metavar="DIR", help="where clips are written (default: recorder-clips in the state "
                    "directory)")
     p.add_argument("--clip-max-mb", type=float, metavar="MB",
-                   help=f"a larger clip is refused (default: {DEFAULT.clip_max_bytes // MIB})")
+                   help=f"one clip larger than this is refused (default: {DEFAULT.clip_max_bytes // MIB}; all "
+                        "clips together: --clips-max-mb)")
     p.add_argument("--http", metavar="ADDR:PORT", help=f"where the fleet view listens (default: {DEFAULT.http}; "
                    "'none' for no web server)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the web token (required when --http is not "
                    "a loopback address)")
     p.add_argument("--retention-days", type=float, metavar="D", help="delete events and clips older than this "
                    "(default: keep them)")
-    p.add_argument("--clips-max-mb", type=float, metavar="MB", help="keep the clips under this size, oldest "
-                   "deleted first (default: no limit)")
+    p.add_argument("--clips-max-mb", type=float, metavar="MB", help="keep all clips together under this size, "
+                   "oldest deleted first (default: no limit; one clip's limit: --clip-max-mb)")
     p.add_argument("--export", choices=("csv", "jsonl"), help="write the stored events and exit")
     p.add_argument("--out", metavar="FILE", help="with --export: the file (default: standard output)")
     p.set_defaults(func=cmd_recorder)
