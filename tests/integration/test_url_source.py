@@ -58,20 +58,20 @@ def _decoded(wav: Path) -> np.ndarray:
 
 
 def _ffmpeg_children(server: StreamServer) -> list[int]:
-    """This process's children that run ffmpeg, but for the server (zombies included: an unreaped child counts)."""
-    pids = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    """This process's children that run ffmpeg, but for the server (zombies included: an unreaped child counts).
+    Read from each process's own /proc/PID/stat (its parent and name): a thread's /proc/.../children list may
+    miss children while others start or exit, which the kernel documents as unreliable on a running process."""
+    me, named = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server.proc.pid:
+            continue
         try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
+            stat = (entry / "stat").read_text()
         except OSError:
-            pass
-    named = []
-    for pid in set(pids):
-        try:
-            if pid != server.proc.pid and Path(f"/proc/{pid}/comm").read_text().strip() == "ffmpeg":
-                named.append(pid)
-        except OSError:
-            pass
+            continue  # gone meanwhile
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm == "ffmpeg" and int(fields[1]) == me:
+            named.append(int(entry.name))
     return named
 
 
@@ -252,7 +252,8 @@ def test_close_stops_ffmpeg_from_any_thread_and_leaves_no_child(assets):
         assert src.read() is not None
         first = _ffmpeg_children(server)
         src.open()  # an old process still there is replaced, not left behind
-        assert len(_ffmpeg_children(server)) == 1 and _ffmpeg_children(server) != first
+        assert len(_ffmpeg_children(server)) == 1 and _ffmpeg_children(server) != first, \
+            (first, _ffmpeg_children(server))
         src.close()
         assert _ffmpeg_children(server) == []
 
@@ -317,7 +318,8 @@ def test_the_daemons_stop_ends_a_stream_whose_read_waits_on_a_silent_camera():
         cfg = _cfg(f"http://127.0.0.1:{server.port}/stream1", stall_seconds=60.0)
         capture = Capture(UrlSource(cfg), cfg)
         capture.start()
-        assert wait_until(lambda: len(_ffmpeg_children(nobody)) == 1 and server.held, 10)
+        assert wait_until(lambda: len(_ffmpeg_children(nobody)) == 1 and server.held, 10), \
+                (_ffmpeg_children(nobody), server.held)
         capture.stop(0.3)
         assert wait_until(lambda: not _ffmpeg_children(nobody), 5), _ffmpeg_children(nobody)
     finally:
