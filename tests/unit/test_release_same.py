@@ -8,15 +8,8 @@ import subprocess
 import sys
 import zipfile
 
-from edge.app.release.store import OK, Layout, Release, file_digests, fingerprint, install_options, switch
-
-
-def make_release(layout: Layout, rid: str) -> Release:
-    path = layout.releases / rid
-    path.mkdir(parents=True)
-    release = Release(rid, path, {"status": OK})
-    release.save()
-    return release
+from edge.app.release.store import Layout, file_digests, fingerprint, install_options, switch
+from test_release_steps import make_release  # the release steps' own helper
 
 
 def test_same_says_unchanged_only_for_the_current_good_release_with_these_files_config_and_options(tmp_path):
